@@ -1,0 +1,196 @@
+"""The `ferbatch` command line: thin wrappers over the flows and library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ferbatch.errors import FerbatchError
+
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+class _Group(click.Group):
+    """Turns user errors raised anywhere below into click's one-line `Error: ...` and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FerbatchError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task's traceback; for a FerbatchError the message alone says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FerbatchError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors_in_prefect_logs() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        run_logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in run_logger.filters):
+            run_logger.addFilter(_UserErrorsWithoutTraceback())
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it per invocation)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _models_dir_option(function):
+    return click.option(
+        "--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Model registry folder (default: $FERBATCH_MODELS_DIR or the project's models/).",
+    )(function)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="ferbatch")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Facial-sentiment scoring of image folders, with its own FER2013 CNN."""
+    # Only ferbatch's own logger: third-party INFO lines (HTTP requests and the like) are noise here.
+    package_logger = logging.getLogger("ferbatch")
+    if not any(isinstance(h, _CurrentStderr) for h in package_logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _quiet_user_errors_in_prefect_logs()
+
+
+@cli.command()
+@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="FER2013 CSV, plain or .gz.")
+@click.option("--preset", "preset_name", default="default", show_default=True,
+              help="Named training recipe (see `ferbatch presets`).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Override the preset's batch size.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+              help="Compute precision (default: the preset's; mixed_bfloat16 is faster on bf16 CPUs).")
+@click.option("--seed", type=int, help="Override the preset's seed.")
+@click.option("--class-weights/--no-class-weights", default=None, help="Weight classes by inverse frequency.")
+@click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None,
+              metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
+@click.option("--extra-folder", type=EXISTING_DIR, help="Add face crops from class-named subfolders to Training.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run from its last checkpoint.")
+@click.option("--no-promote", is_flag=True, help="Register the model but leave the current one in place.")
+@click.option("--force-promote", is_flag=True, help="Promote even if PublicTest accuracy is worse.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Promote when PublicTest accuracy is at most this much below the current model's.")
+@_models_dir_option
+def train(data_path: Path, preset_name: str, epochs: int | None, batch_size: int | None, precision: str | None,
+          seed: int | None, class_weights: bool | None, labels: tuple[str, Path] | None,
+          extra_folder: Path | None, resume: bool, no_promote: bool, force_promote: bool, tolerance: float,
+          models_dir: Path | None) -> None:
+    """Train, evaluate and register a FER model (the `retrain` flow)."""
+    if no_promote and force_promote:
+        raise click.UsageError("--no-promote and --force-promote contradict each other")
+    from ferbatch.training import preset
+
+    preset(preset_name)  # fail on an unknown preset before anything starts
+    from flows.retrain import retrain
+
+    result = retrain(
+        data=str(data_path),
+        labels=str(labels[1]) if labels else None,
+        extra_folder=str(extra_folder) if extra_folder else None,
+        models_dir=str(models_dir) if models_dir else None,
+        preset_name=preset_name,
+        overrides={"epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
+                   "class_weights": class_weights},
+        resume=resume,
+        promote="never" if no_promote else "force" if force_promote else "auto",
+        tolerance=tolerance,
+    )
+    private = result["metrics"].get("PrivateTest", {}).get("plain", {})
+    click.echo(
+        f"model {result['version']}: PublicTest accuracy {result['metrics']['PublicTest']['plain']['accuracy']:.4f}"
+        + (f", PrivateTest accuracy {private['accuracy']:.4f}" if private else "")
+        + f"; {'promoted' if result['promoted'] else 'not promoted'} ({result['reason']})"
+    )
+
+
+@cli.command()
+@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="FER2013 CSV, plain or .gz.")
+@click.option("--model", "version", default=None, help="Model version (default: the current one).")
+@click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None, metavar="ferplus FILE",
+              help="Evaluate against FER+ majority-vote labels instead of the file's own.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@_models_dir_option
+def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | None, as_json: bool,
+             models_dir: Path | None) -> None:
+    """Re-evaluate a registered model on PublicTest and PrivateTest."""
+    from ferbatch.data import apply_ferplus_labels, load_fer2013
+    from ferbatch.evaluation import evaluate_splits
+    from ferbatch.registry import ModelRegistry, default_models_dir
+    from ferbatch.retraining import metrics_markdown
+
+    registry = ModelRegistry(models_dir or default_models_dir())
+    card = registry.card(version)
+    data = load_fer2013(data_path)
+    if labels:
+        data = apply_ferplus_labels(data, labels[1])
+    metrics = evaluate_splits(registry.load_model(card["version"]), data)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        click.echo(metrics_markdown({**card, "metrics": metrics}))
+
+
+@cli.command()
+def presets() -> None:
+    """List the named training recipes."""
+    from ferbatch.training import PRESETS
+
+    for name, config in PRESETS.items():
+        click.echo(f"{name}: {json.dumps(config.to_dict())}")
+
+
+@cli.group(cls=_Group)
+def models() -> None:
+    """Inspect the model registry."""
+
+
+@models.command("list")
+@_models_dir_option
+def list_models(models_dir: Path | None) -> None:
+    """Registered versions with their key metrics; * marks the current one."""
+    from ferbatch.registry import ModelRegistry, default_models_dir
+
+    registry = ModelRegistry(models_dir or default_models_dir())
+    versions = registry.versions()
+    if not versions:
+        click.echo(f"no models registered in {registry.root}")
+        return
+    current = registry.current_version()
+    click.echo(f"{'':2}{'version':34} {'arch':8} {'params':>9} {'public':>7} {'private':>7} {'priv+flip':>9} labels")
+    for version in versions:
+        card = registry.card(version)
+        m = card["metrics"]
+        private = m.get("PrivateTest", {})
+        click.echo(
+            f"{'*' if version == current else ' '} {version:34} {card['architecture']:8} {card['parameters']:>9,} "
+            f"{m['PublicTest']['plain']['accuracy']:>7.4f} "
+            f"{private.get('plain', {}).get('accuracy', float('nan')):>7.4f} "
+            f"{private.get('flip_tta', {}).get('accuracy', float('nan')):>9.4f} {card['label_source']}"
+        )
+
+
+def main() -> None:
+    cli()

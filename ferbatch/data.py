@@ -1,0 +1,284 @@
+"""Load and validate FER2013-format data (`emotion,pixels,Usage`) into uint8 arrays.
+
+Every row is checked; invalid rows are dropped and counted by reason. A file that cannot be used at all
+raises `DataError` with one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, SPLITS
+from ferbatch.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("emotion", "pixels", "Usage")
+N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+# FER+ vote columns, in file order, and the FER2013 class each maps to (None: not one of the 7 classes).
+FERPLUS_COLUMNS = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
+)
+_FERPLUS_TO_FER = {
+    "neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0, "disgust": 1, "fear": 2,
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class FerData:
+    """Validated faces. `split` holds an index into SPLITS; `source_row` the row's 0-based position in the CSV."""
+
+    images: np.ndarray  # (N, 48, 48) uint8
+    labels: np.ndarray  # (N,) uint8, FER2013 class order
+    split: np.ndarray  # (N,) uint8 index into SPLITS
+    source_row: np.ndarray  # (N,) int64; -1 for faces added from an extra folder
+    n_source_rows: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    label_source: str = "fer2013"
+
+    def subset(self, split_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of one split (Training, PublicTest or PrivateTest)."""
+        mask = self.split == SPLITS.index(split_name)
+        return self.images[mask], self.labels[mask]
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """Per split, the number of faces of each class in CLASS_NAMES order."""
+        return {
+            name: np.bincount(self.labels[self.split == i], minlength=NUM_CLASSES).tolist()
+            for i, name in enumerate(SPLITS)
+        }
+
+    def summary(self) -> dict:
+        """A JSON-ready description for logs, data reports and model cards."""
+        return {
+            "rows_read": self.n_source_rows,
+            "rows_used": len(self.labels),
+            "rejected": dict(self.rejected),
+            "label_source": self.label_source,
+            "class_counts": self.class_counts(),
+            "sources": dict(self.sources),
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable {what} CSV file ({reason})") from exc
+    return frame
+
+
+def _parse_pixels(pixels: list[str], out: np.ndarray) -> np.ndarray:
+    """Parse space-separated pixel strings into `out`; return the per-row reason code (0 = valid)."""
+    reasons = np.zeros(len(pixels), dtype=np.uint8)
+    for i, text in enumerate(pixels):
+        try:
+            values = np.fromstring(text, dtype=np.int32, sep=" ")
+        except ValueError:  # a token that is not an integer
+            reasons[i] = 1
+            continue
+        if values.size != N_PIXELS:
+            reasons[i] = 1
+        elif values.min() < 0 or values.max() > 255:
+            reasons[i] = 2
+        else:
+            out[i] = values.reshape(IMAGE_SIZE, IMAGE_SIZE)
+    return reasons
+
+
+def load_fer2013(path: str | Path) -> FerData:
+    """Read and validate a FER2013 CSV (plain or .gz). Invalid rows are dropped and counted by reason."""
+    path = Path(path)
+    frame = _read_csv(path, "FER2013")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: not a FER2013 CSV: missing column(s) {', '.join(missing)} "
+            f"(expected {','.join(REQUIRED_COLUMNS)})"
+        )
+    n_rows = len(frame)
+    if n_rows == 0:
+        raise DataError(f"{path}: the file has a header but no rows")
+
+    emotion = frame["emotion"].str.strip()
+    usage = frame["Usage"].str.strip()
+    emotion_ok = emotion.str.fullmatch(r"[0-6]").to_numpy(dtype=bool)
+    usage_ok = usage.isin(SPLITS).to_numpy()
+
+    images = np.zeros((n_rows, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    pixel_reason = _parse_pixels(frame["pixels"].tolist(), images)
+
+    rejected: Counter[str] = Counter()
+    rejected["emotion_not_0_to_6"] = int((~emotion_ok).sum())
+    rejected["usage_not_a_split"] = int((emotion_ok & ~usage_ok).sum())
+    rest = emotion_ok & usage_ok
+    rejected["pixels_not_2304_integers"] = int((rest & (pixel_reason == 1)).sum())
+    rejected["pixels_outside_0_255"] = int((rest & (pixel_reason == 2)).sum())
+    valid = rest & (pixel_reason == 0)
+    if not valid.any():
+        raise DataError(f"{path}: no valid rows among {n_rows} ({_format_reasons(rejected)})")
+
+    data = FerData(
+        images=images[valid],
+        labels=emotion[valid].astype(np.uint8).to_numpy(),
+        split=usage[valid].map({name: i for i, name in enumerate(SPLITS)}).astype(np.uint8).to_numpy(),
+        source_row=np.flatnonzero(valid).astype(np.int64),
+        n_source_rows=n_rows,
+        rejected={k: v for k, v in rejected.items() if v},
+        sources={path.name: sha256_file(path)},
+    )
+    log.info("%s: %d rows, %d valid, rejected: %s", path, n_rows, valid.sum(), _format_reasons(data.rejected))
+    return data
+
+
+def _format_reasons(rejected: dict[str, int]) -> str:
+    parts = [f"{reason}={count}" for reason, count in rejected.items() if count]
+    return ", ".join(parts) if parts else "none"
+
+
+def ferplus_majority(votes: np.ndarray, is_face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FER2013 labels from FER+ vote counts (columns in FERPLUS_COLUMNS order).
+
+    Returns (labels, reason) where reason is "" for usable rows, else why the row is dropped:
+    not a face, or a majority of unknown, not-a-face or contempt. Ties go to the first column.
+    """
+    majority = votes.argmax(axis=1)
+    to_fer = np.array([_FERPLUS_TO_FER.get(name, -1) for name in FERPLUS_COLUMNS])
+    labels = to_fer[majority]
+    names = np.array(FERPLUS_COLUMNS)
+    reason = np.where(labels >= 0, "", np.char.add("ferplus_majority_", names[majority]))
+    reason = np.where(is_face, reason, "ferplus_not_a_face")
+    return labels, reason
+
+
+def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
+    """Replace labels with FER+ majority votes (same row order as the FER2013 file)."""
+    path = Path(path)
+    frame = _read_csv(path, "FER+")
+    missing = [c for c in ("Usage", "Image name", *FERPLUS_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: not a FER+ label file: missing column(s) {', '.join(missing)}")
+    if len(frame) != data.n_source_rows:
+        raise DataError(
+            f"{path}: has {len(frame)} rows but the FER2013 file has {data.n_source_rows}; "
+            "FER+ labels must be in the same row order"
+        )
+    try:
+        votes = frame[list(FERPLUS_COLUMNS)].replace("", "0").astype(np.int64).to_numpy()
+    except ValueError as exc:
+        raise DataError(f"{path}: vote columns must hold integers ({exc})") from exc
+    usage_matches = (frame["Usage"].str.strip().to_numpy()[data.source_row] == np.array(SPLITS)[data.split])
+    if not usage_matches.all():
+        raise DataError(
+            f"{path}: Usage differs from the FER2013 file on {int((~usage_matches).sum())} rows; "
+            "the files are not in the same order"
+        )
+    labels, reason = ferplus_majority(votes, frame["Image name"].str.strip().to_numpy() != "")
+    keep_rows = reason[data.source_row] == ""
+    rejected = Counter(data.rejected)
+    rejected.update(Counter(reason[data.source_row][~keep_rows].tolist()))
+    log.info("FER+ labels from %s: kept %d of %d faces", path, keep_rows.sum(), len(keep_rows))
+    return replace(
+        data,
+        images=data.images[keep_rows],
+        labels=labels[data.source_row][keep_rows].astype(np.uint8),
+        split=data.split[keep_rows],
+        source_row=data.source_row[keep_rows],
+        rejected=dict(rejected),
+        sources={**data.sources, path.name: sha256_file(path)},
+        label_source="ferplus",
+    )
+
+
+def read_face_crop(path: Path) -> np.ndarray | None:
+    """A 48x48 grey uint8 face from an image file, or None when it cannot be decoded."""
+    raw = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also copes with non-ASCII paths
+    image = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
+    if image is None:
+        return None
+    interpolation = cv2.INTER_AREA if min(image.shape) > IMAGE_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=interpolation)
+
+
+def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
+    """Append labelled face crops from class-named subfolders (e.g. Happy/, sad/) to Training."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    by_name = {name.lower(): i for i, name in enumerate(CLASS_NAMES)}
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
+    unknown = [p.name for p in subfolders if p.name.lower() not in by_name]
+    if unknown:
+        raise DataError(
+            f"{folder}: subfolder(s) {', '.join(unknown)} are not class names ({', '.join(CLASS_NAMES)})"
+        )
+    faces, labels, unreadable = [], [], 0
+    for sub in subfolders:
+        for file in sorted(sub.rglob("*")):
+            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            face = read_face_crop(file)
+            if face is None:
+                unreadable += 1
+                continue
+            faces.append(face)
+            labels.append(by_name[sub.name.lower()])
+    if not faces:
+        raise DataError(f"{folder}: no readable face images in its class subfolders")
+    rejected = Counter(data.rejected)
+    if unreadable:
+        rejected["extra_folder_unreadable_image"] += unreadable
+    log.info("extra folder %s: %d faces added to Training, %d unreadable", folder, len(faces), unreadable)
+    n = len(faces)
+    return replace(
+        data,
+        images=np.concatenate([data.images, np.stack(faces)]),
+        labels=np.concatenate([data.labels, np.array(labels, dtype=np.uint8)]),
+        split=np.concatenate([data.split, np.zeros(n, dtype=np.uint8)]),
+        source_row=np.concatenate([data.source_row, np.full(n, -1, dtype=np.int64)]),
+        rejected=dict(rejected),
+        sources={**data.sources, f"{folder.name}/": f"{n} images"},
+    )
+
+
+def load_training_data(
+    path: str | Path,
+    ferplus_labels: str | Path | None = None,
+    extra_folder: str | Path | None = None,
+) -> FerData:
+    """The full loading recipe used by training: FER2013 CSV, optional FER+ labels, optional extra faces."""
+    data = load_fer2013(path)
+    if ferplus_labels is not None:
+        data = apply_ferplus_labels(data, ferplus_labels)
+    if extra_folder is not None:
+        data = add_extra_folder(data, extra_folder)
+    for name in SPLITS[:2]:
+        if not (data.split == SPLITS.index(name)).any():
+            raise DataError(f"{path}: no valid {name} rows; training needs Training and PublicTest")
+    return data

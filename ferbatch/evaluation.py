@@ -1,0 +1,82 @@
+"""Classification metrics for a FER model, with and without horizontal-flip test-time augmentation."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
+from ferbatch.data import FerData
+
+EVAL_SPLITS = ("PublicTest", "PrivateTest")
+
+
+def predict_probabilities(
+    model: keras.Model, faces: np.ndarray, batch_size: int = 256, flip_tta: bool = False
+) -> np.ndarray:
+    """(N, 7) probabilities for uint8 or float faces shaped (N, 48, 48) or (N, 48, 48, 1)."""
+    x = np.asarray(faces, dtype="float32")
+    if x.ndim == 3:
+        x = x[..., None]
+    if len(x) == 0:
+        return np.zeros((0, NUM_CLASSES), dtype="float32")
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    if flip_tta:
+        probabilities = (probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return np.asarray(probabilities, dtype="float32")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    return np.bincount(
+        np.asarray(y_true, dtype=np.int64) * NUM_CLASSES + np.asarray(y_pred, dtype=np.int64),
+        minlength=NUM_CLASSES * NUM_CLASSES,
+    ).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    matrix = confusion_matrix(y_true, y_pred)
+    true_positive = np.diag(matrix).astype("float64")
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
+        recall = np.where(actual > 0, true_positive / actual, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = actual > 0
+    return {
+        "n": int(matrix.sum()),
+        "accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(actual[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def evaluate(model: keras.Model, faces: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
+    """Metrics on one split, as {"plain": ..., "flip_tta": ...}."""
+    plain = predict_probabilities(model, faces)
+    flipped = predict_probabilities(model, np.asarray(faces)[:, :, ::-1])
+    return {
+        "plain": classification_metrics(labels, plain.argmax(axis=1)),
+        "flip_tta": classification_metrics(labels, ((plain + flipped) / 2).argmax(axis=1)),
+    }
+
+
+def evaluate_splits(model: keras.Model, data: FerData) -> dict[str, dict]:
+    """Metrics on each evaluation split present in `data` (PublicTest for selection, PrivateTest to report)."""
+    results = {}
+    for split in EVAL_SPLITS:
+        faces, labels = data.subset(split)
+        if len(labels):
+            results[split] = evaluate(model, faces, labels)
+    return results

@@ -1,0 +1,192 @@
+"""The model registry: `models/<version>/` folders with `model.keras` and `card.json`, and a
+`models/current.json` pointer naming the promoted version.
+
+Registration and promotion are atomic (write elsewhere, then rename), so a crash never leaves the
+pointer naming a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.errors import RegistryError
+
+CURRENT_FILE = "current.json"
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
+
+
+def default_models_dir() -> Path:
+    """$FERBATCH_MODELS_DIR, else the project's models/ (source checkout), else ./models."""
+    if os.environ.get("FERBATCH_MODELS_DIR"):
+        return Path(os.environ["FERBATCH_MODELS_DIR"])
+    project_models = Path(__file__).resolve().parent.parent / "models"
+    return project_models if (project_models / CURRENT_FILE).is_file() else Path("models")
+
+
+def promotion_score(card: dict) -> float:
+    """The figure the promotion gate compares: PublicTest accuracy (PrivateTest never decides)."""
+    split, mode, metric = PROMOTION_METRIC
+    return float(card["metrics"][split][mode][metric])
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    version: str
+    previous: str | None
+    reason: str
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def versions(self) -> list[str]:
+        """Registered versions, oldest first (version names sort by creation time)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file() and (p / MODEL_FILE).is_file())
+
+    def current_version(self) -> str | None:
+        pointer = self.root / CURRENT_FILE
+        if not pointer.is_file():
+            return None
+        return json.loads(pointer.read_text())["version"]
+
+    def resolve(self, version: str | None = None) -> str:
+        """The given version, checked to exist, or the current one."""
+        chosen = version or self.current_version()
+        if chosen is None:
+            raise RegistryError(f"{self.root}: no current model; train one or pass a version")
+        if not (self.root / chosen / MODEL_FILE).is_file():
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"{self.root}: no model version {chosen!r} (registered: {known})")
+        return chosen
+
+    def card(self, version: str | None = None) -> dict:
+        return json.loads((self.root / self.resolve(version) / CARD_FILE).read_text())
+
+    def model_path(self, version: str | None = None) -> Path:
+        return self.root / self.resolve(version) / MODEL_FILE
+
+    def load_model(self, version: str | None = None) -> keras.Model:
+        return keras.saving.load_model(self.model_path(version), compile=False)
+
+    def new_version_name(self, architecture: str) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name, n = f"{stamp}-{architecture}", 1
+        while (self.root / name).exists():
+            n += 1
+            name = f"{stamp}-{architecture}-{n}"
+        return name
+
+    def register(self, model: keras.Model, card: dict, files: list[Path] = ()) -> str:
+        """Store a model, its card and pictures as a new version; returns the version name."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = card.get("version") or self.new_version_name(card.get("architecture", model.name))
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
+        try:
+            model.save(staging / MODEL_FILE)
+            for file in files:
+                shutil.copy2(file, staging / Path(file).name)
+            card = {**card, "version": version, "files": sorted(p.name for p in staging.iterdir())}
+            card["model_bytes"] = (staging / MODEL_FILE).stat().st_size
+            (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+            os.rename(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return version
+
+    def promote(self, version: str, *, force: bool = False, tolerance: float = 0.0) -> Promotion:
+        """Point current.json at `version` unless its PublicTest accuracy is below the current one's."""
+        new_card = self.card(version)
+        previous = self.current_version()
+        if previous is not None and not (self.root / previous / CARD_FILE).is_file():
+            previous = None  # a dangling pointer is no model to defend
+        if previous is None or force:
+            reason = "forced" if force else "no current model"
+        else:
+            new_score, old_score = promotion_score(new_card), promotion_score(self.card(previous))
+            if new_score + tolerance < old_score:
+                return Promotion(
+                    False, version, previous,
+                    f"PublicTest accuracy {new_score:.4f} is below the current {old_score:.4f} "
+                    f"(tolerance {tolerance:.4f})",
+                )
+            reason = f"PublicTest accuracy {new_score:.4f} is not below the current {old_score:.4f}"
+        _write_json_atomic(
+            self.root / CURRENT_FILE,
+            {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        )
+        return Promotion(True, version, previous, reason)
+
+
+def runtime_versions() -> dict[str, str]:
+    versions = {"keras": keras.__version__, "backend": keras.backend.backend(), "python": platform.python_version()}
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:  # trained under JAX or PyTorch
+        pass
+    return versions
+
+
+def build_card(
+    *,
+    architecture: str,
+    parameters: int,
+    training_config: dict,
+    data_summary: dict,
+    metrics: dict,
+    epochs_run: int,
+    best_epoch: int,
+    wall_time_s: float,
+    stopped_early: bool,
+    input_contract: dict,
+) -> dict:
+    """The model card: what the model is, how it was trained and how well it does."""
+    return {
+        "version": None,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": architecture,
+        "parameters": parameters,
+        "class_names": list(CLASS_NAMES),
+        "input_contract": input_contract,
+        "training_config": training_config,
+        "seed": training_config.get("seed"),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        "wall_time_s": wall_time_s,
+        "label_source": data_summary["label_source"],
+        "data": data_summary,
+        "runtime": runtime_versions(),
+        "selection": "checkpoint, LR plateaus, early stopping and promotion use PublicTest only; "
+        "PrivateTest is the final test",
+        "promotion_metric": ".".join(PROMOTION_METRIC),
+        "metrics": metrics,
+    }

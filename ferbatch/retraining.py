@@ -1,0 +1,115 @@
+"""The retrain pipeline as plain typed steps; `flows/retrain.py` wires them as Prefect tasks.
+
+prepare_data -> fit -> assess -> register -> promote
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+
+from ferbatch import plots
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.data import FerData, load_training_data
+from ferbatch.evaluation import evaluate_splits
+from ferbatch.model import INPUT_CONTRACT
+from ferbatch.registry import ModelRegistry, Promotion, build_card
+from ferbatch.training import TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+PROMOTE_POLICIES = ("auto", "never", "force")
+
+
+def work_dir(models_dir: str | Path) -> Path:
+    """Where an in-progress training run keeps its checkpoints and report (hidden from the registry)."""
+    return Path(models_dir) / ".work"
+
+
+def prepare_data(
+    data_path: str | Path,
+    ferplus_labels: str | Path | None,
+    extra_folder: str | Path | None,
+    report_dir: Path,
+) -> FerData:
+    """Load and validate the data, and write the data report pictures."""
+    data = load_training_data(data_path, ferplus_labels, extra_folder)
+    shutil.rmtree(report_dir, ignore_errors=True)  # pictures of an earlier run must not reach this card
+    plots.write_data_report(data, report_dir)
+    summary = data.summary()
+    log.info("data: %d faces used of %d rows; rejected %s", summary["rows_used"], summary["rows_read"],
+             summary["rejected"] or "none")
+    return data
+
+
+def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool) -> TrainResult:
+    return train(config, *data.subset("Training"), *data.subset("PublicTest"), workdir / "checkpoints", resume)
+
+
+def assess(classifier: keras.Model, data: FerData) -> dict:
+    """PublicTest and PrivateTest metrics, plain and with flip test-time augmentation."""
+    return evaluate_splits(classifier, data)
+
+
+def register(
+    registry: ModelRegistry,
+    config: TrainConfig,
+    data: FerData,
+    result: TrainResult,
+    metrics: dict,
+    report_dir: Path,
+) -> str:
+    """Write curves and confusion matrices, build the card and register a new version."""
+    pictures = [plots.training_curves(result.history, report_dir / "training_curves.png")]
+    for split, by_mode in metrics.items():
+        for mode, values in by_mode.items():
+            title = f"{split} ({mode}): accuracy {values['accuracy']:.3f}"
+            pictures.append(
+                plots.confusion_matrix_plot(values["confusion_matrix"], title,
+                                            report_dir / f"confusion_{split}_{mode}.png")
+            )
+    pictures += sorted(p for p in report_dir.glob("*.png") if p not in pictures)
+    card = build_card(
+        architecture=config.architecture,
+        parameters=int(result.classifier.count_params()),
+        training_config=config.to_dict(),
+        data_summary=data.summary(),
+        metrics=metrics,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        wall_time_s=result.wall_time_s,
+        stopped_early=result.stopped_early,
+        input_contract=INPUT_CONTRACT,
+    )
+    card["history"] = result.history
+    version = registry.register(result.classifier, card, pictures)
+    log.info("registered model %s in %s", version, registry.root)
+    return version
+
+
+def promote(registry: ModelRegistry, version: str, policy: str = "auto", tolerance: float = 0.0) -> Promotion:
+    if policy == "never":
+        return Promotion(False, version, registry.current_version(), "--no-promote")
+    decision = registry.promote(version, force=policy == "force", tolerance=tolerance)
+    log.info("%s %s: %s", "promoted" if decision.promoted else "kept the current model, not", version,
+             decision.reason)
+    return decision
+
+
+def metrics_markdown(card: dict, promotion: Promotion | None = None) -> str:
+    """A metrics table for people: Prefect artifacts, the README, closing notes."""
+    lines = [f"## Model {card['version']} ({card['architecture']}, {card['parameters']:,} parameters)", ""]
+    lines += ["| split | mode | accuracy | macro-F1 | " + " | ".join(f"{c} recall" for c in CLASS_NAMES) + " |"]
+    lines += ["|" + "---|" * (4 + len(CLASS_NAMES))]
+    for split, by_mode in card["metrics"].items():
+        for mode, m in by_mode.items():
+            recalls = " | ".join(f"{m['per_class'][c]['recall']:.3f}" for c in CLASS_NAMES)
+            lines.append(f"| {split} | {mode} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {recalls} |")
+    lines += ["", f"epochs run {card['epochs_run']} (best {card['best_epoch']}), wall time {card['wall_time_s']} s, "
+              f"labels {card['label_source']}"]
+    if promotion is not None:
+        lines.append(f"promotion: {'promoted' if promotion.promoted else 'not promoted'} ({promotion.reason})")
+    return "\n".join(lines)

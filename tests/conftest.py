@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+DATA_DIR = Path(__file__).parent / "data"
+SAMPLE_CSV = DATA_DIR / "fer2013_sample.csv.gz"
+SAMPLE_FERPLUS = DATA_DIR / "ferplus_sample.csv"
+FULL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013.csv.gz"
+
+
+def pixels(value: int = 128, n: int = 2304) -> str:
+    return " ".join([str(value)] * n)
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str]], header: str = "emotion,pixels,Usage") -> Path:
+    text = header + "\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_data():
+    from ferbatch.data import load_fer2013
+
+    return load_fer2013(SAMPLE_CSV)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite, 127.0.0.1) for every test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def random_faces() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)

@@ -1,0 +1,32 @@
+"""Checks against the full FER2013 file; they skip cleanly where ../shared is absent."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FULL_FER2013
+
+pytestmark = [
+    pytest.mark.full_data,
+    pytest.mark.skipif(not FULL_FER2013.is_file(), reason=f"needs {FULL_FER2013}"),
+]
+
+
+def test_full_file_loads_with_the_documented_split_and_class_counts():
+    from ferbatch.data import load_fer2013
+
+    data = load_fer2013(FULL_FER2013)
+    assert data.images.shape == (35887, 48, 48)
+    assert data.rejected == {}
+    counts = data.class_counts()
+    assert counts["Training"] == [3995, 436, 4097, 7215, 4830, 3171, 4965]
+    assert counts["PublicTest"] == [467, 56, 496, 895, 653, 415, 607]
+    assert counts["PrivateTest"] == [491, 55, 528, 879, 594, 416, 626]
+
+
+def test_ferplus_labels_align_with_the_full_file():
+    from ferbatch.data import apply_ferplus_labels, load_fer2013
+
+    data = apply_ferplus_labels(load_fer2013(FULL_FER2013), FULL_FER2013.parent / "ferplus_fer2013new.csv")
+    assert data.label_source == "ferplus"
+    assert 35000 < len(data.labels) < 35887
+    assert data.rejected["ferplus_not_a_face"] > 0

@@ -1,0 +1,75 @@
+"""The contract every architecture in the factory must honour (the timm way: one test over all models)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from ferbatch.model import (
+    INPUT_SHAPE,
+    Augmentation,
+    create_model,
+    inference_copy,
+    list_architectures,
+    with_augmentation,
+)
+
+
+@pytest.fixture(scope="module", params=list_architectures())
+def model(request):
+    return create_model(request.param, pixel_mean=0.5, pixel_variance=0.06)
+
+
+def test_factory_lists_the_documented_architectures():
+    assert {"tiny", "fer_cnn", "vgg"} <= set(list_architectures())
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet9000'"):
+        create_model("resnet9000")
+
+
+def test_takes_raw_grey_48x48_and_returns_seven_probabilities(model, random_faces):
+    assert tuple(model.input_shape) == (None, *INPUT_SHAPE)
+    probabilities = model.predict(random_faces[..., None].astype("float32"), verbose=0)
+    assert probabilities.shape == (16, 7)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probabilities >= 0).all()
+
+
+def test_preprocessing_lives_inside_the_model(model):
+    # The model's own first layers scale 0..255 to 0..1 and normalise with stored statistics.
+    assert model.layers[1].name == "scale_0_1"
+    assert model.layers[2].name == "normalise"
+    x = np.full((1, *INPUT_SHAPE), 255.0, dtype="float32")
+    scaled = keras.Model(model.input, model.get_layer("normalise").output).predict(x, verbose=0)
+    np.testing.assert_allclose(scaled, (1.0 - 0.5) / np.sqrt(0.06), rtol=1e-4)
+
+
+def test_save_and_load_round_trip_gives_the_same_predictions(model, random_faces, tmp_path):
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    x = random_faces[..., None].astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_mixed_precision_model_exports_a_float32_copy_with_the_same_weights(random_faces):
+    mixed = create_model("tiny", dtype_policy="mixed_bfloat16")
+    copy = inference_copy(mixed, "tiny")
+    assert copy.get_layer("logits").compute_dtype == "float32"
+    assert mixed.get_layer("logits").compute_dtype == "bfloat16"
+    x = random_faces[..., None].astype("float32")
+    np.testing.assert_allclose(copy.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.02)
+
+
+def test_augmentation_is_active_only_in_training(random_faces):
+    classifier = create_model("tiny")
+    trainer = with_augmentation(classifier, Augmentation(erasing=0.5), seed=1)
+    x = random_faces[..., None].astype("float32")
+    inference = trainer(x, training=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(inference), classifier.predict(x, verbose=0), atol=1e-6)
+    augmented = keras.ops.convert_to_numpy(trainer(x, training=True))
+    assert not np.allclose(augmented, keras.ops.convert_to_numpy(inference), atol=1e-4)

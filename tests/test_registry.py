@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ferbatch.errors import RegistryError
+from ferbatch.model import create_model
+from ferbatch.registry import ModelRegistry, promotion_score
+
+
+def _card(public_accuracy: float) -> dict:
+    def split():
+        return {"plain": {"accuracy": public_accuracy}, "flip_tta": {"accuracy": public_accuracy}}
+
+    return {"architecture": "tiny", "metrics": {"PublicTest": split(), "PrivateTest": split()}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return create_model("tiny")
+
+
+def test_register_stores_model_card_and_pictures_in_a_version_folder(tmp_path, tiny):
+    picture = tmp_path / "curves.png"
+    picture.write_bytes(b"png")
+    registry = ModelRegistry(tmp_path / "models")
+    version = registry.register(tiny, _card(0.5), [picture])
+    folder = registry.root / version
+    assert {p.name for p in folder.iterdir()} == {"model.keras", "card.json", "curves.png"}
+    card = json.loads((folder / "card.json").read_text())
+    assert card["version"] == version
+    assert card["model_bytes"] == (folder / "model.keras").stat().st_size
+    assert registry.versions() == [version]
+    assert registry.current_version() is None
+    faces = np.zeros((2, 48, 48, 1), "float32")
+    np.testing.assert_allclose(registry.load_model(version).predict(faces, verbose=0),
+                               tiny.predict(faces, verbose=0), atol=1e-6)
+
+
+def test_first_model_is_promoted(tmp_path, tiny):
+    registry = ModelRegistry(tmp_path)
+    version = registry.register(tiny, _card(0.5))
+    decision = registry.promote(version)
+    assert decision.promoted and decision.previous is None
+    assert registry.current_version() == version
+    assert json.loads((tmp_path / "current.json").read_text())["version"] == version
+
+
+def test_a_worse_model_is_not_promoted_and_a_better_one_is(tmp_path, tiny):
+    registry = ModelRegistry(tmp_path)
+    first = registry.register(tiny, _card(0.60))
+    registry.promote(first)
+    worse = registry.register(tiny, _card(0.59))
+    refused = registry.promote(worse)
+    assert not refused.promoted
+    assert "below the current 0.6000" in refused.reason
+    assert registry.current_version() == first
+    better = registry.register(tiny, _card(0.61))
+    assert registry.promote(better).promoted
+    assert registry.current_version() == better
+
+
+def test_tolerance_and_force_let_a_slightly_worse_model_through(tmp_path, tiny):
+    registry = ModelRegistry(tmp_path)
+    registry.promote(registry.register(tiny, _card(0.60)))
+    slightly_worse = registry.register(tiny, _card(0.595))
+    assert registry.promote(slightly_worse, tolerance=0.01).promoted
+    much_worse = registry.register(tiny, _card(0.30))
+    assert not registry.promote(much_worse).promoted
+    assert registry.promote(much_worse, force=True).promoted
+
+
+def test_a_failed_registration_leaves_no_version_and_keeps_the_pointer(tmp_path, tiny, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    first = registry.register(tiny, _card(0.6))
+    registry.promote(first)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tiny), "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        registry.register(tiny, _card(0.9))
+    assert registry.versions() == [first]
+    assert registry.current_version() == first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]
+
+
+def test_unknown_version_and_empty_registry_are_clear_errors(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(RegistryError, match="no current model"):
+        registry.resolve()
+    with pytest.raises(RegistryError, match="no model version 'v9'"):
+        registry.resolve("v9")
+
+
+def test_promotion_score_reads_public_test_accuracy_only():
+    card = _card(0.5)
+    card["metrics"]["PrivateTest"]["plain"]["accuracy"] = 0.99
+    assert promotion_score(card) == 0.5

@@ -1,0 +1,111 @@
+"""The retrain flow end to end under Prefect's test harness, and the CLI around it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLE_CSV, SAMPLE_FERPLUS
+
+from ferbatch.cli import cli
+from ferbatch.registry import ModelRegistry
+
+CARD_KEYS = {
+    "version", "created_at", "architecture", "parameters", "class_names", "input_contract", "training_config",
+    "seed", "epochs_run", "wall_time_s", "label_source", "data", "runtime", "metrics",
+}
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_retrain_flow_registers_a_promoted_version_with_a_complete_card(tmp_path):
+    from flows.retrain import retrain
+
+    result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path), preset_name="smoke", overrides={"epochs": 1})
+    registry = ModelRegistry(tmp_path)
+    assert result["promoted"]
+    assert registry.current_version() == result["version"]
+    card = registry.card()
+    assert set(card) >= CARD_KEYS
+    assert card["runtime"]["keras"] and card["runtime"]["tensorflow"]
+    assert card["data"]["sources"][SAMPLE_CSV.name] and card["data"]["rows_used"] == 350
+    for split in ("PublicTest", "PrivateTest"):
+        for mode in ("plain", "flip_tta"):
+            metrics = card["metrics"][split][mode]
+            assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 7
+            assert sum(map(sum, metrics["confusion_matrix"])) == 70
+    files = set(card["files"])
+    assert {"model.keras", "training_curves.png", "confusion_PrivateTest_plain.png", "class_distribution.png",
+            "sample_faces.png", "pixel_histogram.png"} <= files
+
+
+def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tmp_path):
+    runner = CliRunner()
+    common = ["--data", str(SAMPLE_CSV), "--preset", "smoke", "--epochs", "1", "--models-dir", str(tmp_path)]
+    first = runner.invoke(cli, ["train", *common])
+    assert first.exit_code == 0, first.output
+    current = ModelRegistry(tmp_path).current_version()
+    second = runner.invoke(cli, ["train", *common, "--labels", "ferplus", str(SAMPLE_FERPLUS), "--no-promote"])
+    assert second.exit_code == 0, second.output
+    assert "not promoted" in second.output
+    registry = ModelRegistry(tmp_path)
+    assert registry.current_version() == current
+    newest = registry.card(registry.versions()[-1])
+    assert newest["label_source"] == "ferplus"
+
+    listing = runner.invoke(cli, ["models", "list", "--models-dir", str(tmp_path)])
+    assert listing.exit_code == 0
+    assert f"* {current}" in listing.output
+    assert len([line for line in listing.output.splitlines() if "tiny" in line]) == 2
+
+    evaluation = runner.invoke(cli, ["evaluate", "--data", str(SAMPLE_CSV), "--models-dir", str(tmp_path), "--json"])
+    assert evaluation.exit_code == 0, evaluation.output
+    measured = json.loads(evaluation.stdout)
+    assert measured["PrivateTest"]["plain"]["accuracy"] == pytest.approx(
+        registry.card(current)["metrics"]["PrivateTest"]["plain"]["accuracy"], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "the file is empty"),
+        ("emotion,pixels,Usage\n9,1 2,Training\n", "no valid rows among 1 (emotion_not_0_to_6=1)"),
+        ("a,b\n1,2\n", "not a FER2013 CSV: missing column(s) emotion, pixels, Usage"),
+    ],
+)
+def test_cli_reports_bad_data_as_one_error_line_and_a_nonzero_exit(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content or "")
+    result = CliRunner().invoke(cli, ["train", "--data", str(path), "--models-dir", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert f"Error: {path}: {message}" in result.output
+    assert "Traceback" not in result.output
+    assert ModelRegistry(tmp_path / "m").versions() == []
+
+
+def test_cli_rejects_bad_arguments_with_usage_errors(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["train", "--data", str(tmp_path / "none.csv")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    bad_preset = runner.invoke(cli, ["train", "--data", str(SAMPLE_CSV), "--preset", "huge"])
+    assert bad_preset.exit_code == 1 and "unknown preset 'huge'" in bad_preset.output
+    both = runner.invoke(cli, ["train", "--data", str(SAMPLE_CSV), "--no-promote", "--force-promote"])
+    assert both.exit_code == 2
+    unknown_model = runner.invoke(cli, ["evaluate", "--data", str(SAMPLE_CSV), "--model", "v0",
+                                        "--models-dir", str(tmp_path)])
+    assert unknown_model.exit_code == 1 and "no model version 'v0'" in unknown_model.output
+
+
+def test_cli_trains_on_the_valid_rows_of_a_partly_bad_file_and_counts_the_rest(tmp_path):
+    rows = gzip.decompress(SAMPLE_CSV.read_bytes()).decode().splitlines()
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join([*rows, "8,1 2 3,Training", "3,1 2 3,Training"]) + "\n")
+    args = ["train", "--data", str(path), "--preset", "smoke", "--epochs", "1", "--models-dir", str(tmp_path / "m")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    card = ModelRegistry(tmp_path / "m").card()
+    assert card["data"]["rejected"] == {"emotion_not_0_to_6": 1, "pixels_not_2304_integers": 1}
+    assert card["data"]["rows_used"] == 350
