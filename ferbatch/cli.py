@@ -41,6 +41,13 @@ def _quiet_user_errors_in_prefect_logs() -> None:
             run_logger.addFilter(_UserErrorsWithoutTraceback())
 
 
+def _hand_logging_to_prefect() -> None:
+    """Inside a flow, Prefect's console handler prints ferbatch's lines (an extra logger); ours would double them."""
+    package_logger = logging.getLogger("ferbatch")
+    for handler in [h for h in package_logger.handlers if isinstance(h, _CurrentStderr)]:
+        package_logger.removeHandler(handler)
+
+
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (click's test runner swaps it per invocation)."""
 
@@ -106,6 +113,7 @@ def train(data_path: Path, preset_name: str, epochs: int | None, batch_size: int
     preset(preset_name)  # fail on an unknown preset before anything starts
     from flows.retrain import retrain
 
+    _hand_logging_to_prefect()
     result = retrain(
         data=str(data_path),
         labels=str(labels[1]) if labels else None,
@@ -151,6 +159,81 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
         click.echo(json.dumps(metrics, indent=2))
     else:
         click.echo(metrics_markdown({**card, "metrics": metrics}))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder: faces/, images/ and aggregates/ Parquet datasets.")
+@click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
+@_models_dir_option
+@click.option("--rescore", is_flag=True, help="Score images again even if this model already scored them.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Faces per classifier call.")
+@click.option("--detector-size", type=click.IntRange(min=64), default=1280, show_default=True,
+              help="Long side in pixels of the copy the face detector sees.")
+@click.option("--min-face", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Smallest face side kept, in original pixels.")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="Face detector confidence threshold.")
+@click.option("--flip-tta/--no-flip-tta", default=False, show_default=True,
+              help="Average each face with its mirror image.")
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
+              help="Change the default map, e.g. 'Surprise=positive'.")
+@click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write copies of the images with boxes and labels drawn into this folder.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=80_000_000, show_default=True,
+              help="Images with more pixels become error rows (decompression bomb guard).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads decoding and detecting.")
+@click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def score(paths: tuple[Path, ...], out_dir: Path, version: str | None, models_dir: Path | None, rescore: bool,
+          batch_size: int, detector_size: int, min_face: int, score_threshold: float, flip_tta: bool,
+          include: tuple[str, ...], exclude: tuple[str, ...], sentiment_map: str | None, annotate: Path | None,
+          max_pixels: int, workers: int, fail_on_error: bool, as_json: bool) -> None:
+    """Score the faces in image folders into Parquet reports (the `score` flow)."""
+    from ferbatch.console import print_summary
+    from ferbatch.sentiment import SentimentMap
+
+    SentimentMap.with_overrides(sentiment_map)  # a bad map fails before anything starts
+    from flows.score import score as score_flow
+
+    _hand_logging_to_prefect()
+    summary = score_flow(
+        paths=[str(p) for p in paths], out=str(out_dir), model=version,
+        models_dir=str(models_dir) if models_dir else None, rescore=rescore, batch_size=batch_size,
+        detector_size=detector_size, min_face=min_face, score_threshold=score_threshold, flip_tta=flip_tta,
+        include=list(include), exclude=list(exclude), sentiment_map=sentiment_map,
+        annotate=str(annotate) if annotate else None, max_pixels=max_pixels, workers=workers,
+        progress=sys.stderr.isatty(),
+    )
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    if fail_on_error and summary["error"]:
+        raise click.exceptions.Exit(3)
+
+
+@cli.command()
+@click.argument("out_dir", type=EXISTING_DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def report(out_dir: Path, as_json: bool) -> None:
+    """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
+    from ferbatch.console import print_aggregates
+    from ferbatch.reports import latest_aggregates
+
+    table = latest_aggregates(out_dir)
+    if table is None:
+        raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
+    rows = table.to_pylist()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        print_aggregates(rows)
 
 
 @cli.command()

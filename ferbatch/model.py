@@ -121,11 +121,12 @@ def create_model(
 class Augmentation:
     """Training-time augmentation; factors follow the Keras layers' conventions (fractions of the image)."""
 
+    # Light by default: on 4-epoch probes over full FER2013 it learned faster than twice these factors.
     flip: bool = True
-    rotation: float = 0.05  # fraction of a full turn (0.05 = 18 degrees)
-    zoom: float = 0.1
-    translation: float = 0.1
-    contrast: float = 0.2
+    rotation: float = 0.03  # fraction of a full turn (0.03 = about 11 degrees)
+    zoom: float = 0.05
+    translation: float = 0.05
+    contrast: float = 0.0
     erasing: float = 0.0  # probability of random erasing per image
 
     def to_dict(self) -> dict:

@@ -1,0 +1,58 @@
+"""Emotion classifiers behind a small interface: `predict(faces) -> probabilities`.
+
+`KerasClassifier` wraps a registered model; tests inject fakes with the same two members.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
+
+
+class EmotionClassifier(Protocol):
+    version: str
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in FER2013 class order."""
+        ...
+
+
+class KerasClassifier:
+    """A registered `model.keras`, called in fixed-size batches so the graph is traced once."""
+
+    def __init__(self, model, version: str, batch_size: int = 256, flip_tta: bool = False) -> None:
+        self.model, self.version = model, version
+        self.batch_size, self.flip_tta = batch_size, flip_tta
+
+    @classmethod
+    def from_registry(
+        cls, models_dir: str | Path, version: str | None = None, batch_size: int = 256, flip_tta: bool = False
+    ) -> KerasClassifier:
+        from ferbatch.registry import ModelRegistry
+
+        registry = ModelRegistry(models_dir)
+        chosen = registry.resolve(version)
+        return cls(registry.load_model(chosen), chosen, batch_size, flip_tta)
+
+    def _predict_padded(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), NUM_CLASSES), dtype=np.float32)
+        batch = np.zeros((self.batch_size, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.float32)
+        for start in range(0, len(x), self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            batch[: len(chunk), ..., 0] = chunk
+            batch[len(chunk) :] = 0
+            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch))[: len(chunk)]
+        return out
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces)
+        if len(faces) == 0:
+            return np.zeros((0, NUM_CLASSES), dtype=np.float32)
+        probabilities = self._predict_padded(faces)
+        if self.flip_tta:
+            probabilities = (probabilities + self._predict_padded(faces[:, :, ::-1])) / 2
+        return probabilities

@@ -1,0 +1,263 @@
+"""Parquet reports: `faces/`, `images/` and `aggregates/` datasets, hive-partitioned by run_date.
+
+Each run writes one file per table, `run_date=YYYY-MM-DD/part-<run_id>.parquet`, streamed to a
+`.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ferbatch.classes import CLASS_NAMES
+
+TABLES = ("images", "faces", "aggregates")
+TMP_SUFFIX = ".parquet.tmp"
+ROW_GROUP = 4096
+PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
+UTC_US = pa.timestamp("us", tz="UTC")
+
+_PROBABILITIES = [pa.field(name, pa.float32()) for name in PROBABILITY_COLUMNS]
+
+IMAGES_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("run_date", pa.date32(), nullable=False),
+        pa.field("scored_at", UTC_US, nullable=False),
+        pa.field("root", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("folder", pa.string(), nullable=False),
+        pa.field("image_id", pa.string()),  # null only when the file could not be read at all
+        pa.field("bytes", pa.int64()),
+        pa.field("mtime", UTC_US),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("taken_at", UTC_US),
+        pa.field("status", pa.string(), nullable=False),  # ok | no_face | error
+        pa.field("error", pa.string()),
+        pa.field("n_faces", pa.int32(), nullable=False),
+        pa.field("emotion", pa.string()),
+        pa.field("sentiment", pa.string()),
+        pa.field("sentiment_score", pa.float32()),
+        *_PROBABILITIES,
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("detector", pa.string(), nullable=False),
+    ]
+)
+
+FACES_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("run_date", pa.date32(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("face_index", pa.int32(), nullable=False),
+        pa.field("x", pa.int32(), nullable=False),
+        pa.field("y", pa.int32(), nullable=False),
+        pa.field("w", pa.int32(), nullable=False),
+        pa.field("h", pa.int32(), nullable=False),
+        pa.field("det_score", pa.float32(), nullable=False),
+        *_PROBABILITIES,
+        pa.field("emotion", pa.string(), nullable=False),
+        pa.field("sentiment", pa.string(), nullable=False),
+        pa.field("sentiment_score", pa.float32(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)
+
+GROUP_BYS = ("all", "folder", "taken_date")
+AGGREGATES_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("run_date", pa.date32(), nullable=False),
+        pa.field("group_by", pa.string(), nullable=False),
+        pa.field("group_value", pa.string()),  # null taken_date: images without an EXIF date
+        pa.field("n_images", pa.int64(), nullable=False),
+        pa.field("n_ok", pa.int64(), nullable=False),
+        pa.field("n_no_face", pa.int64(), nullable=False),
+        pa.field("n_error", pa.int64(), nullable=False),
+        pa.field("n_faces", pa.int64(), nullable=False),
+        pa.field("share_positive", pa.float64()),
+        pa.field("share_negative", pa.float64()),
+        pa.field("share_neutral", pa.float64()),
+        pa.field("mean_sentiment_score", pa.float64()),
+        *[pa.field(f"n_{name.lower()}", pa.int64(), nullable=False) for name in CLASS_NAMES],
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)
+
+SCHEMAS = {"images": IMAGES_SCHEMA, "faces": FACES_SCHEMA, "aggregates": AGGREGATES_SCHEMA}
+
+
+class Aggregator:
+    """Running per-group counts, so aggregates cost nothing per image kept in memory."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str | None], Counter] = defaultdict(Counter)
+        self._score_sums: dict[tuple[str, str | None], float] = defaultdict(float)
+
+    def add(self, row: dict) -> None:
+        taken = row.get("taken_at")
+        keys = [("all", "all"), ("folder", row["folder"]), ("taken_date", taken.date().isoformat() if taken else None)]
+        for key in keys:
+            counts = self._counts[key]
+            counts["n_images"] += 1
+            counts[f"n_{row['status']}"] += 1
+            counts["n_faces"] += row["n_faces"]
+            if row["status"] == "ok":
+                counts[f"sentiment_{row['sentiment']}"] += 1
+                counts[f"n_{row['emotion'].lower()}"] += 1
+                self._score_sums[key] += row["sentiment_score"]
+
+    def rows(self, run_id: str, run_date: date, model_version: str) -> list[dict]:
+        rows = []
+        order = {name: i for i, name in enumerate(GROUP_BYS)}
+        for key in sorted(self._counts, key=lambda k: (order[k[0]], k[1] is None, k[1] or "")):
+            counts, n_ok = self._counts[key], self._counts[key]["n_ok"]
+            rows.append(
+                {
+                    "run_id": run_id, "run_date": run_date, "group_by": key[0], "group_value": key[1],
+                    "n_images": counts["n_images"], "n_ok": n_ok, "n_no_face": counts["n_no_face"],
+                    "n_error": counts["n_error"], "n_faces": counts["n_faces"],
+                    **{f"share_{s}": (counts[f"sentiment_{s}"] / n_ok if n_ok else None)
+                       for s in ("positive", "negative", "neutral")},
+                    "mean_sentiment_score": self._score_sums[key] / n_ok if n_ok else None,
+                    **{f"n_{name.lower()}": counts[f"n_{name.lower()}"] for name in CLASS_NAMES},
+                    "model_version": model_version,
+                }
+            )
+        if not rows:  # a run that scored nothing still leaves its mark
+            rows.append({"run_id": run_id, "run_date": run_date, "group_by": "all", "group_value": "all",
+                         **dict.fromkeys(("n_images", "n_ok", "n_no_face", "n_error", "n_faces"), 0),
+                         **{f"n_{name.lower()}": 0 for name in CLASS_NAMES}, "model_version": model_version})
+        return rows
+
+
+@dataclass
+class WrittenRun:
+    files: dict[str, Path]
+    rows: dict[str, int]
+
+
+class ReportWriter:
+    """Streams one run's rows into `.tmp` files and renames them into place on `commit()`."""
+
+    def __init__(self, out_dir: str | Path, run_id: str, run_date: date, metadata: dict[str, str]) -> None:
+        self.out_dir, self.run_id, self.run_date = Path(out_dir), run_id, run_date
+        self.metadata = {f"ferbatch.{k}": v for k, v in metadata.items()}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._buffers: dict[str, list[dict]] = defaultdict(list)
+        self._rows: Counter = Counter()
+
+    def final_path(self, table: str) -> Path:
+        return self.out_dir / table / f"run_date={self.run_date.isoformat()}" / f"part-{self.run_id}.parquet"
+
+    def _tmp_path(self, table: str) -> Path:
+        final = self.final_path(table)
+        return final.with_name(final.name.removesuffix(".parquet") + TMP_SUFFIX)
+
+    def write(self, table: str, rows: list[dict]) -> None:
+        """Buffer rows; they reach the file in row groups of ROW_GROUP rows."""
+        buffer = self._buffers[table]
+        buffer.extend(rows)
+        if len(buffer) >= ROW_GROUP:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        rows, self._buffers[table] = self._buffers[table], []
+        if not rows:
+            return
+        schema = SCHEMAS[table].with_metadata(self.metadata)
+        if table not in self._writers:
+            tmp = self._tmp_path(table)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
+        self._writers[table].write_table(pa.Table.from_pylist(rows, schema=schema))
+        self._rows[table] += len(rows)
+
+    def commit(self) -> WrittenRun:
+        for table in list(self._buffers):
+            self._flush(table)
+        files = {}
+        for table, writer in self._writers.items():
+            writer.close()
+            final = self.final_path(table)
+            os.replace(self._tmp_path(table), final)
+            files[table] = final
+        self._writers.clear()
+        return WrittenRun(files, dict(self._rows))
+
+    def abort(self) -> None:
+        for table, writer in self._writers.items():
+            writer.close()
+            self._tmp_path(table).unlink(missing_ok=True)
+        self._writers.clear()
+        self._buffers.clear()
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
+    """`.tmp` files left by a killed run; they never held committed data."""
+    stale = [p for table in TABLES for p in (Path(out_dir) / table).glob(f"run_date=*/*{TMP_SUFFIX}")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:
+    folder = Path(out_dir) / table
+    files = sorted(str(p) for p in folder.glob("run_date=*/*.parquet"))
+    if not files:
+        return None
+    return ds.dataset(files, schema=SCHEMAS[table], format="parquet")
+
+
+@dataclass(frozen=True)
+class ScoredIndex:
+    """What an output folder already holds for one model version (for incremental runs)."""
+
+    image_ids: frozenset[str]
+    fingerprints: frozenset[tuple[str, str, int, int]]  # (root, path, bytes, mtime in microseconds)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.image_ids
+
+
+def scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
+    dataset = _dataset(out_dir, "images")
+    if dataset is None:
+        return ScoredIndex(frozenset(), frozenset())
+    table = dataset.to_table(
+        columns=["image_id", "root", "path", "bytes", "mtime"],
+        filter=(ds.field("model_version") == model_version) & ds.field("image_id").is_valid(),
+    )
+    ids = frozenset(table.column("image_id").to_pylist())
+    mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
+    fingerprints = frozenset(
+        zip(table.column("root").to_pylist(), table.column("path").to_pylist(),
+            table.column("bytes").to_pylist(), mtimes, strict=True)
+    )
+    return ScoredIndex(ids, fingerprints)
+
+
+def latest_aggregates(out_dir: str | Path) -> pa.Table | None:
+    """The aggregates of the most recent run that scored images (else of the most recent run)."""
+    dataset = _dataset(out_dir, "aggregates")
+    if dataset is None:
+        return None
+    table = dataset.to_table()
+    with_images = table.filter(pc.greater(table.column("n_images"), 0))
+    runs = (with_images if with_images.num_rows else table).column("run_id").to_pylist()
+    return table.filter(pc.equal(table.column("run_id"), max(runs)))
+
+
+def metadata_json(**values: object) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}

@@ -1,0 +1,339 @@
+"""Score image folders: decode, detect, crop, classify in batches across images, and write reports.
+
+The pipeline works through chunks of images, so memory stays flat however many images there are:
+threads decode and detect a chunk (OpenCV and Pillow release the GIL), then every face of the chunk
+goes to the classifier in fixed-size batches, and the rows stream into the report files.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
+from ferbatch.classifier import EmotionClassifier
+from ferbatch.detection import Face, FaceDetector, crop_face
+from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, decode, image_id, read_bytes, scan
+from ferbatch.reports import (
+    PROBABILITY_COLUMNS,
+    Aggregator,
+    ReportWriter,
+    ScoredIndex,
+    metadata_json,
+    remove_stale_temporaries,
+    scored_index,
+)
+from ferbatch.sentiment import SentimentMap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    crop_margin: float = 0.0  # the detector box itself frames faces about as FER2013 does (checked by eye)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 2
+    chunk_images: int = 64
+
+
+@dataclass
+class PreparedImage:
+    """One image after decode and detection: its faces cropped, or the reason it failed."""
+
+    file: ImageFile
+    image_id: str | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: datetime | None = None
+    faces: list[Face] = field(default_factory=list)
+    crops: np.ndarray = field(default_factory=lambda: np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+    error: str | None = None
+
+
+def prepare(file: ImageFile, detector: FaceDetector, settings: ScoreSettings) -> PreparedImage:
+    """Decode, detect and crop one image; every failure becomes `error`, never an exception."""
+    result = PreparedImage(file)
+    try:
+        data = read_bytes(file)
+        result.image_id = image_id(data)
+        decoded = decode(data, settings.max_pixels)
+        result.width, result.height, result.taken_at = decoded.width, decoded.height, decoded.taken_at
+        faces = detector.detect(decoded.rgb)
+        if faces:
+            grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
+            result.crops = np.stack([crop_face(grey, face, settings.crop_margin) for face in faces])
+            result.faces = faces
+    except ImageError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # one odd file must not stop a night's run
+        log.exception("unexpected failure on %s", file.absolute)
+        result.error = f"internal error: {type(exc).__name__}: {exc}"
+    return result
+
+
+@dataclass
+class ScoredImage:
+    prepared: PreparedImage
+    probabilities: np.ndarray  # (n_faces, 7)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def score_images(
+    files: Iterable[ImageFile],
+    detector: FaceDetector,
+    classifier: EmotionClassifier,
+    settings: ScoreSettings = ScoreSettings(),
+) -> Iterator[ScoredImage]:
+    """Prepared and classified images, in input order, one chunk at a time."""
+    with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ferbatch-detect") as pool:
+        for chunk in _chunks(files, settings.chunk_images):
+            prepared = list(pool.map(lambda f: prepare(f, detector, settings), chunk))
+            crops = [p.crops for p in prepared if len(p.crops)]
+            probabilities = classifier.predict(np.concatenate(crops)) if crops else np.zeros((0, len(CLASS_NAMES)))
+            offset = 0
+            for item in prepared:
+                n = len(item.faces)
+                yield ScoredImage(item, probabilities[offset : offset + n])
+                offset += n
+
+
+def image_probabilities(faces: Sequence[Face], probabilities: np.ndarray) -> np.ndarray:
+    """The area-weighted mean of an image's face probabilities."""
+    areas = np.array([face.area for face in faces], dtype=np.float64)
+    return (probabilities * (areas / areas.sum())[:, None]).sum(axis=0)
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    run_date: date
+    scored_at: datetime
+    model_version: str
+    detector: str
+    sentiment: SentimentMap
+
+
+def rows_for(scored: ScoredImage, run: RunContext) -> tuple[dict, list[dict]]:
+    """The images-table row and the faces-table rows of one scored image."""
+    item, file = scored.prepared, scored.prepared.file
+    status = "error" if item.error else ("ok" if item.faces else "no_face")
+    image = {
+        "run_id": run.run_id, "run_date": run.run_date, "scored_at": run.scored_at,
+        "root": str(file.root), "path": file.path.as_posix(), "folder": file.folder,
+        "image_id": item.image_id, "bytes": file.bytes, "mtime": file.mtime,
+        "width": item.width, "height": item.height, "taken_at": item.taken_at,
+        "status": status, "error": item.error, "n_faces": len(item.faces),
+        "emotion": None, "sentiment": None, "sentiment_score": None,
+        **dict.fromkeys(PROBABILITY_COLUMNS),
+        "model_version": run.model_version, "detector": run.detector,
+    }
+    faces = []
+    if status == "ok":
+        top = scored.probabilities.argmax(axis=1)
+        face_scores = run.sentiment.score(scored.probabilities)
+        face_labels = run.sentiment.label(top)
+        for index, (face, probabilities) in enumerate(zip(item.faces, scored.probabilities, strict=True)):
+            faces.append({
+                "run_id": run.run_id, "run_date": run.run_date, "image_id": item.image_id,
+                "path": file.path.as_posix(), "face_index": index,
+                "x": round(face.x), "y": round(face.y), "w": round(face.w), "h": round(face.h),
+                "det_score": face.score,
+                **{column: float(p) for column, p in zip(PROBABILITY_COLUMNS, probabilities, strict=True)},
+                "emotion": CLASS_NAMES[top[index]], "sentiment": face_labels[index],
+                "sentiment_score": float(face_scores[index]), "model_version": run.model_version,
+            })
+        mean = image_probabilities(item.faces, scored.probabilities)
+        emotion = int(mean.argmax())
+        image.update({
+            "emotion": CLASS_NAMES[emotion],
+            "sentiment": run.sentiment.label(np.array([emotion]))[0],
+            "sentiment_score": float(run.sentiment.score(mean[None])[0]),
+            **{column: float(p) for column, p in zip(PROBABILITY_COLUMNS, mean, strict=True)},
+        })
+    return image, faces
+
+
+def new_run_id(now: datetime) -> str:
+    """Sorts by time; the random tail keeps two runs started in the same second apart."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_date: date
+    out_dir: Path
+    model_version: str | None
+    n_found: int = 0
+    n_skipped: int = 0
+    n_scored: int = 0
+    n_faces: int = 0
+    status_counts: Counter = field(default_factory=Counter)
+    sentiment_counts: Counter = field(default_factory=Counter)
+    error_reasons: Counter = field(default_factory=Counter)
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+    aggregates: list[dict] = field(default_factory=list)
+
+    def add(self, image_row: dict) -> None:
+        self.n_scored += 1
+        self.n_faces += image_row["n_faces"]
+        self.status_counts[image_row["status"]] += 1
+        if image_row["sentiment"]:
+            self.sentiment_counts[image_row["sentiment"]] += 1
+        if image_row["error"]:
+            self.error_reasons[image_row["error"].split(":")[0]] += 1
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_scored / self.seconds if self.seconds else 0.0
+
+
+def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
+    """The cheap fingerprint (root, path, size, mtime) first; the content hash only when it differs."""
+    if file.bytes is not None and file.mtime is not None:
+        mtime_us = int(file.mtime.timestamp() * 1_000_000)
+        if (str(file.root), file.path.as_posix(), file.bytes, mtime_us) in index.fingerprints:
+            return False
+    try:
+        return image_id(read_bytes(file)) not in index
+    except ImageError:
+        return True  # unreadable files are retried every run: they may be fixed by then
+
+
+@dataclass
+class ScorePlan:
+    """What a run will score: the new files under the roots, and the run's identity."""
+
+    run: RunContext
+    out_dir: Path
+    todo: list[ImageFile]
+    n_found: int
+    n_skipped: int
+    started: float
+
+
+def plan_run(
+    roots: Sequence[str | Path],
+    out_dir: str | Path,
+    model_version: str,
+    detector_name: str,
+    *,
+    sentiment: SentimentMap | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    rescore: bool = False,
+) -> ScorePlan:
+    """Scan the roots and keep what `out_dir` does not already hold for this model version."""
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    out_dir = Path(out_dir)
+    stale = remove_stale_temporaries(out_dir)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+    index = ScoredIndex(frozenset(), frozenset()) if rescore else scored_index(out_dir, model_version)
+    todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
+    n_found = 0
+    for file in scan(roots, include, exclude):
+        n_found += 1
+        if _is_new(file, index):
+            todo.append(file)
+    log.info("%d image(s) found, %d already scored with model %s, %d to score",
+             n_found, n_found - len(todo), model_version, len(todo))
+    run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
+    return ScorePlan(run, out_dir, todo, n_found, n_found - len(todo), started)
+
+
+@dataclass
+class ScoredRun:
+    """A run whose image and face rows are written but not yet committed."""
+
+    plan: ScorePlan
+    writer: ReportWriter
+    aggregator: Aggregator
+    summary: RunSummary
+
+
+def score_plan(
+    plan: ScorePlan,
+    detector: FaceDetector,
+    load_classifier: Callable[[], EmotionClassifier],
+    settings: ScoreSettings = ScoreSettings(),
+    extra_metadata: dict | None = None,
+    on_image: Callable[[ScoredImage], None] | None = None,
+) -> ScoredRun:
+    """Score the planned files into uncommitted report files; the classifier is loaded only if there is work."""
+    run = plan.run
+    summary = RunSummary(run.run_id, run.run_date, plan.out_dir, run.model_version,
+                         n_found=plan.n_found, n_skipped=plan.n_skipped)
+    writer = ReportWriter(
+        plan.out_dir, run.run_id, run.run_date,
+        metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
+                      sentiment_map=run.sentiment.mapping, settings=settings.__dict__, **(extra_metadata or {})),
+    )
+    aggregator = Aggregator()
+    try:
+        if plan.todo:
+            classifier = load_classifier()
+            for scored in score_images(plan.todo, detector, classifier, settings):
+                image_row, face_rows = rows_for(scored, run)
+                writer.write("images", [image_row])
+                writer.write("faces", face_rows)
+                aggregator.add(image_row)
+                summary.add(image_row)
+                if on_image:
+                    on_image(scored)
+    except BaseException:
+        writer.abort()
+        raise
+    return ScoredRun(plan, writer, aggregator, summary)
+
+
+def commit_run(scored: ScoredRun) -> RunSummary:
+    """Write the aggregates and move all three files into place: the run becomes visible at once."""
+    summary = scored.summary
+    try:
+        summary.aggregates = scored.aggregator.rows(summary.run_id, summary.run_date, summary.model_version)
+        scored.writer.write("aggregates", summary.aggregates)
+        summary.files = scored.writer.commit().files
+    except BaseException:
+        scored.writer.abort()
+        raise
+    summary.seconds = time.perf_counter() - scored.plan.started
+    return summary
+
+
+def run_scoring(
+    roots: Sequence[str | Path],
+    out_dir: str | Path,
+    detector: FaceDetector,
+    model_version: str,
+    load_classifier: Callable[[], EmotionClassifier],
+    *,
+    settings: ScoreSettings = ScoreSettings(),
+    sentiment: SentimentMap | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    rescore: bool = False,
+    on_image: Callable[[ScoredImage], None] | None = None,
+) -> RunSummary:
+    """plan_run -> score_plan -> commit_run, for callers without Prefect."""
+    plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
+                    exclude=exclude, rescore=rescore)
+    return commit_run(score_plan(plan, detector, load_classifier, settings, on_image=on_image))
