@@ -40,9 +40,23 @@ class ImageFile:
         return self.root / self.path
 
     @property
+    def path_text(self) -> str:
+        """The relative path as valid UTF-8 for reports (undecodable bytes appear as \\xNN)."""
+        return as_text(self.path)
+
+    @property
+    def root_text(self) -> str:
+        return as_text(self.root)
+
+    @property
     def folder(self) -> str:
         """The first-level subfolder under the root (a campaign, brand or hashtag folder), '' at the top."""
         return self.path.parts[0] if len(self.path.parts) > 1 else ""
+
+
+def as_text(path: Path) -> str:
+    """A POSIX path as valid UTF-8: file names that are not UTF-8 on disk keep their bytes as \\xNN."""
+    return os.fsencode(path.as_posix()).decode("utf-8", errors="backslashreplace")
 
 
 class ImageError(Exception):
@@ -79,7 +93,7 @@ def scan(
     so it becomes an error row instead of silently disappearing.
     """
     for root in map(Path, roots):
-        if root.is_file():
+        if not root.is_dir():  # a file named directly (a broken link too: it becomes an error row)
             yield _image_file(root.parent, Path(root.name))
             continue
         for directory, subdirs, files in os.walk(root, followlinks=False):

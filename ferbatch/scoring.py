@@ -24,7 +24,7 @@ import numpy as np
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
 from ferbatch.classifier import EmotionClassifier
 from ferbatch.detection import Face, FaceDetector, crop_face
-from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, decode, image_id, read_bytes, scan
+from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, as_text, decode, image_id, read_bytes, scan
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     Aggregator,
@@ -135,7 +135,7 @@ def rows_for(scored: ScoredImage, run: RunContext) -> tuple[dict, list[dict]]:
     status = "error" if item.error else ("ok" if item.faces else "no_face")
     image = {
         "run_id": run.run_id, "run_date": run.run_date, "scored_at": run.scored_at,
-        "root": str(file.root), "path": file.path.as_posix(), "folder": file.folder,
+        "root": file.root_text, "path": file.path_text, "folder": as_text(Path(file.folder)) if file.folder else "",
         "image_id": item.image_id, "bytes": file.bytes, "mtime": file.mtime,
         "width": item.width, "height": item.height, "taken_at": item.taken_at,
         "status": status, "error": item.error, "n_faces": len(item.faces),
@@ -151,7 +151,7 @@ def rows_for(scored: ScoredImage, run: RunContext) -> tuple[dict, list[dict]]:
         for index, (face, probabilities) in enumerate(zip(item.faces, scored.probabilities, strict=True)):
             faces.append({
                 "run_id": run.run_id, "run_date": run.run_date, "image_id": item.image_id,
-                "path": file.path.as_posix(), "face_index": index,
+                "path": file.path_text, "face_index": index,
                 "x": round(face.x), "y": round(face.y), "w": round(face.w), "h": round(face.h),
                 "det_score": face.score,
                 **{column: float(p) for column, p in zip(PROBABILITY_COLUMNS, probabilities, strict=True)},
@@ -209,7 +209,7 @@ def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
     """The cheap fingerprint (root, path, size, mtime) first; the content hash only when it differs."""
     if file.bytes is not None and file.mtime is not None:
         mtime_us = int(file.mtime.timestamp() * 1_000_000)
-        if (str(file.root), file.path.as_posix(), file.bytes, mtime_us) in index.fingerprints:
+        if (file.root_text, file.path_text, file.bytes, mtime_us) in index.fingerprints:
             return False
     try:
         return image_id(read_bytes(file)) not in index

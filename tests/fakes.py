@@ -1,0 +1,35 @@
+"""Stand-ins for the detector and the classifier, injected through the same small interfaces."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ferbatch.detection import Face
+
+
+class FakeDetector:
+    """One face per 100 px of image width (none below 100 px), each a little larger than the last."""
+
+    name = "fake-detector"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        count = rgb.shape[1] // 100
+        return [Face(x=10 + 100 * i, y=10, w=40 + 10 * i, h=40 + 10 * i, score=0.99) for i in range(count)]
+
+
+class FakeClassifier:
+    """Puts 0.7 on the class picked by the face index within its call, records each call's size."""
+
+    def __init__(self, version: str = "fake-v1", delay: float = 0.0) -> None:
+        self.version, self.delay = version, delay
+        self.calls: list[int] = []
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        self.calls.append(len(faces))
+        if self.delay:
+            time.sleep(self.delay)
+        probabilities = np.full((len(faces), 7), 0.05, dtype=np.float32)
+        probabilities[np.arange(len(faces)), np.arange(len(faces)) % 7] = 0.7
+        return probabilities

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from imagefactory import PHOTOS, encode, exif_rotated_jpeg, synthetic, write_good_and_bad
+from PIL import Image
+
+from ferbatch.images import ImageError, decode, scan
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    return folder, write_good_and_bad(folder, huge_limit=4_000_000)
+
+
+def test_scan_finds_every_image_file_once_and_ignores_other_suffixes(mixed_folder):
+    folder, expected = mixed_folder
+    found = [f.path.as_posix() for f in scan([folder])]
+    assert sorted(found) == sorted(expected)
+    assert "notes.txt" not in found
+
+
+def test_scan_keeps_broken_symlinks_as_files_without_size(mixed_folder):
+    folder, _ = mixed_folder
+    broken = next(f for f in scan([folder]) if f.path.name == "broken_link.jpg")
+    assert broken.bytes is None and broken.mtime is None
+
+
+def test_scan_applies_include_and_exclude_globs(mixed_folder):
+    folder, _ = mixed_folder
+    assert {f.path.as_posix() for f in scan([folder], include=["good/*"], exclude=["*.gif"])} == {
+        f"good/{n}" for n in ("rgb.jpg", "grey.png", "rgba.png", "cmyk.jpg", "sixteen_bit.png", "one_pixel.png",
+                              "photo.webp", "photo.bmp", "photo.tiff")
+    }
+
+
+def test_scan_reports_the_first_level_folder(mixed_folder):
+    folder, _ = mixed_folder
+    folders = {f.path.as_posix(): f.folder for f in scan([folder])}
+    assert folders["good/rgb.jpg"] == "good"
+
+
+@pytest.mark.parametrize(
+    "name", ["rgb.jpg", "grey.png", "rgba.png", "palette.gif", "cmyk.jpg", "sixteen_bit.png", "one_pixel.png",
+             "animated.gif", "photo.webp", "photo.bmp", "photo.tiff"],
+)
+def test_every_good_kind_decodes_to_rgb_uint8(mixed_folder, name):
+    folder, _ = mixed_folder
+    decoded = decode((folder / "good" / name).read_bytes())
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.ndim == 3 and decoded.rgb.shape[2] == 3
+    assert len(decoded.image_id) == 64
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped(mixed_folder):
+    folder, _ = mixed_folder
+    rgb = decode((folder / "good" / "sixteen_bit.png").read_bytes()).rgb
+    assert rgb.max() > 200 and rgb.min() == 0
+    assert len(np.unique(rgb)) > 100
+
+
+def test_animated_gif_gives_its_first_frame(mixed_folder):
+    folder, _ = mixed_folder
+    assert decode((folder / "good" / "animated.gif").read_bytes()).rgb.mean() < 120
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("truncated.jpg", "corrupt or truncated"), ("random_bytes.jpg", "not an image"), ("text.png", "not an image"),
+     ("bomb.png", "decompression bomb")],
+)
+def test_bad_bytes_raise_image_error_with_a_short_reason(mixed_folder, name, reason):
+    folder, _ = mixed_folder
+    with pytest.raises(ImageError, match=reason):
+        decode((folder / "bad" / name).read_bytes())
+
+
+def test_images_above_the_pixel_limit_are_refused_from_the_header():
+    data = encode(synthetic(300, 200), "PNG")
+    with pytest.raises(ImageError, match=r"too large: 300x200 pixels is over the limit of 50,000"):
+        decode(data, max_pixels=50_000)
+
+
+def test_exif_orientation_is_applied():
+    upright = decode((PHOTOS / "fr_obama.jpg").read_bytes()).rgb
+    rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg")).rgb
+    assert rotated.shape == upright.shape
+    assert np.abs(rotated.astype(int) - upright.astype(int)).mean() < 8
+
+
+def test_taken_at_comes_from_exif_date_time_original_with_its_offset():
+    exif = Image.Exif()
+    ifd = exif.get_ifd(0x8769)
+    ifd[36867] = "2024:05:06 14:30:00"
+    ifd[36881] = "+02:00"
+    decoded = decode(encode(synthetic(64, 48), "JPEG", exif=exif.tobytes()))
+    assert decoded.taken_at.isoformat() == "2024-05-06T12:30:00+00:00"
+    assert decode(encode(synthetic(64, 48), "JPEG")).taken_at is None
+
+
+def test_unreadable_and_empty_files_are_image_errors(tmp_path):
+    from ferbatch.images import ImageFile, read_bytes
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_bytes(ImageFile(tmp_path, tmp_path.joinpath("empty.jpg").relative_to(tmp_path), 0, None))
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "link.jpg")
+    with pytest.raises(ImageError, match="unreadable"):
+        read_bytes(next(iter(scan([tmp_path / "link.jpg"]))))

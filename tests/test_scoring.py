@@ -1,0 +1,197 @@
+"""The scoring pipeline with injected fakes: rows, error rows, batching, incremental runs, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from fakes import FakeClassifier, FakeDetector
+from imagefactory import encode, synthetic, write_good_and_bad
+
+from ferbatch.detection import Face
+from ferbatch.images import as_text
+from ferbatch.reports import TMP_SUFFIX
+from ferbatch.scoring import ScoreSettings, image_probabilities, run_scoring
+
+SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=4)
+
+
+def _photos(folder: Path, widths: dict[str, int]) -> Path:
+    for name, width in widths.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(synthetic(width, 120, seed=zlib.crc32(name.encode())), "JPEG"))  # distinct bytes
+    return folder
+
+
+def _score(folder, out, classifier=None, **kwargs):
+    classifier = classifier or FakeClassifier()
+    loads = []
+
+    def load():
+        loads.append(1)
+        return classifier
+
+    summary = run_scoring([folder], out, FakeDetector(), classifier.version, load, settings=SETTINGS, **kwargs)
+    return summary, loads
+
+
+def _table(out: Path, name: str):
+    files = sorted((out / name).glob("run_date=*/*.parquet"))
+    return pq.ParquetDataset(files, partitioning=None).read().to_pandas() if files else None
+
+
+def test_each_image_gets_one_row_and_each_face_one_row(tmp_path):
+    folder = _photos(tmp_path / "in", {"a/one.jpg": 150, "a/three.jpg": 350, "b/none.jpg": 90})
+    summary, _ = _score(folder, tmp_path / "out")
+    images, faces = _table(tmp_path / "out", "images"), _table(tmp_path / "out", "faces")
+    by_path = images.set_index("path")
+    assert by_path.loc["a/one.jpg", "n_faces"] == 1 and by_path.loc["a/three.jpg", "n_faces"] == 3
+    assert by_path.loc["b/none.jpg", "status"] == "no_face"
+    assert np.isnan(by_path.loc["b/none.jpg", "sentiment_score"])
+    assert len(faces) == 4 and sorted(faces.face_index[faces.path == "a/three.jpg"]) == [0, 1, 2]
+    assert summary.n_scored == 3 and summary.n_faces == 4
+    assert set(images.folder) == {"a", "b"}
+
+
+def test_image_level_probabilities_are_the_area_weighted_mean_of_its_faces():
+    faces = [Face(0, 0, 10, 10, 1.0), Face(0, 0, 30, 10, 1.0)]  # areas 100 and 300
+    probabilities = np.zeros((2, 7))
+    probabilities[0, 3] = 1.0
+    probabilities[1, 4] = 1.0
+    mean = image_probabilities(faces, probabilities)
+    assert mean[3] == pytest.approx(0.25) and mean[4] == pytest.approx(0.75)
+
+
+def test_image_emotion_and_sentiment_follow_the_mean_probabilities(tmp_path):
+    folder = _photos(tmp_path / "in", {"three.jpg": 350})
+    _score(folder, tmp_path / "out")
+    row = _table(tmp_path / "out", "images").iloc[0]
+    face_rows = _table(tmp_path / "out", "faces").sort_values("face_index")
+    areas = (face_rows.w * face_rows.h).to_numpy(float)
+    columns = [c for c in face_rows.columns if c.startswith("p_")]
+    expected = (face_rows[columns].to_numpy() * (areas / areas.sum())[:, None]).sum(axis=0)
+    np.testing.assert_allclose(row[columns].to_numpy(float), expected, rtol=1e-5)
+    assert row.emotion == columns[int(expected.argmax())].removeprefix("p_").capitalize()
+    assert row.sentiment_score == pytest.approx(expected[3] - expected[[0, 1, 2, 4]].sum(), abs=1e-5)
+
+
+def test_faces_from_many_images_share_classifier_calls(tmp_path):
+    folder = _photos(tmp_path / "in", {f"img{i}.jpg": 250 for i in range(8)})  # 2 faces each
+    classifier = FakeClassifier()
+    _score(folder, tmp_path / "out", classifier)
+    assert sum(classifier.calls) == 16
+    assert classifier.calls == [8, 8]  # chunks of 4 images, one call each, never one per face
+
+
+def test_every_bad_file_becomes_one_error_row_and_every_good_file_is_scored(tmp_path):
+    expected = write_good_and_bad(tmp_path / "in", huge_limit=SETTINGS.max_pixels)
+    summary, _ = _score(tmp_path / "in", tmp_path / "out")
+    images = _table(tmp_path / "out", "images")
+    assert sorted(images.path) == sorted(as_text(Path(p)) for p in expected)
+    for path, fragment in expected.items():
+        row = images[images.path == as_text(Path(path))].iloc[0]
+        if fragment is None:
+            assert row.status in ("ok", "no_face"), (path, row.error)
+        else:
+            assert row.status == "error" and fragment in row.error, (path, row.error)
+    assert summary.status_counts["error"] == sum(v is not None for v in expected.values())
+
+
+def test_a_second_run_scores_nothing_new_and_does_not_load_the_model(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
+    _score(folder, tmp_path / "out")
+    second, loads = _score(folder, tmp_path / "out")
+    assert second.n_scored == 0 and second.n_skipped == 2
+    assert loads == []
+    assert len(_table(tmp_path / "out", "images")) == 2
+
+
+def test_only_new_files_are_scored_and_a_touched_file_is_recognised_by_content(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
+    _score(folder, tmp_path / "out")
+    _photos(folder, {"c.jpg": 350})
+    os.utime(folder / "a.jpg", (1_000_000, 1_000_000))  # new mtime, same bytes
+    second, _ = _score(folder, tmp_path / "out")
+    assert second.n_scored == 1
+    assert sorted(_table(tmp_path / "out", "images").path) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_rescore_and_a_new_model_version_score_everything_again(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    _score(folder, tmp_path / "out")
+    assert _score(folder, tmp_path / "out", rescore=True)[0].n_scored == 1
+    assert _score(folder, tmp_path / "out", FakeClassifier("fake-v2"))[0].n_scored == 1
+
+
+def test_parquet_metadata_names_the_model_detector_and_sentiment_map(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    summary, _ = _score(folder, tmp_path / "out")
+    metadata = pq.read_schema(summary.files["images"]).metadata
+    assert metadata[b"ferbatch.model_version"] == b"fake-v1"
+    assert metadata[b"ferbatch.detector"] == b"fake-detector"
+    assert b'"Happy": "positive"' in metadata[b"ferbatch.sentiment_map"]
+
+
+def test_aggregates_count_by_all_folder_and_taken_date(tmp_path):
+    folder = _photos(tmp_path / "in", {"brand_a/x.jpg": 150, "brand_a/y.jpg": 90, "brand_b/z.jpg": 250})
+    _score(folder, tmp_path / "out")
+    aggregates = _table(tmp_path / "out", "aggregates")
+    everything = aggregates[aggregates.group_by == "all"].iloc[0]
+    assert (everything.n_images, everything.n_ok, everything.n_no_face, everything.n_faces) == (3, 2, 1, 3)
+    assert everything.share_positive + everything.share_negative + everything.share_neutral == pytest.approx(1)
+    brand_a = aggregates[(aggregates.group_by == "folder") & (aggregates.group_value == "brand_a")].iloc[0]
+    assert (brand_a.n_images, brand_a.n_ok) == (2, 1)
+    undated = aggregates[aggregates.group_by == "taken_date"].iloc[0]
+    assert pd.isna(undated.group_value) and undated.n_images == 3
+
+
+_KILLABLE = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from fakes import FakeClassifier, FakeDetector
+from ferbatch.scoring import ScoreSettings, run_scoring
+classifier = FakeClassifier(delay=0.2)
+def progress(_):
+    print("scored", flush=True)
+run_scoring([{folder!r}], {out!r}, FakeDetector(), classifier.version, lambda: classifier,
+            settings=ScoreSettings(chunk_images=2), on_image=progress)
+print("done", flush=True)
+"""
+
+
+def test_a_run_killed_halfway_leaves_nothing_half_written_and_a_rerun_scores_each_image_once(tmp_path):
+    folder = _photos(tmp_path / "in", {f"img{i:02d}.jpg": 150 for i in range(30)})
+    out = tmp_path / "out"
+    _score(_photos(tmp_path / "first", {"earlier.jpg": 150}), out)  # a committed earlier run must survive
+    script = _KILLABLE.format(tests=str(Path(__file__).parent), folder=str(folder), out=str(out))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for _ in range(6):  # let it score a few images, then kill it hard
+        assert child.stdout.readline().strip() == "scored"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert len(_table(out, "images")) == 1  # only the earlier run is visible to readers
+
+    summary, _ = _score(folder, out)
+    images = _table(out, "images")
+    assert summary.n_scored == 30
+    assert images.image_id.is_unique and len(images) == 31
+    assert not list(out.rglob(f"*{TMP_SUFFIX}"))
+
+
+def test_error_rows_for_missing_bytes_have_no_image_id(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "gone.jpg").symlink_to(folder / "nothing.jpg")
+    _score(folder, tmp_path / "out")
+    row = _table(tmp_path / "out", "images").iloc[0]
+    assert row.status == "error" and pd.isna(row.image_id) and "unreadable" in row.error
+    assert _score(folder, tmp_path / "out")[0].n_scored == 1  # unreadable files are retried
