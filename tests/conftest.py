@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,20 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def run_ferbatch(prefect_harness):
+    """Run the real `ferbatch` command in a subprocess, talking to the test harness's Prefect server."""
+    from prefect.settings import get_current_settings
+
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ferbatch", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    return run
 
 
 @pytest.fixture(scope="session")

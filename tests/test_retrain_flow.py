@@ -41,15 +41,15 @@ def test_retrain_flow_registers_a_promoted_version_with_a_complete_card(tmp_path
             "sample_faces.png", "pixel_histogram.png"} <= files
 
 
-def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tmp_path):
+def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tmp_path, run_ferbatch):
     runner = CliRunner()
-    common = ["--data", str(SAMPLE_CSV), "--preset", "smoke", "--epochs", "1", "--models-dir", str(tmp_path)]
-    first = runner.invoke(cli, ["train", *common])
-    assert first.exit_code == 0, first.output
+    common = ["--data", SAMPLE_CSV, "--preset", "smoke", "--epochs", "1", "--models-dir", tmp_path]
+    first = run_ferbatch("train", *common)
+    assert first.returncode == 0, first.stderr
     current = ModelRegistry(tmp_path).current_version()
-    second = runner.invoke(cli, ["train", *common, "--labels", "ferplus", str(SAMPLE_FERPLUS), "--no-promote"])
-    assert second.exit_code == 0, second.output
-    assert "not promoted" in second.output
+    second = run_ferbatch("train", *common, "--labels", "ferplus", SAMPLE_FERPLUS, "--no-promote")
+    assert second.returncode == 0, second.stderr
+    assert "not promoted (--no-promote)" in second.stdout
     registry = ModelRegistry(tmp_path)
     assert registry.current_version() == current
     newest = registry.card(registry.versions()[-1])
@@ -73,16 +73,16 @@ def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tm
     [
         (None, "the file is empty"),
         ("emotion,pixels,Usage\n9,1 2,Training\n", "no valid rows among 1 (emotion_not_0_to_6=1)"),
-        ("a,b\n1,2\n", "not a FER2013 CSV: missing column(s) emotion, pixels, Usage"),
+        ("a,b\n1,2\n", "not a FER2013 CSV: missing column(s) emotion, pixels, Usage (expected emotion,pixels,Usage)"),
     ],
 )
-def test_cli_reports_bad_data_as_one_error_line_and_a_nonzero_exit(tmp_path, content, message):
+def test_cli_reports_bad_data_as_one_error_line_and_a_nonzero_exit(tmp_path, content, message, run_ferbatch):
     path = tmp_path / "bad.csv"
     path.write_text(content or "")
-    result = CliRunner().invoke(cli, ["train", "--data", str(path), "--models-dir", str(tmp_path / "m")])
-    assert result.exit_code == 1
-    assert f"Error: {path}: {message}" in result.output
-    assert "Traceback" not in result.output
+    result = run_ferbatch("train", "--data", path, "--models-dir", tmp_path / "m")
+    assert result.returncode == 1
+    assert result.stderr.rstrip().splitlines()[-1] == f"Error: {path}: {message}"
+    assert "Traceback" not in result.stderr
     assert ModelRegistry(tmp_path / "m").versions() == []
 
 
@@ -99,13 +99,12 @@ def test_cli_rejects_bad_arguments_with_usage_errors(tmp_path):
     assert unknown_model.exit_code == 1 and "no model version 'v0'" in unknown_model.output
 
 
-def test_cli_trains_on_the_valid_rows_of_a_partly_bad_file_and_counts_the_rest(tmp_path):
+def test_cli_trains_on_the_valid_rows_of_a_partly_bad_file_and_counts_the_rest(tmp_path, run_ferbatch):
     rows = gzip.decompress(SAMPLE_CSV.read_bytes()).decode().splitlines()
     path = tmp_path / "mixed.csv"
     path.write_text("\n".join([*rows, "8,1 2 3,Training", "3,1 2 3,Training"]) + "\n")
-    args = ["train", "--data", str(path), "--preset", "smoke", "--epochs", "1", "--models-dir", str(tmp_path / "m")]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    result = run_ferbatch("train", "--data", path, "--preset", "smoke", "--epochs", "1", "--models-dir", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
     card = ModelRegistry(tmp_path / "m").card()
     assert card["data"]["rejected"] == {"emotion_not_0_to_6": 1, "pixels_not_2304_integers": 1}
     assert card["data"]["rows_used"] == 350

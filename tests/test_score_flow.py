@@ -1,0 +1,132 @@
+"""End to end: the real YuNet detector and a real trained model through the score flow and the CLI,
+with the reports read back by DuckDB the way a BI tool would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLE_CSV
+from imagefactory import PHOTO_FACES, PHOTOS, exif_rotated_jpeg
+
+from ferbatch.cli import cli
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+EXPECTED_TYPES = {
+    "images": {
+        "run_id": "VARCHAR", "run_date": "DATE", "scored_at": "TIMESTAMP WITH TIME ZONE", "root": "VARCHAR",
+        "path": "VARCHAR", "image_id": "VARCHAR", "bytes": "BIGINT", "width": "INTEGER", "height": "INTEGER",
+        "taken_at": "TIMESTAMP WITH TIME ZONE", "status": "VARCHAR", "error": "VARCHAR", "n_faces": "INTEGER",
+        "emotion": "VARCHAR", "sentiment": "VARCHAR", "sentiment_score": "FLOAT", "p_angry": "FLOAT",
+        "p_disgust": "FLOAT", "p_fear": "FLOAT", "p_happy": "FLOAT", "p_sad": "FLOAT", "p_surprise": "FLOAT",
+        "p_neutral": "FLOAT", "model_version": "VARCHAR", "detector": "VARCHAR",
+    },
+    "faces": {
+        "run_id": "VARCHAR", "run_date": "DATE", "image_id": "VARCHAR", "path": "VARCHAR", "face_index": "INTEGER",
+        "x": "INTEGER", "y": "INTEGER", "w": "INTEGER", "h": "INTEGER", "det_score": "FLOAT", "p_happy": "FLOAT",
+        "emotion": "VARCHAR", "sentiment": "VARCHAR", "sentiment_score": "FLOAT", "model_version": "VARCHAR",
+    },
+    "aggregates": {
+        "run_id": "VARCHAR", "run_date": "DATE", "group_by": "VARCHAR", "group_value": "VARCHAR",
+        "n_images": "BIGINT", "n_ok": "BIGINT", "n_no_face": "BIGINT", "n_error": "BIGINT", "n_faces": "BIGINT",
+        "share_positive": "DOUBLE", "share_negative": "DOUBLE", "share_neutral": "DOUBLE",
+        "mean_sentiment_score": "DOUBLE", "n_happy": "BIGINT", "n_disgust": "BIGINT",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A real model, trained for one epoch on the bundled sample and registered as current."""
+    from ferbatch.data import load_training_data
+    from ferbatch.registry import ModelRegistry, build_card
+    from ferbatch.training import preset, train
+
+    folder = tmp_path_factory.mktemp("models")
+    data = load_training_data(SAMPLE_CSV)
+    config = preset("smoke").with_overrides(epochs=1)
+    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), folder / ".work")
+    split = {"plain": {"accuracy": result.best_public_accuracy}}
+    card = build_card(architecture="tiny", parameters=1, training_config=config.to_dict(), data_summary=data.summary(),
+                      metrics={"PublicTest": split}, epochs_run=1, best_epoch=1, wall_time_s=0.0,
+                      stopped_early=False, input_contract={})
+    registry = ModelRegistry(folder)
+    registry.promote(registry.register(result.classifier, card))
+    return folder
+
+
+def _read(out, table):
+    return duckdb.sql(f"select * from read_parquet('{out}/{table}/*/*.parquet', hive_partitioning=true)")
+
+
+def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_nothing(
+    tmp_path, models_dir, run_ferbatch
+):
+    args = ["score", PHOTOS, "--out", tmp_path / "out", "--models-dir", models_dir, "--json"]
+    first = run_ferbatch(*args)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["scored"] == 7 and summary["faces"] == sum(PHOTO_FACES.values())
+    counts = dict(_read(tmp_path / "out", "images").select("path, n_faces").fetchall())
+    assert counts == PHOTO_FACES
+    assert _read(tmp_path / "out", "faces").count("*").fetchall()[0][0] == sum(PHOTO_FACES.values())
+
+    second = run_ferbatch(*args)
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["scored"] == 0 and again["already_scored"] == 7
+    assert _read(tmp_path / "out", "images").count("*").fetchall()[0][0] == 7
+
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--json"])
+    assert report.exit_code == 0, report.output
+    rows = json.loads(report.stdout)
+    everything = next(r for r in rows if r["group_by"] == "all")
+    assert everything["n_images"] == 7 and everything["n_no_face"] == 1 and everything["run_id"] == summary["run_id"]
+
+
+def test_duckdb_reads_every_dataset_with_the_documented_columns_and_types(tmp_path, models_dir, run_ferbatch):
+    result = run_ferbatch("score", PHOTOS, "--out", tmp_path, "--models-dir", models_dir)
+    assert result.returncode == 0, result.stderr
+    assert "ferbatch run" in result.stdout  # the summary table
+    for table, expected in EXPECTED_TYPES.items():
+        relation = _read(tmp_path, table)
+        types = dict(zip(relation.columns, map(str, relation.types), strict=True))
+        for column, type_name in expected.items():
+            assert types.get(column) == type_name, (table, column, types.get(column))
+    probabilities = _read(tmp_path, "images").filter("status = 'ok'").select(
+        "p_angry + p_disgust + p_fear + p_happy + p_sad + p_surprise + p_neutral").fetchall()
+    assert all(abs(total - 1) < 1e-4 for (total,) in probabilities)
+
+
+def test_exif_rotated_copy_and_bad_files_in_one_run_with_annotations(tmp_path, models_dir, run_ferbatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "fr_two_people.jpg", folder / "upright.jpg")
+    (folder / "rotated.jpg").write_bytes(exif_rotated_jpeg(PHOTOS / "fr_two_people.jpg"))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    args = ["score", folder, "--out", tmp_path / "out", "--models-dir", models_dir, "--annotate", tmp_path / "seen"]
+    result = run_ferbatch(*args)
+    assert result.returncode == 0, result.stderr
+    rows = dict(_read(tmp_path / "out", "images").select("path, coalesce(error, status)").fetchall())
+    assert rows["upright.jpg"] == rows["rotated.jpg"] == "ok"
+    assert "corrupt or truncated" in rows["broken.jpg"] or "not an image" in rows["broken.jpg"]
+    faces = dict(_read(tmp_path / "out", "images").select("path, n_faces").fetchall())
+    assert faces["upright.jpg"] == faces["rotated.jpg"] == 2
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["rotated.jpg", "upright.jpg"]
+
+    strict = run_ferbatch(*args, "--rescore", "--fail-on-error")
+    assert strict.returncode == 3
+
+
+def test_score_errors_are_one_line(tmp_path, run_ferbatch):
+    no_model = run_ferbatch("score", PHOTOS, "--out", tmp_path, "--models-dir", tmp_path)
+    assert no_model.returncode == 1
+    assert f"Error: {tmp_path}: no current model" in no_model.stderr and "Traceback" not in no_model.stderr
+    bad_map = CliRunner().invoke(cli, ["score", str(PHOTOS), "--out", str(tmp_path), "--sentiment-map", "Joy=positive"])
+    assert bad_map.exit_code == 1 and "unknown emotion(s) Joy" in bad_map.output
+    empty = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert empty.exit_code == 1 and "no aggregates found" in empty.output
