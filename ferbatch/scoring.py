@@ -207,6 +207,8 @@ class RunSummary:
 
 def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
     """The cheap fingerprint (root, path, size, mtime) first; the content hash only when it differs."""
+    if not index.image_ids:
+        return True  # nothing scored yet: no need to read the file twice
     if file.bytes is not None and file.mtime is not None:
         mtime_us = int(file.mtime.timestamp() * 1_000_000)
         if (file.root_text, file.path_text, file.bytes, mtime_us) in index.fingerprints:

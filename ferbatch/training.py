@@ -156,6 +156,7 @@ class _Bookkeeping(keras.callbacks.Callback):
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {k: float(v) for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         row["lr"] = lr
+        row["epoch_s"] = round(time.perf_counter() - self.state.pop("_epoch_started", time.perf_counter()), 2)
         history = self.state["history"]
         for key, value in row.items():
             history.setdefault(key, []).append(value)
@@ -174,7 +175,7 @@ class _Bookkeeping(keras.callbacks.Callback):
         elif improved:
             self.state["plateau_wait"] = 0
         self.state["epochs_done"] = epoch + 1
-        self.state["wall_time_s"] += time.perf_counter() - self.state.pop("_epoch_started", time.perf_counter())
+        self.state["wall_time_s"] += row["epoch_s"]
         if self.state["wait"] >= self.config.early_stopping_patience:
             self.state["stopped_early"] = True
             self.model.stop_training = True
