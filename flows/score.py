@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -63,7 +65,8 @@ def score(
             advance()
 
         scored = score_images(plan, detector, load_classifier, settings,
-                              extra_metadata={"flip_tta": flip_tta, "batch_size": batch_size}, on_image=on_image)
+                              extra_metadata={"flip_tta": flip_tta, "batch_size": batch_size,
+                                              "detector_settings": asdict(detector.settings)}, on_image=on_image)
     summary = summary_dict(write_reports(scored))
     create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
     create_table_artifact(
