@@ -51,6 +51,7 @@ class Promotion:
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the pointer is for every reader of the registry
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2)
         handle.write("\n")
@@ -108,6 +109,7 @@ class ModelRegistry:
         version = card.get("version") or self.new_version_name(card.get("architecture", model.name))
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
         try:
+            staging.chmod(0o755)  # mkdtemp makes it private; scoring may run as another user
             model.save(staging / MODEL_FILE)
             for file in files:
                 shutil.copy2(file, staging / Path(file).name)

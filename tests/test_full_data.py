@@ -30,3 +30,15 @@ def test_ferplus_labels_align_with_the_full_file():
     assert data.label_source == "ferplus"
     assert 35000 < len(data.labels) < 35887
     assert data.rejected["ferplus_not_a_face"] > 0
+
+
+@pytest.mark.slow
+def test_one_epoch_on_the_full_file_registers_a_promoted_model_with_private_test_metrics(tmp_path, run_ferbatch):
+    from ferbatch.registry import ModelRegistry
+
+    result = run_ferbatch("train", "--data", FULL_FER2013, "--epochs", "1", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    card = ModelRegistry(tmp_path).card()
+    assert card["epochs_run"] == 1
+    assert card["metrics"]["PrivateTest"]["plain"]["n"] == 3589
+    assert card["data"]["rows_used"] == 35887

@@ -34,6 +34,7 @@ def test_register_stores_model_card_and_pictures_in_a_version_folder(tmp_path, t
     assert card["model_bytes"] == (folder / "model.keras").stat().st_size
     assert registry.versions() == [version]
     assert registry.current_version() is None
+    assert folder.stat().st_mode & 0o777 == 0o755
     faces = np.zeros((2, 48, 48, 1), "float32")
     np.testing.assert_allclose(registry.load_model(version).predict(faces, verbose=0),
                                tiny.predict(faces, verbose=0), atol=1e-6)
@@ -46,6 +47,7 @@ def test_first_model_is_promoted(tmp_path, tiny):
     assert decision.promoted and decision.previous is None
     assert registry.current_version() == version
     assert json.loads((tmp_path / "current.json").read_text())["version"] == version
+    assert (tmp_path / "current.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_worse_model_is_not_promoted_and_a_better_one_is(tmp_path, tiny):

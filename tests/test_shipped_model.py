@@ -1,0 +1,42 @@
+"""The model the project ships (models/current.json) honours the contract and is far better than chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_CSV
+
+from ferbatch.registry import ModelRegistry, default_models_dir
+
+REGISTRY = ModelRegistry(default_models_dir())
+
+
+@pytest.fixture(scope="module")
+def card():
+    return REGISTRY.card()
+
+
+def test_current_points_at_a_registered_version_with_a_complete_card(card):
+    assert REGISTRY.current_version() in REGISTRY.versions()
+    for split in ("PublicTest", "PrivateTest"):
+        for mode in ("plain", "flip_tta"):
+            assert 0 < card["metrics"][split][mode]["accuracy"] <= 1
+    assert card["data"]["rows_used"] == 35887 and card["data"]["rejected"] == {}
+    assert len(card["data"]["sources"]["fer2013.csv.gz"]) == 64
+    assert {"model.keras", "training_curves.png", "confusion_PrivateTest_plain.png"} <= set(card["files"])
+
+
+def test_the_shipped_model_file_is_small(card):
+    assert REGISTRY.model_path().stat().st_size < 30_000_000
+
+
+def test_the_shipped_model_classifies_the_bundled_fer_sample_well_above_chance():
+    from ferbatch.data import load_fer2013
+    from ferbatch.evaluation import predict_probabilities
+
+    data = load_fer2013(SAMPLE_CSV)
+    probabilities = predict_probabilities(REGISTRY.load_model(), data.images)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float((probabilities.argmax(axis=1) == data.labels).mean())
+    # A sanity check, not an evaluation: 210 of the 350 rows are Training rows. Chance is 1/7 here.
+    assert accuracy > 0.4
