@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import click
 
 from ferbatch.errors import FerbatchError
+from ferbatch.logs import configure_logging, hand_logging_to_prefect
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -25,41 +25,6 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-class _UserErrorsWithoutTraceback(logging.Filter):
-    """Prefect logs a failed task's traceback; for a FerbatchError the message alone says it all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], FerbatchError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _quiet_user_errors_in_prefect_logs() -> None:
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        run_logger = logging.getLogger(name)
-        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in run_logger.filters):
-            run_logger.addFilter(_UserErrorsWithoutTraceback())
-
-
-def _hand_logging_to_prefect() -> None:
-    """Inside a flow, Prefect's console handler prints ferbatch's lines (an extra logger); ours would double them."""
-    package_logger = logging.getLogger("ferbatch")
-    for handler in [h for h in package_logger.handlers if isinstance(h, _CurrentStderr)]:
-        package_logger.removeHandler(handler)
-
-
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (click's test runner swaps it per invocation)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
 def _models_dir_option(function):
     return click.option(
         "--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -72,14 +37,7 @@ def _models_dir_option(function):
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Facial-sentiment scoring of image folders, with its own FER2013 CNN."""
-    # Only ferbatch's own logger: third-party INFO lines (HTTP requests and the like) are noise here.
-    package_logger = logging.getLogger("ferbatch")
-    if not any(isinstance(h, _CurrentStderr) for h in package_logger.handlers):
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        package_logger.addHandler(handler)
-    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    _quiet_user_errors_in_prefect_logs()
+    configure_logging(verbose)
 
 
 @cli.command()
@@ -113,7 +71,7 @@ def train(data_path: Path, preset_name: str, epochs: int | None, batch_size: int
     preset(preset_name)  # fail on an unknown preset before anything starts
     from flows.retrain import retrain
 
-    _hand_logging_to_prefect()
+    hand_logging_to_prefect()
     result = retrain(
         data=str(data_path),
         labels=str(labels[1]) if labels else None,
@@ -201,7 +159,7 @@ def score(paths: tuple[Path, ...], out_dir: Path, version: str | None, models_di
     SentimentMap.with_overrides(sentiment_map)  # a bad map fails before anything starts
     from flows.score import score as score_flow
 
-    _hand_logging_to_prefect()
+    hand_logging_to_prefect()
     summary = score_flow(
         paths=[str(p) for p in paths], out=str(out_dir), model=version,
         models_dir=str(models_dir) if models_dir else None, rescore=rescore, batch_size=batch_size,

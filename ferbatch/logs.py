@@ -1,0 +1,54 @@
+"""Logging for the command line: ferbatch's own lines on stderr, Prefect's run logs without noise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ferbatch.errors import FerbatchError
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task's traceback; for a FerbatchError the message alone says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FerbatchError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors_in_prefect_logs() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        run_logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in run_logger.filters):
+            run_logger.addFilter(_UserErrorsWithoutTraceback())
+
+
+def hand_logging_to_prefect() -> None:
+    """Inside a flow, Prefect's console handler prints ferbatch's lines (an extra logger); ours would double them."""
+    package_logger = logging.getLogger("ferbatch")
+    for handler in [h for h in package_logger.handlers if isinstance(h, _CurrentStderr)]:
+        package_logger.removeHandler(handler)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it per invocation)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Only ferbatch's own logger: third-party INFO lines (HTTP requests and the like) are noise here."""
+    package_logger = logging.getLogger("ferbatch")
+    if not any(isinstance(h, _CurrentStderr) for h in package_logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _quiet_user_errors_in_prefect_logs()
