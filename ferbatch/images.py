@@ -84,20 +84,25 @@ def _matches(relative: str, patterns: Sequence[str]) -> bool:
 
 
 def scan(
-    roots: Sequence[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()
+    roots: Sequence[str | Path],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    skip_dirs: Sequence[str | Path] = (),
 ) -> Iterator[ImageFile]:
     """Image files under each root, recursively, in a stable order; symlinked folders are not followed.
 
     `include` / `exclude` are glob patterns matched against the path relative to its root and against
-    the file name. A file that cannot be stat'ed (a broken symlink) is still yielded, with bytes None,
-    so it becomes an error row instead of silently disappearing.
+    the file name. `skip_dirs` are folders never entered (the run's own output and annotation folders,
+    should they sit inside a scanned folder). A file that cannot be stat'ed (a broken symlink) is still
+    yielded, with bytes None, so it becomes an error row instead of silently disappearing.
     """
+    skipped = {Path(d).resolve() for d in skip_dirs}
     for root in map(Path, roots):
         if not root.is_dir():  # a file named directly (a broken link too: it becomes an error row)
             yield _image_file(root.parent, Path(root.name))
             continue
         for directory, subdirs, files in os.walk(root, followlinks=False):
-            subdirs.sort()
+            subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skipped)
             for name in sorted(files):
                 absolute = Path(directory) / name
                 if absolute.suffix.lower() not in IMAGE_SUFFIXES:

@@ -241,8 +241,12 @@ def plan_run(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     rescore: bool = False,
+    skip_dirs: Sequence[str | Path] = (),
 ) -> ScorePlan:
-    """Scan the roots and keep what `out_dir` does not already hold for this model version."""
+    """Scan the roots and keep what `out_dir` does not already hold for this model version.
+
+    `out_dir` and `skip_dirs` are never scanned, so output inside an input folder is not scored next run.
+    """
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     out_dir = Path(out_dir)
@@ -252,7 +256,7 @@ def plan_run(
     index = ScoredIndex(frozenset(), frozenset()) if rescore else scored_index(out_dir, model_version)
     todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
     n_found = 0
-    for file in scan(roots, include, exclude):
+    for file in scan(roots, include, exclude, skip_dirs=[out_dir, *skip_dirs]):
         n_found += 1
         if _is_new(file, index):
             todo.append(file)
@@ -333,9 +337,10 @@ def run_scoring(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     rescore: bool = False,
+    skip_dirs: Sequence[str | Path] = (),
     on_image: Callable[[ScoredImage], None] | None = None,
 ) -> RunSummary:
     """plan_run -> score_plan -> commit_run, for callers without Prefect."""
     plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
-                    exclude=exclude, rescore=rescore)
+                    exclude=exclude, rescore=rescore, skip_dirs=skip_dirs)
     return commit_run(score_plan(plan, detector, load_classifier, settings, on_image=on_image))

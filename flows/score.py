@@ -52,7 +52,7 @@ def score(
     )
     settings = scoring.ScoreSettings(max_pixels=max_pixels, workers=workers)
     plan = scan_images(paths, out, version, detector.name, sentiment=sentiment, include=include or (),
-                       exclude=exclude or (), rescore=rescore)
+                       exclude=exclude or (), rescore=rescore, skip_dirs=[annotate] if annotate else ())
 
     def load_classifier() -> KerasClassifier:
         return KerasClassifier.from_registry(registry.root, version, batch_size=batch_size, flip_tta=flip_tta)

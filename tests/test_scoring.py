@@ -195,3 +195,12 @@ def test_error_rows_for_missing_bytes_have_no_image_id(tmp_path):
     row = _table(tmp_path / "out", "images").iloc[0]
     assert row.status == "error" and pd.isna(row.image_id) and "unreadable" in row.error
     assert _score(folder, tmp_path / "out")[0].n_scored == 1  # unreadable files are retried
+
+
+def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    _photos(folder / "checked", {"a.jpg": 250})  # e.g. --annotate in/checked
+    summary, _ = _score(folder, folder / "out", skip_dirs=[folder / "checked"])
+    assert summary.n_found == 1
+    (folder / "out" / "stray.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    assert _score(folder, folder / "out", skip_dirs=[folder / "checked"])[0].n_found == 1
