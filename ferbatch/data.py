@@ -18,6 +18,7 @@ import pandas as pd
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, SPLITS
 from ferbatch.errors import DataError
+from ferbatch.images import IMAGE_SUFFIXES, ImageError, ImageFile, decode, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ FERPLUS_COLUMNS = (
 _FERPLUS_TO_FER = {
     "neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0, "disgust": 1, "fear": 2,
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -217,13 +217,14 @@ def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
 
 
 def read_face_crop(path: Path) -> np.ndarray | None:
-    """A 48x48 grey uint8 face from an image file, or None when it cannot be decoded."""
-    raw = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also copes with non-ASCII paths
-    image = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
-    if image is None:
+    """A 48x48 grey uint8 face from an image file, or None when it cannot be read or decoded."""
+    try:
+        rgb = decode(read_bytes(ImageFile(path.parent, Path(path.name), None, None))).rgb
+    except ImageError:
         return None
-    interpolation = cv2.INTER_AREA if min(image.shape) > IMAGE_SIZE else cv2.INTER_LINEAR
-    return cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=interpolation)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    interpolation = cv2.INTER_AREA if min(grey.shape) > IMAGE_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(grey, (IMAGE_SIZE, IMAGE_SIZE), interpolation=interpolation)
 
 
 def add_extra_folder(data: FerData, folder: str | Path) -> FerData:

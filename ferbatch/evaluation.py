@@ -6,24 +6,10 @@ import keras
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
+from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
-
-
-def predict_probabilities(
-    model: keras.Model, faces: np.ndarray, batch_size: int = 256, flip_tta: bool = False
-) -> np.ndarray:
-    """(N, 7) probabilities for uint8 or float faces shaped (N, 48, 48) or (N, 48, 48, 1)."""
-    x = np.asarray(faces, dtype="float32")
-    if x.ndim == 3:
-        x = x[..., None]
-    if len(x) == 0:
-        return np.zeros((0, NUM_CLASSES), dtype="float32")
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    if flip_tta:
-        probabilities = (probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    return np.asarray(probabilities, dtype="float32")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -63,9 +49,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def evaluate(model: keras.Model, faces: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
-    """Metrics on one split, as {"plain": ..., "flip_tta": ...}."""
-    plain = predict_probabilities(model, faces)
-    flipped = predict_probabilities(model, np.asarray(faces)[:, :, ::-1])
+    """Metrics on one split, as {"plain": ..., "flip_tta": ...}, through the same classifier scoring uses."""
+    classifier = KerasClassifier(model, version="evaluated")
+    plain = classifier.predict(faces)
+    flipped = classifier.predict(np.asarray(faces)[:, :, ::-1])
     return {
         "plain": classification_metrics(labels, plain.argmax(axis=1)),
         "flip_tta": classification_metrics(labels, ((plain + flipped) / 2).argmax(axis=1)),

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferbatch.evaluation import classification_metrics, confusion_matrix, predict_probabilities
+from ferbatch.classifier import KerasClassifier
+from ferbatch.evaluation import classification_metrics, confusion_matrix, evaluate
 from ferbatch.model import create_model
 
 
@@ -31,8 +32,23 @@ def test_metrics_match_a_hand_computed_example():
 
 def test_flip_tta_averages_the_image_and_its_mirror(random_faces):
     model = create_model("tiny")
-    plain = predict_probabilities(model, random_faces)
-    mirrored = predict_probabilities(model, random_faces[:, :, ::-1])
-    np.testing.assert_allclose(
-        predict_probabilities(model, random_faces, flip_tta=True), (plain + mirrored) / 2, atol=1e-6
-    )
+    plain = KerasClassifier(model, "v", batch_size=8).predict(random_faces)
+    mirrored = KerasClassifier(model, "v", batch_size=8).predict(random_faces[:, :, ::-1])
+    with_tta = KerasClassifier(model, "v", batch_size=8, flip_tta=True).predict(random_faces)
+    np.testing.assert_allclose(with_tta, (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_fixed_size_batches_give_the_same_probabilities_as_one_plain_predict(random_faces):
+    model = create_model("tiny")
+    batched = KerasClassifier(model, "v", batch_size=5).predict(random_faces[:13])  # 5 + 5 + 3, padded
+    direct = model.predict(random_faces[:13, ..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(batched, direct, atol=1e-5)
+    assert batched.shape == (13, 7)
+    assert KerasClassifier(model, "v").predict(random_faces[:0]).shape == (0, 7)
+
+
+def test_evaluate_reports_plain_and_flip_tta_metrics(random_faces):
+    labels = np.arange(16) % 7
+    metrics = evaluate(create_model("tiny"), random_faces, labels)
+    assert set(metrics) == {"plain", "flip_tta"}
+    assert metrics["plain"]["n"] == 16 and sum(map(sum, metrics["flip_tta"]["confusion_matrix"])) == 16

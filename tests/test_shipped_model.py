@@ -31,11 +31,11 @@ def test_the_shipped_model_file_is_small(card):
 
 
 def test_the_shipped_model_classifies_the_bundled_fer_sample_well_above_chance():
+    from ferbatch.classifier import KerasClassifier
     from ferbatch.data import load_fer2013
-    from ferbatch.evaluation import predict_probabilities
 
     data = load_fer2013(SAMPLE_CSV)
-    probabilities = predict_probabilities(REGISTRY.load_model(), data.images)
+    probabilities = KerasClassifier(REGISTRY.load_model(), REGISTRY.current_version()).predict(data.images)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     accuracy = float((probabilities.argmax(axis=1) == data.labels).mean())
     # A sanity check, not an evaluation: 210 of the 350 rows are Training rows. Chance is 1/7 here.
