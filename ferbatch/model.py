@@ -171,7 +171,3 @@ def inference_copy(classifier: keras.Model, architecture: str) -> keras.Model:
     )
     copy.set_weights(classifier.get_weights())
     return copy
-
-
-def count_parameters(model: keras.Model) -> int:
-    return int(model.count_params())

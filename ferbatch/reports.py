@@ -142,12 +142,6 @@ class Aggregator:
         return rows
 
 
-@dataclass
-class WrittenRun:
-    files: dict[str, Path]
-    rows: dict[str, int]
-
-
 class ReportWriter:
     """Streams one run's rows into `.tmp` files and renames them into place on `commit()`."""
 
@@ -156,7 +150,6 @@ class ReportWriter:
         self.metadata = {f"ferbatch.{k}": v for k, v in metadata.items()}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._buffers: dict[str, list[dict]] = defaultdict(list)
-        self._rows: Counter = Counter()
 
     def final_path(self, table: str) -> Path:
         return self.out_dir / table / f"run_date={self.run_date.isoformat()}" / f"part-{self.run_id}.parquet"
@@ -182,9 +175,9 @@ class ReportWriter:
             tmp.parent.mkdir(parents=True, exist_ok=True)
             self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
         self._writers[table].write_table(pa.Table.from_pylist(rows, schema=schema))
-        self._rows[table] += len(rows)
 
-    def commit(self) -> WrittenRun:
+    def commit(self) -> dict[str, Path]:
+        """Close and rename every file of the run; returns {table: final path}."""
         for table in list(self._buffers):
             self._flush(table)
         files = {}
@@ -194,7 +187,7 @@ class ReportWriter:
             os.replace(self._tmp_path(table), final)
             files[table] = final
         self._writers.clear()
-        return WrittenRun(files, dict(self._rows))
+        return files
 
     def abort(self) -> None:
         for table, writer in self._writers.items():

@@ -21,8 +21,6 @@ from ferbatch.training import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
-PROMOTE_POLICIES = ("auto", "never", "force")
-
 
 def work_dir(models_dir: str | Path) -> Path:
     """Where an in-progress training run keeps its checkpoints and report (hidden from the registry)."""
@@ -91,6 +89,9 @@ def register(
 
 
 def promote(registry: ModelRegistry, version: str, policy: str = "auto", tolerance: float = 0.0) -> Promotion:
+    """policy: "auto" (the PublicTest gate), "never" (--no-promote) or "force" (--force-promote)."""
+    if policy not in ("auto", "never", "force"):
+        raise ValueError(f"unknown promotion policy {policy!r}")
     if policy == "never":
         return Promotion(False, version, registry.current_version(), "--no-promote")
     decision = registry.promote(version, force=policy == "force", tolerance=tolerance)

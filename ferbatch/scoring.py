@@ -317,7 +317,7 @@ def commit_run(scored: ScoredRun) -> RunSummary:
     try:
         summary.aggregates = scored.aggregator.rows(summary.run_id, summary.run_date, summary.model_version)
         scored.writer.write("aggregates", summary.aggregates)
-        summary.files = scored.writer.commit().files
+        summary.files = scored.writer.commit()
     except BaseException:
         scored.writer.abort()
         raise
