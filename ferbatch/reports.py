@@ -6,6 +6,7 @@ Each run writes one file per table, `run_date=YYYY-MM-DD/part-<run_id>.parquet`,
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections import Counter, defaultdict
@@ -19,8 +20,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.errors import FerbatchError
 
 TABLES = ("images", "faces", "aggregates")
+COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
+LOCK_FILE = ".ferbatch.lock"
 TMP_SUFFIX = ".parquet.tmp"
 ROW_GROUP = 4096
 PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
@@ -169,20 +173,29 @@ class ReportWriter:
         rows, self._buffers[table] = self._buffers[table], []
         if not rows:
             return
-        schema = SCHEMAS[table].with_metadata(self.metadata)
         if table not in self._writers:
-            tmp = self._tmp_path(table)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
-        self._writers[table].write_table(pa.Table.from_pylist(rows, schema=schema))
+            self._open(table)
+        self._writers[table].write_table(pa.Table.from_pylist(rows, schema=self._writers[table].schema))
+
+    def _open(self, table: str) -> None:
+        tmp = self._tmp_path(table)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        schema = SCHEMAS[table].with_metadata(self.metadata)
+        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
 
     def commit(self) -> dict[str, Path]:
-        """Close and rename every file of the run; returns {table: final path}."""
-        for table in list(self._buffers):
+        """Close and rename every file of the run; returns {table: final path}.
+
+        Every table gets a file, empty or not, and `images` is renamed last: its file marks the run as
+        committed, so `recover_interrupted_runs` can remove what a crash between renames left behind.
+        """
+        for table in TABLES:
             self._flush(table)
+            if table not in self._writers:
+                self._open(table)
         files = {}
-        for table, writer in self._writers.items():
-            writer.close()
+        for table in COMMIT_ORDER:
+            self._writers[table].close()
             final = self.final_path(table)
             os.replace(self._tmp_path(table), final)
             files[table] = final
@@ -197,12 +210,52 @@ class ReportWriter:
         self._buffers.clear()
 
 
-def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
-    """`.tmp` files left by a killed run; they never held committed data."""
-    stale = [p for table in TABLES for p in (Path(out_dir) / table).glob(f"run_date=*/*{TMP_SUFFIX}")]
-    for path in stale:
+def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
+    """Remove what killed runs left: `.tmp` files, and parts of a run killed between its renames.
+
+    A run is committed once its `images` part exists (it is renamed last). Call only while holding
+    `OutDirLock`, so no live run's files are mistaken for leftovers.
+    """
+    out_dir = Path(out_dir)
+    leftovers = [p for table in TABLES for p in (out_dir / table).glob(f"run_date=*/*{TMP_SUFFIX}")]
+    committed = {p.name for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
+    for table in TABLES:
+        if table != "images":
+            leftovers += [p for p in (out_dir / table).glob("run_date=*/part-*.parquet") if p.name not in committed]
+    for path in leftovers:
         path.unlink(missing_ok=True)
-    return stale
+    return leftovers
+
+
+class OutDirLock:
+    """An exclusive lock on an output folder for one run, so two runs never write into it at once.
+
+    The operating system releases it when the process ends, however it ends.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.path = Path(out_dir) / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> OutDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise FerbatchError(
+                f"{self.path.parent}: another ferbatch run is writing into this folder; "
+                "wait for it to finish or use another --out"
+            ) from None
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
 
 def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:

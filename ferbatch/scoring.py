@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 
@@ -28,15 +28,17 @@ from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, as_text, 
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     Aggregator,
+    OutDirLock,
     ReportWriter,
     ScoredIndex,
     metadata_json,
-    remove_stale_temporaries,
+    recover_interrupted_runs,
     scored_index,
 )
 from ferbatch.sentiment import SentimentMap
 
 log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
     if not index.image_ids:
         return True  # nothing scored yet: no need to read the file twice
     if file.bytes is not None and file.mtime is not None:
-        mtime_us = int(file.mtime.timestamp() * 1_000_000)
+        mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
         if (file.root_text, file.path_text, file.bytes, mtime_us) in index.fingerprints:
             return False
     try:
@@ -245,14 +247,15 @@ def plan_run(
 ) -> ScorePlan:
     """Scan the roots and keep what `out_dir` does not already hold for this model version.
 
-    `out_dir` and `skip_dirs` are never scanned, so output inside an input folder is not scored next run.
+    Call while holding `OutDirLock(out_dir)`. `out_dir` and `skip_dirs` are never scanned, so output
+    inside an input folder is not scored next run.
     """
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     out_dir = Path(out_dir)
-    stale = remove_stale_temporaries(out_dir)
-    if stale:
-        log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+    leftovers = recover_interrupted_runs(out_dir)
+    if leftovers:
+        log.info("removed %d file(s) left by an interrupted run", len(leftovers))
     index = ScoredIndex(frozenset(), frozenset()) if rescore else scored_index(out_dir, model_version)
     todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
     n_found = 0
@@ -340,7 +343,8 @@ def run_scoring(
     skip_dirs: Sequence[str | Path] = (),
     on_image: Callable[[ScoredImage], None] | None = None,
 ) -> RunSummary:
-    """plan_run -> score_plan -> commit_run, for callers without Prefect."""
-    plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
-                    exclude=exclude, rescore=rescore, skip_dirs=skip_dirs)
-    return commit_run(score_plan(plan, detector, load_classifier, settings, on_image=on_image))
+    """plan_run -> score_plan -> commit_run under the output folder's lock, for callers without Prefect."""
+    with OutDirLock(out_dir):
+        plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
+                        exclude=exclude, rescore=rescore, skip_dirs=skip_dirs)
+        return commit_run(score_plan(plan, detector, load_classifier, settings, on_image=on_image))

@@ -15,6 +15,7 @@ from ferbatch.console import progress_bar, summary_dict, summary_markdown
 from ferbatch.detection import DetectorSettings, YuNetDetector, default_detector_path
 from ferbatch.images import DEFAULT_MAX_PIXELS
 from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.reports import OutDirLock
 from ferbatch.sentiment import SentimentMap
 
 scan_images = task(scoring.plan_run, name="scan", cache_policy=NO_CACHE)
@@ -51,26 +52,27 @@ def score(
         DetectorSettings(input_long_side=detector_size, score_threshold=score_threshold, min_face=min_face),
     )
     settings = scoring.ScoreSettings(max_pixels=max_pixels, workers=workers)
-    plan = scan_images(paths, out, version, detector.name, sentiment=sentiment, include=include or (),
-                       exclude=exclude or (), rescore=rescore, skip_dirs=[annotate] if annotate else ())
+    with OutDirLock(out):  # one run at a time per output folder, from scan to commit
+        plan = scan_images(paths, out, version, detector.name, sentiment=sentiment, include=include or (),
+                           exclude=exclude or (), rescore=rescore, skip_dirs=[annotate] if annotate else ())
 
-    def load_classifier() -> KerasClassifier:
-        return KerasClassifier.from_registry(registry.root, version, batch_size=batch_size, flip_tta=flip_tta)
+        def load_classifier() -> KerasClassifier:
+            return KerasClassifier.from_registry(registry.root, version, batch_size=batch_size, flip_tta=flip_tta)
 
-    with progress_bar(len(plan.todo), progress) as advance:
-        def on_image(scored: scoring.ScoredImage) -> None:
-            if annotate and scored.prepared.faces:
-                labels = list(sentiment.label(scored.probabilities.argmax(axis=1)))
-                write_annotated(scored, labels, annotate)
-            advance()
+        with progress_bar(len(plan.todo), progress) as advance:
+            def on_image(scored: scoring.ScoredImage) -> None:
+                if annotate and scored.prepared.faces:
+                    labels = list(sentiment.label(scored.probabilities.argmax(axis=1)))
+                    write_annotated(scored, labels, annotate)
+                advance()
 
-        scored = score_images(plan, detector, load_classifier, settings,
-                              extra_metadata={"flip_tta": flip_tta, "batch_size": batch_size,
-                                              "detector_settings": asdict(detector.settings)}, on_image=on_image)
-    summary = summary_dict(write_reports(scored))
-    create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
-    create_table_artifact(
-        [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in scored.summary.aggregates],
-        key="score-aggregates", description="Aggregates of this run",
-    )
-    return summary
+            scored = score_images(plan, detector, load_classifier, settings,
+                                  extra_metadata={"flip_tta": flip_tta, "batch_size": batch_size,
+                                                  "detector_settings": asdict(detector.settings)}, on_image=on_image)
+        summary = summary_dict(write_reports(scored))
+        create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
+        create_table_artifact(
+            [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in scored.summary.aggregates],
+            key="score-aggregates", description="Aggregates of this run",
+        )
+        return summary

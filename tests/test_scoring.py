@@ -17,8 +17,9 @@ from fakes import FakeClassifier, FakeDetector
 from imagefactory import encode, synthetic, write_good_and_bad
 
 from ferbatch.detection import Face
+from ferbatch.errors import FerbatchError
 from ferbatch.images import as_text
-from ferbatch.reports import TMP_SUFFIX
+from ferbatch.reports import TMP_SUFFIX, OutDirLock
 from ferbatch.scoring import ScoreSettings, image_probabilities, run_scoring
 
 SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=4)
@@ -204,3 +205,41 @@ def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(t
     assert summary.n_found == 1
     (folder / "out" / "stray.jpg").write_bytes((folder / "a.jpg").read_bytes())
     assert _score(folder, folder / "out", skip_dirs=[folder / "checked"])[0].n_found == 1
+
+
+def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    with OutDirLock(tmp_path / "out"), pytest.raises(FerbatchError, match="another ferbatch run is writing"):
+        _score(folder, tmp_path / "out")
+    assert _score(folder, tmp_path / "out")[0].n_scored == 1  # the lock is released with its holder
+
+
+def test_parts_of_a_run_killed_between_its_renames_are_removed_and_rescored_once(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
+    first, _ = _score(folder, tmp_path / "out")
+    first.files["images"].unlink()  # as if killed after renaming faces and aggregates, before images
+    second, _ = _score(folder, tmp_path / "out")
+    assert second.n_scored == 2
+    assert len(_table(tmp_path / "out", "images")) == 2
+    assert len(_table(tmp_path / "out", "faces")) == 3  # no faces left over from the broken run
+    assert set(_table(tmp_path / "out", "aggregates").run_id) == {second.run_id}
+
+
+def test_unchanged_files_are_recognised_without_reading_them(tmp_path, monkeypatch):
+    import ferbatch.scoring
+
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
+    _score(folder, tmp_path / "out")
+    reads = []
+    original = ferbatch.scoring.read_bytes
+    monkeypatch.setattr(ferbatch.scoring, "read_bytes", lambda file: reads.append(file) or original(file))
+    assert _score(folder, tmp_path / "out")[0].n_skipped == 2
+    assert reads == []
+
+
+def test_every_run_commits_one_file_per_table_even_when_nothing_is_new(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    _score(folder, tmp_path / "out")
+    second, _ = _score(folder, tmp_path / "out")
+    assert set(second.files) == {"images", "faces", "aggregates"}
+    assert pq.read_metadata(second.files["images"]).num_rows == 0
