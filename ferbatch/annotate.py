@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,7 @@ import numpy as np
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.images import ImageError, decode, read_bytes
 from ferbatch.scoring import ScoredImage
+from ferbatch.sentiment import SentimentMap
 
 _COLOURS = {"positive": (60, 180, 75), "negative": (40, 40, 220), "neutral": (200, 160, 40)}  # BGR
 
@@ -44,3 +46,13 @@ def write_annotated(scored: ScoredImage, sentiments: list[str], out_dir: str | P
     if ok:
         target.write_bytes(encoded.tobytes())
     return target if ok else None
+
+
+def annotator(out_dir: str | Path, sentiment: SentimentMap) -> Callable[[ScoredImage], None]:
+    """An `on_image` callback that writes an annotated copy of every image with faces."""
+
+    def annotate(scored: ScoredImage) -> None:
+        if scored.prepared.faces:
+            write_annotated(scored, list(sentiment.label(scored.probabilities.argmax(axis=1))), out_dir)
+
+    return annotate

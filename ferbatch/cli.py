@@ -32,18 +32,31 @@ def _models_dir_option(function):
     )(function)
 
 
+def _config(ctx: click.Context):
+    """The effective configuration, read once per command (see `ferbatch config show`)."""
+    from ferbatch.config import load_config
+
+    root = ctx.find_root()
+    if "config" not in root.meta:
+        root.meta["config"] = load_config(root.params.get("config_file"))
+    return root.meta["config"][0]
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="ferbatch")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
+@click.option("--config", "config_file", type=EXISTING_FILE, default=None,
+              help="Configuration file (default: $FERBATCH_CONFIG, else ./ferbatch.toml if present).")
+def cli(verbose: bool, config_file: Path | None) -> None:
     """Facial-sentiment scoring of image folders, with its own FER2013 CNN."""
     configure_logging(verbose)
 
 
 @cli.command()
-@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="FER2013 CSV, plain or .gz.")
-@click.option("--preset", "preset_name", default="default", show_default=True,
-              help="Named training recipe (see `ferbatch presets`).")
+@click.option("--data", "data_path", type=EXISTING_FILE, default=None,
+              help="FER2013 CSV, plain or .gz (default: train.data in the configuration).")
+@click.option("--preset", "preset_name", default=None,
+              help="Named training recipe (see `ferbatch presets`; default: train.preset, else 'default').")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override the preset's batch size.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
@@ -59,13 +72,21 @@ def cli(verbose: bool) -> None:
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Promote when PublicTest accuracy is at most this much below the current model's.")
 @_models_dir_option
-def train(data_path: Path, preset_name: str, epochs: int | None, batch_size: int | None, precision: str | None,
+@click.pass_context
+def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
+          epochs: int | None, batch_size: int | None, precision: str | None,
           seed: int | None, class_weights: bool | None, labels: tuple[str, Path] | None,
           extra_folder: Path | None, resume: bool, no_promote: bool, force_promote: bool, tolerance: float,
           models_dir: Path | None) -> None:
     """Train, evaluate and register a FER model (the `retrain` flow)."""
     if no_promote and force_promote:
         raise click.UsageError("--no-promote and --force-promote contradict each other")
+    config = _config(ctx)
+    data_path = data_path or config.train.data
+    if data_path is None:
+        raise click.UsageError("give --data FILE or set train.data in the configuration")
+    preset_name = preset_name or config.train.preset
+    models_dir = models_dir or config.models_dir
     from ferbatch.training import preset
 
     preset(preset_name)  # fail on an unknown preset before anything starts
@@ -120,60 +141,120 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Report folder: faces/, images/ and aggregates/ Parquet datasets.")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder: faces/, images/ and aggregates/ Parquet datasets (default: score.out).")
 @click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
 @_models_dir_option
 @click.option("--rescore", is_flag=True, help="Score images again even if this model already scored them.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Faces per classifier call.")
-@click.option("--detector-size", type=click.IntRange(min=64), default=1280, show_default=True,
-              help="Long side in pixels of the copy the face detector sees.")
-@click.option("--min-face", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Smallest face side kept, in original pixels.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True,
-              help="Face detector confidence threshold.")
-@click.option("--flip-tta/--no-flip-tta", default=False, show_default=True,
-              help="Average each face with its mirror image.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Faces per classifier call [default: 256].")
+@click.option("--detector-size", type=click.IntRange(min=64),
+              help="Long side in pixels of the copy the face detector sees [default: 1280].")
+@click.option("--min-face", type=click.IntRange(min=1), help="Smallest face side kept, in original pixels [20].")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), help="Face detector confidence threshold [0.8].")
+@click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
               help="Change the default map, e.g. 'Surprise=positive'.")
 @click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write copies of the images with boxes and labels drawn into this folder.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=80_000_000, show_default=True,
-              help="Images with more pixels become error rows (decompression bomb guard).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Threads decoding and detecting.")
+@click.option("--max-pixels", type=click.IntRange(min=1),
+              help="Images with more pixels become error rows (decompression bomb guard) [80000000].")
+@click.option("--workers", type=click.IntRange(min=1), help="Threads decoding and detecting per process [2].")
+@click.option("--runner", type=click.Choice(["local", "dask"]), default=None,
+              help="Where shards run: in this process, or on Dask via prefect-dask [local].")
+@click.option("--dask-address", default=None, metavar="tcp://HOST:PORT",
+              help="Dask scheduler for --runner dask (default: a LocalCluster on 127.0.0.1).")
+@click.option("--dask-workers", type=click.IntRange(min=1), help="LocalCluster worker processes [2].")
+@click.option("--shard-size", type=click.IntRange(min=1), help="Images per shard (one Parquet part each) [500].")
 @click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def score(paths: tuple[Path, ...], out_dir: Path, version: str | None, models_dir: Path | None, rescore: bool,
-          batch_size: int, detector_size: int, min_face: int, score_threshold: float, flip_tta: bool,
-          include: tuple[str, ...], exclude: tuple[str, ...], sentiment_map: str | None, annotate: Path | None,
-          max_pixels: int, workers: int, fail_on_error: bool, as_json: bool) -> None:
-    """Score the faces in image folders into Parquet reports (the `score` flow)."""
+@click.pass_context
+def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, version: str | None,
+          models_dir: Path | None, rescore: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+          annotate: Path | None, fail_on_error: bool, as_json: bool, **options: object) -> None:
+    """Score the faces in image folders into Parquet reports (the `score` flow).
+
+    Without PATHS, scores the configured score.folders; unset options come from the configuration.
+    """
+    from ferbatch.config import score_parameters
     from ferbatch.console import print_summary
     from ferbatch.sentiment import SentimentMap
 
-    SentimentMap.with_overrides(sentiment_map)  # a bad map fails before anything starts
+    parameters = score_parameters(
+        _config(ctx), paths=[str(p) for p in paths] or None, out=str(out_dir) if out_dir else None,
+        models_dir=str(models_dir) if models_dir else None, include=list(include) or None,
+        exclude=list(exclude) or None, **options,
+    )
+    SentimentMap.with_overrides(parameters["sentiment_map"])  # a bad map fails before anything starts
     from flows.score import score as score_flow
 
     hand_logging_to_prefect()
-    summary = score_flow(
-        paths=[str(p) for p in paths], out=str(out_dir), model=version,
-        models_dir=str(models_dir) if models_dir else None, rescore=rescore, batch_size=batch_size,
-        detector_size=detector_size, min_face=min_face, score_threshold=score_threshold, flip_tta=flip_tta,
-        include=list(include), exclude=list(exclude), sentiment_map=sentiment_map,
-        annotate=str(annotate) if annotate else None, max_pixels=max_pixels, workers=workers,
-        progress=sys.stderr.isatty(),
-    )
+    summary = score_flow(**parameters, model=version, rescore=rescore,
+                         annotate=str(annotate) if annotate else None, progress=sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
     if fail_on_error and summary["error"]:
         raise click.exceptions.Exit(3)
+
+
+@cli.command()
+@click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
+    """Run the nightly job once now: retrain if the data or recipe changed, then score the configured folders."""
+    from ferbatch.console import print_summary
+
+    _config(ctx)  # a bad configuration fails here, before Prefect starts
+    from flows.nightly import nightly as nightly_flow
+
+    hand_logging_to_prefect()
+    config_file = ctx.find_root().meta["config"][1]
+    result = nightly_flow(config_file=str(config_file) if config_file else None, force_retrain=force_retrain)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(f"retrain: {'ran' if result['retrain']['ran'] else 'skipped'} ({result['retrain']['reason']})")
+    print_summary(result["score"])
+
+
+@cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the nightly (on its cron schedule), score and retrain deployments from this process.
+
+    Needs a Prefect server (`prefect server start`, then PREFECT_API_URL) or Prefect Cloud: the
+    temporary server Prefect starts on its own does not fire schedules.
+    """
+    from ferbatch.deployments import serve_deployments
+
+    config_file = ctx.find_root().meta.get("config", (None, None))[1]
+    serve_deployments(_config(ctx), config_file)
+
+
+@cli.group(cls=_Group)
+def config() -> None:
+    """Inspect the configuration (ferbatch.toml plus FERBATCH_* environment overrides)."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+@click.pass_context
+def show_config(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective configuration and where it came from."""
+    from ferbatch.config import to_toml
+
+    effective = _config(ctx)
+    source = ctx.find_root().meta["config"][1]
+    if as_json:
+        click.echo(effective.model_dump_json(indent=2))
+        return
+    click.echo(f"# from {source or 'defaults'}, with FERBATCH_* environment overrides applied")
+    click.echo(to_toml(effective), nl=False)
 
 
 @cli.command()

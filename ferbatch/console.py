@@ -53,7 +53,7 @@ def summary_dict(summary: RunSummary) -> dict:
         "top_errors": dict(summary.error_reasons.most_common(5)),
         "seconds": round(summary.seconds, 2),
         "images_per_second": round(summary.images_per_second, 2),
-        "files": {table: str(path) for table, path in summary.files.items()},
+        "files": {table: [str(path) for path in paths] for table, paths in summary.files.items()},
     }
 
 

@@ -79,6 +79,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_digest(folder: Path) -> str:
+    """sha256 over the relative paths and contents of every file under `folder`, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
+
+
+def source_digests(
+    path: str | Path, ferplus_labels: str | Path | None = None, extra_folder: str | Path | None = None
+) -> dict[str, str]:
+    """The `sources` entry `load_training_data` would record, computed without parsing anything."""
+    sources = {Path(path).name: sha256_file(Path(path))}
+    if ferplus_labels is not None:
+        sources[Path(ferplus_labels).name] = sha256_file(Path(ferplus_labels))
+    if extra_folder is not None:
+        sources[f"{Path(extra_folder).name}/"] = folder_digest(Path(extra_folder))
+    return sources
+
+
 def _read_csv(path: Path, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -264,7 +285,7 @@ def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
         split=np.concatenate([data.split, np.zeros(n, dtype=np.uint8)]),
         source_row=np.concatenate([data.source_row, np.full(n, -1, dtype=np.int64)]),
         rejected=dict(rejected),
-        sources={**data.sources, f"{folder.name}/": f"{n} images"},
+        sources={**data.sources, f"{folder.name}/": folder_digest(folder)},
     )
 
 

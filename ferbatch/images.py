@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +121,7 @@ def _image_file(root: Path, relative: Path) -> ImageFile:
         stat = (root / relative).stat()
     except OSError:
         return ImageFile(root, relative, None, None)
-    return ImageFile(root, relative, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+    return ImageFile(root, relative, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
 
 def read_bytes(file: ImageFile) -> bytes:
@@ -154,8 +154,8 @@ def _taken_at(image: Image.Image) -> datetime | None:
         if len(offset) == 6 and offset[0] in "+-":
             sign = 1 if offset[0] == "+" else -1
             delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
-            return (taken - sign * delta).replace(tzinfo=timezone.utc)
-        return taken.replace(tzinfo=timezone.utc)
+            return (taken - sign * delta).replace(tzinfo=UTC)
+        return taken.replace(tzinfo=UTC)
     except (ValueError, TypeError, KeyError, OSError):
         return None  # a malformed date is no reason to lose the image
 

@@ -13,7 +13,7 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -96,7 +96,7 @@ class ModelRegistry:
         return keras.saving.load_model(self.model_path(version), compile=False)
 
     def new_version_name(self, architecture: str) -> str:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name, n = f"{stamp}-{architecture}", 1
         while (self.root / name).exists():
             n += 1
@@ -141,7 +141,7 @@ class ModelRegistry:
             reason = f"PublicTest accuracy {new_score:.4f} is not below the current {old_score:.4f}"
         _write_json_atomic(
             self.root / CURRENT_FILE,
-            {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")},
         )
         return Promotion(True, version, previous, reason)
 
@@ -173,7 +173,7 @@ def build_card(
     """The model card: what the model is, how it was trained and how well it does."""
     return {
         "version": None,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": architecture,
         "parameters": parameters,
         "class_names": list(CLASS_NAMES),

@@ -1,7 +1,8 @@
 """Parquet reports: `faces/`, `images/` and `aggregates/` datasets, hive-partitioned by run_date.
 
-Each run writes one file per table, `run_date=YYYY-MM-DD/part-<run_id>.parquet`, streamed to a
-`.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a half-written file.
+Each run writes one file per table and shard, `run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`,
+streamed to a `.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a
+half-written file or a half-committed run.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -25,10 +27,12 @@ from ferbatch.errors import FerbatchError
 TABLES = ("images", "faces", "aggregates")
 COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
 LOCK_FILE = ".ferbatch.lock"
+MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
 ROW_GROUP = 4096
 PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
 UTC_US = pa.timestamp("us", tz="UTC")
+_PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
 
 _PROBABILITIES = [pa.field(name, pa.float32()) for name in PROBABILITY_COLUMNS]
 
@@ -122,6 +126,12 @@ class Aggregator:
                 counts[f"n_{row['emotion'].lower()}"] += 1
                 self._score_sums[key] += row["sentiment_score"]
 
+    def merge(self, other: Aggregator) -> None:
+        for key, counts in other._counts.items():
+            self._counts[key].update(counts)
+        for key, total in other._score_sums.items():
+            self._score_sums[key] += total
+
     def rows(self, run_id: str, run_date: date, model_version: str) -> list[dict]:
         rows = []
         order = {name: i for i, name in enumerate(GROUP_BYS)}
@@ -147,16 +157,23 @@ class Aggregator:
 
 
 class ReportWriter:
-    """Streams one run's rows into `.tmp` files and renames them into place on `commit()`."""
+    """Streams rows into `.tmp` files, one per table, named `part-<run_id>[-<part>].parquet` once committed.
 
-    def __init__(self, out_dir: str | Path, run_id: str, run_date: date, metadata: dict[str, str]) -> None:
-        self.out_dir, self.run_id, self.run_date = Path(out_dir), run_id, run_date
+    A run may have several writers (one per shard, possibly in other processes); `close()` hands back
+    the (tmp, final) pairs and `commit_parts` makes all of a run's files visible together.
+    """
+
+    def __init__(
+        self, out_dir: str | Path, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None
+    ) -> None:
+        self.out_dir, self.run_id, self.run_date, self.part = Path(out_dir), run_id, run_date, part
         self.metadata = {f"ferbatch.{k}": v for k, v in metadata.items()}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._buffers: dict[str, list[dict]] = defaultdict(list)
 
     def final_path(self, table: str) -> Path:
-        return self.out_dir / table / f"run_date={self.run_date.isoformat()}" / f"part-{self.run_id}.parquet"
+        name = f"part-{self.run_id}" + (f"-{self.part}" if self.part else "") + ".parquet"
+        return self.out_dir / table / f"run_date={self.run_date.isoformat()}" / name
 
     def _tmp_path(self, table: str) -> Path:
         final = self.final_path(table)
@@ -183,24 +200,19 @@ class ReportWriter:
         schema = SCHEMAS[table].with_metadata(self.metadata)
         self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
 
-    def commit(self) -> dict[str, Path]:
-        """Close and rename every file of the run; returns {table: final path}.
-
-        Every table gets a file, empty or not, and `images` is renamed last: its file marks the run as
-        committed, so `recover_interrupted_runs` can remove what a crash between renames left behind.
-        """
-        for table in TABLES:
-            self._flush(table)
+    def close(self, tables: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """Finish the files; `tables` get a file even when empty. Returns (tmp, final) path pairs."""
+        for table in tables:
             if table not in self._writers:
                 self._open(table)
-        files = {}
-        for table in COMMIT_ORDER:
-            self._writers[table].close()
-            final = self.final_path(table)
-            os.replace(self._tmp_path(table), final)
-            files[table] = final
+        for table in list(self._buffers):
+            self._flush(table)
+        moves = []
+        for table, writer in self._writers.items():
+            writer.close()
+            moves.append((str(self._tmp_path(table)), str(self.final_path(table))))
         self._writers.clear()
-        return files
+        return moves
 
     def abort(self) -> None:
         for table, writer in self._writers.items():
@@ -210,18 +222,72 @@ class ReportWriter:
         self._buffers.clear()
 
 
-def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
-    """Remove what killed runs left: `.tmp` files, and parts of a run killed between its renames.
+def _manifest_path(out_dir: Path, run_id: str) -> Path:
+    return out_dir / f"{MANIFEST_PREFIX}{run_id}.json"
 
-    A run is committed once its `images` part exists (it is renamed last). Call only while holding
+
+def _commit_order(move: tuple[str, str]) -> int:
+    return COMMIT_ORDER.index(Path(move[1]).parent.parent.name)
+
+
+def commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
+    """Rename a run's finished `.tmp` files into place, `images` parts last.
+
+    The list is written to a manifest first, so if the process dies between renames the next run
+    finishes them (`recover_interrupted_runs`): a run is either wholly visible or not at all.
+    """
+    out_dir = Path(out_dir)
+    moves = sorted(moves, key=_commit_order)
+    manifest = _manifest_path(out_dir, run_id)
+    staging = manifest.with_name(manifest.name + ".tmp")
+    with open(staging, "w") as handle:
+        json.dump(moves, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, manifest)
+    finals = _roll_forward(manifest)
+    return finals
+
+
+def _roll_forward(manifest: Path) -> list[Path]:
+    finals = []
+    for tmp, final in json.loads(manifest.read_text()):
+        if Path(tmp).exists():
+            os.replace(tmp, final)
+        finals.append(Path(final))
+    manifest.unlink()
+    return finals
+
+
+def abort_parts(moves: list[tuple[str, str]]) -> None:
+    """Delete the `.tmp` files of a run that will not be committed."""
+    for tmp, _ in moves:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _run_id_of(part: Path) -> str | None:
+    match = _PART_NAME.match(part.name)
+    return match.group(1) if match else None
+
+
+def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
+    """Tidy what killed runs left: finish commits that had begun, delete everything else unfinished.
+
+    A run whose manifest exists had all its files written; its renames are completed. Then `.tmp`
+    files and parts of runs without an `images` part are removed. Call only while holding
     `OutDirLock`, so no live run's files are mistaken for leftovers.
     """
     out_dir = Path(out_dir)
+    for manifest in sorted(out_dir.glob(f"{MANIFEST_PREFIX}*.json")):
+        _roll_forward(manifest)
+    for staging in out_dir.glob(f"{MANIFEST_PREFIX}*.json.tmp"):
+        staging.unlink(missing_ok=True)
     leftovers = [p for table in TABLES for p in (out_dir / table).glob(f"run_date=*/*{TMP_SUFFIX}")]
-    committed = {p.name for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
+    committed = {_run_id_of(p) for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
     for table in TABLES:
         if table != "images":
-            leftovers += [p for p in (out_dir / table).glob("run_date=*/part-*.parquet") if p.name not in committed]
+            leftovers += [p for p in (out_dir / table).glob("run_date=*/part-*.parquet")
+                          if _run_id_of(p) not in committed]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

@@ -5,15 +5,17 @@ prepare_data -> fit -> assess -> register -> promote
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from ferbatch import plots
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.data import FerData, load_training_data
+from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.evaluation import evaluate_splits
 from ferbatch.model import INPUT_CONTRACT
 from ferbatch.registry import ModelRegistry, Promotion, build_card
@@ -98,6 +100,35 @@ def promote(registry: ModelRegistry, version: str, policy: str = "auto", toleran
     log.info("%s %s: %s", "promoted" if decision.promoted else "kept the current model, not", version,
              decision.reason)
     return decision
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    reason: str
+
+
+def retrain_decision(
+    registry: ModelRegistry,
+    config: TrainConfig,
+    data_path: str | Path,
+    ferplus_labels: str | Path | None = None,
+    extra_folder: str | Path | None = None,
+    force: bool = False,
+) -> RetrainDecision:
+    """Retrain unless the current model was trained on these very files with this very recipe."""
+    if force:
+        return RetrainDecision(True, "forced")
+    current = registry.current_version()
+    if current is None:
+        return RetrainDecision(True, "no current model")
+    card = registry.card(current)
+    sources = source_digests(data_path, ferplus_labels, extra_folder)
+    if card.get("data", {}).get("sources") != sources:
+        return RetrainDecision(True, f"training data differs from model {current}'s")
+    if json.loads(json.dumps(config.to_dict())) != card.get("training_config"):
+        return RetrainDecision(True, f"training config differs from model {current}'s")
+    return RetrainDecision(False, f"model {current} was trained on the same data with the same config")
 
 
 def metrics_markdown(card: dict, promotion: Promotion | None = None) -> str:

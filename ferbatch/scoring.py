@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -27,10 +27,13 @@ from ferbatch.detection import Face, FaceDetector, crop_face
 from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, as_text, decode, image_id, read_bytes, scan
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
+    TABLES,
     Aggregator,
     OutDirLock,
     ReportWriter,
     ScoredIndex,
+    abort_parts,
+    commit_parts,
     metadata_json,
     recover_interrupted_runs,
     scored_index,
@@ -38,7 +41,7 @@ from ferbatch.reports import (
 from ferbatch.sentiment import SentimentMap
 
 log = logging.getLogger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class RunSummary:
     status_counts: Counter = field(default_factory=Counter)
     sentiment_counts: Counter = field(default_factory=Counter)
     error_reasons: Counter = field(default_factory=Counter)
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, list[Path]] = field(default_factory=dict)  # table -> committed parts
     seconds: float = 0.0
     aggregates: list[dict] = field(default_factory=list)
 
@@ -201,6 +204,13 @@ class RunSummary:
             self.sentiment_counts[image_row["sentiment"]] += 1
         if image_row["error"]:
             self.error_reasons[image_row["error"].split(":")[0]] += 1
+
+    def merge(self, other: RunSummary) -> None:
+        self.n_scored += other.n_scored
+        self.n_faces += other.n_faces
+        self.status_counts.update(other.status_counts)
+        self.sentiment_counts.update(other.sentiment_counts)
+        self.error_reasons.update(other.error_reasons)
 
     @property
     def images_per_second(self) -> float:
@@ -251,7 +261,7 @@ def plan_run(
     inside an input folder is not scored next run.
     """
     started = time.perf_counter()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out_dir = Path(out_dir)
     leftovers = recover_interrupted_runs(out_dir)
     if leftovers:
@@ -269,62 +279,99 @@ def plan_run(
     return ScorePlan(run, out_dir, todo, n_found, n_found - len(todo), started)
 
 
-@dataclass
-class ScoredRun:
-    """A run whose image and face rows are written but not yet committed."""
+@dataclass(frozen=True)
+class Shard:
+    """A slice of a plan's files that one task scores into its own Parquet parts."""
 
-    plan: ScorePlan
-    writer: ReportWriter
+    run: RunContext
+    out_dir: Path
+    index: int
+    files: list[ImageFile]
+    metadata: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"s{self.index:04d}"
+
+
+def shard_plan(plan: ScorePlan, shard_size: int, metadata: dict[str, str]) -> list[Shard]:
+    """Split the files to score into shards of at most `shard_size` images (none when nothing is new)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    return [Shard(plan.run, plan.out_dir, i, plan.todo[start : start + shard_size], metadata)
+            for i, start in enumerate(range(0, len(plan.todo), shard_size))]
+
+
+def run_metadata(run: RunContext, settings: ScoreSettings, **extra: object) -> dict[str, str]:
+    """Key-value metadata stored in every Parquet file of the run."""
+    return metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
+                         sentiment_map=run.sentiment.mapping, settings=settings.__dict__, **extra)
+
+
+@dataclass
+class ShardResult:
+    """A scored shard: its finished but uncommitted files, and its counts for the run summary."""
+
+    index: int
+    moves: list[tuple[str, str]]  # (tmp, final) paths, committed by commit_run
     aggregator: Aggregator
     summary: RunSummary
 
 
-def score_plan(
-    plan: ScorePlan,
+def score_shard(
+    shard: Shard,
     detector: FaceDetector,
     load_classifier: Callable[[], EmotionClassifier],
     settings: ScoreSettings = ScoreSettings(),
-    extra_metadata: dict | None = None,
     on_image: Callable[[ScoredImage], None] | None = None,
-) -> ScoredRun:
-    """Score the planned files into uncommitted report files; the classifier is loaded only if there is work."""
-    run = plan.run
-    summary = RunSummary(run.run_id, run.run_date, plan.out_dir, run.model_version,
-                         n_found=plan.n_found, n_skipped=plan.n_skipped)
-    writer = ReportWriter(
-        plan.out_dir, run.run_id, run.run_date,
-        metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
-                      sentiment_map=run.sentiment.mapping, settings=settings.__dict__, **(extra_metadata or {})),
-    )
+) -> ShardResult:
+    """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet."""
+    run = shard.run
+    summary = RunSummary(run.run_id, run.run_date, shard.out_dir, run.model_version)
+    writer = ReportWriter(shard.out_dir, run.run_id, run.run_date, shard.metadata, part=shard.name)
     aggregator = Aggregator()
     try:
-        if plan.todo:
-            classifier = load_classifier()
-            for scored in score_images(plan.todo, detector, classifier, settings):
-                image_row, face_rows = rows_for(scored, run)
-                writer.write("images", [image_row])
-                writer.write("faces", face_rows)
-                aggregator.add(image_row)
-                summary.add(image_row)
-                if on_image:
-                    on_image(scored)
+        classifier = load_classifier()
+        for scored in score_images(shard.files, detector, classifier, settings):
+            image_row, face_rows = rows_for(scored, run)
+            writer.write("images", [image_row])
+            writer.write("faces", face_rows)
+            aggregator.add(image_row)
+            summary.add(image_row)
+            if on_image:
+                on_image(scored)
+        moves = writer.close(tables=("images",))
     except BaseException:
         writer.abort()
         raise
-    return ScoredRun(plan, writer, aggregator, summary)
+    return ShardResult(shard.index, moves, aggregator, summary)
 
 
-def commit_run(scored: ScoredRun) -> RunSummary:
-    """Write the aggregates and move all three files into place: the run becomes visible at once."""
-    summary = scored.summary
+def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[str, str]) -> RunSummary:
+    """Write the aggregates of all shards, then make every file of the run visible together."""
+    run = plan.run
+    summary = RunSummary(run.run_id, run.run_date, plan.out_dir, run.model_version,
+                         n_found=plan.n_found, n_skipped=plan.n_skipped)
+    aggregator = Aggregator()
+    for shard in sorted(shards, key=lambda s: s.index):
+        summary.merge(shard.summary)
+        aggregator.merge(shard.aggregator)
+    moves = [move for shard in shards for move in shard.moves]
+    writer = ReportWriter(plan.out_dir, run.run_id, run.run_date, metadata)
     try:
-        summary.aggregates = scored.aggregator.rows(summary.run_id, summary.run_date, summary.model_version)
-        scored.writer.write("aggregates", summary.aggregates)
-        summary.files = scored.writer.commit()
+        summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
+        writer.write("aggregates", summary.aggregates)
+        # A run that scored nothing still writes (empty) images and faces files: `images` marks it committed.
+        moves += writer.close(tables=("aggregates",) if shards else TABLES)
+        finals = commit_parts(plan.out_dir, run.run_id, moves)
     except BaseException:
-        scored.writer.abort()
+        writer.abort()
+        abort_parts(moves)
         raise
-    summary.seconds = time.perf_counter() - scored.plan.started
+    summary.files = {}
+    for path in finals:
+        summary.files.setdefault(path.parent.parent.name, []).append(path)
+    summary.seconds = time.perf_counter() - plan.started
     return summary
 
 
@@ -342,9 +389,21 @@ def run_scoring(
     rescore: bool = False,
     skip_dirs: Sequence[str | Path] = (),
     on_image: Callable[[ScoredImage], None] | None = None,
+    shard_size: int = 500,
 ) -> RunSummary:
-    """plan_run -> score_plan -> commit_run under the output folder's lock, for callers without Prefect."""
+    """plan_run -> score_shard (each shard, in order) -> commit_run under the output folder's lock.
+
+    The in-process path for callers without Prefect; the `score` flow maps the shards over a task runner.
+    """
     with OutDirLock(out_dir):
         plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
                         exclude=exclude, rescore=rescore, skip_dirs=skip_dirs)
-        return commit_run(score_plan(plan, detector, load_classifier, settings, on_image=on_image))
+        metadata = run_metadata(plan.run, settings)
+        results: list[ShardResult] = []
+        try:
+            for shard in shard_plan(plan, shard_size, metadata):
+                results.append(score_shard(shard, detector, load_classifier, settings, on_image))
+        except BaseException:
+            abort_parts([move for result in results for move in result.moves])
+            raise
+        return commit_run(plan, results, metadata)

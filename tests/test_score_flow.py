@@ -75,7 +75,7 @@ def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_n
     counts = dict(_read(tmp_path / "out", "images").select("path, n_faces").fetchall())
     assert counts == PHOTO_FACES
     assert _read(tmp_path / "out", "faces").count("*").fetchall()[0][0] == sum(PHOTO_FACES.values())
-    metadata = pq.read_schema(summary["files"]["images"]).metadata
+    metadata = pq.read_schema(summary["files"]["images"][0]).metadata
     assert json.loads(metadata[b"ferbatch.detector_settings"]) == {
         "input_long_side": 1280, "score_threshold": 0.8, "nms_threshold": 0.3, "min_face": 20}
 

@@ -136,7 +136,7 @@ def test_rescore_and_a_new_model_version_score_everything_again(tmp_path):
 def test_parquet_metadata_names_the_model_detector_and_sentiment_map(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
     summary, _ = _score(folder, tmp_path / "out")
-    metadata = pq.read_schema(summary.files["images"]).metadata
+    metadata = pq.read_schema(summary.files["images"][0]).metadata
     assert metadata[b"ferbatch.model_version"] == b"fake-v1"
     assert metadata[b"ferbatch.detector"] == b"fake-detector"
     assert b'"Happy": "positive"' in metadata[b"ferbatch.sentiment_map"]
@@ -217,7 +217,7 @@ def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_messag
 def test_parts_of_a_run_killed_between_its_renames_are_removed_and_rescored_once(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
     first, _ = _score(folder, tmp_path / "out")
-    first.files["images"].unlink()  # as if killed after renaming faces and aggregates, before images
+    first.files["images"][0].unlink()  # as if killed after renaming faces and aggregates, before images
     second, _ = _score(folder, tmp_path / "out")
     assert second.n_scored == 2
     assert len(_table(tmp_path / "out", "images")) == 2
@@ -242,4 +242,4 @@ def test_every_run_commits_one_file_per_table_even_when_nothing_is_new(tmp_path)
     _score(folder, tmp_path / "out")
     second, _ = _score(folder, tmp_path / "out")
     assert set(second.files) == {"images", "faces", "aggregates"}
-    assert pq.read_metadata(second.files["images"]).num_rows == 0
+    assert pq.read_metadata(second.files["images"][0]).num_rows == 0

@@ -1,0 +1,40 @@
+"""The real detector and classifier, built from plain picklable settings once per process.
+
+A Dask worker receives a `Components` value with every shard and builds the YuNet detector and the
+Keras classifier the first time; later shards on the same worker reuse them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ferbatch.classifier import KerasClassifier
+from ferbatch.detection import DetectorSettings, YuNetDetector
+
+
+@dataclass(frozen=True)
+class Components:
+    models_dir: str
+    model_version: str
+    detector_path: str
+    detector_settings: DetectorSettings
+    batch_size: int = 256
+    flip_tta: bool = False
+
+    def detector(self) -> YuNetDetector:
+        return _detector(self.detector_path, self.detector_settings)
+
+    def classifier(self) -> KerasClassifier:
+        return _classifier(self.models_dir, self.model_version, self.batch_size, self.flip_tta)
+
+
+@lru_cache(maxsize=2)
+def _detector(path: str, settings: DetectorSettings) -> YuNetDetector:
+    return YuNetDetector(Path(path), settings)
+
+
+@lru_cache(maxsize=1)  # one model in memory per process; a new version replaces the old one
+def _classifier(models_dir: str, version: str, batch_size: int, flip_tta: bool) -> KerasClassifier:
+    return KerasClassifier.from_registry(models_dir, version, batch_size=batch_size, flip_tta=flip_tta)

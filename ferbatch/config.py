@@ -1,0 +1,235 @@
+"""One configuration for the CLI, the flows and the deployments: a TOML file plus environment overrides.
+
+Precedence, highest first: command-line options, `FERBATCH_*` environment variables, the TOML file,
+the defaults below. Environment names are `FERBATCH_<KEY>` for top-level keys and
+`FERBATCH_<SECTION>__<KEY>` inside a section (e.g. `FERBATCH_SCORE__OUT`, `FERBATCH_SCHEDULE__TIMEZONE`);
+lists are JSON (`FERBATCH_SCORE__FOLDERS='["/data/a", "/data/b"]'`). Relative paths in the file are
+relative to the file's folder, so a deployment finds them from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.errors import FerbatchError
+from ferbatch.images import DEFAULT_MAX_PIXELS
+from ferbatch.sentiment import SENTIMENTS
+
+CONFIG_ENV = "FERBATCH_CONFIG"
+DEFAULT_CONFIG_NAME = "ferbatch.toml"
+ENV_PREFIX = "FERBATCH_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ScoreSection(_Section):
+    folders: list[Path] = Field(default_factory=list, description="Image folders the nightly run scores.")
+    out: Path = Field(Path("out"), description="Report folder (faces/, images/, aggregates/).")
+    include: list[str] = Field(default_factory=list, description="Only files matching these globs.")
+    exclude: list[str] = Field(default_factory=list, description="Skip files matching these globs.")
+    batch_size: int = Field(256, ge=1, description="Faces per classifier call.")
+    flip_tta: bool = False
+    detector_size: int = Field(1280, ge=64, description="Long side of the copy the detector sees.")
+    min_face: int = Field(20, ge=1)
+    score_threshold: float = Field(0.8, gt=0, le=1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    workers: int = Field(2, ge=1, description="Decode and detect threads per process.")
+    runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = Field(None, description="tcp://HOST:PORT of a Dask scheduler; none = LocalCluster.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster.")
+    shard_size: int = Field(500, ge=1, description="Images per shard (one task, one Parquet part each).")
+
+
+class TrainSection(_Section):
+    data: Path | None = Field(None, description="FER2013 CSV; without it the nightly run does not retrain.")
+    labels: Path | None = Field(None, description="FER+ vote file: train on FER+ majority labels.")
+    extra_folder: Path | None = None
+    preset: str = "default"
+    tolerance: float = Field(0.0, ge=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from ferbatch.training import PRESETS  # late: keeps `config show` from importing Keras
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted(PRESETS))}")
+        return value
+
+
+class ScheduleSection(_Section):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
+        return value
+
+
+class FerbatchConfig(BaseSettings):
+    """The effective configuration (see the module docstring for where each value comes from)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    models_dir: Path | None = Field(None, description="Model registry; none = the project's models/.")
+    score: ScoreSection = Field(default_factory=ScoreSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    sentiment: dict[str, str] = Field(default_factory=dict, description="Emotion -> sentiment overrides.")
+
+    @field_validator("sentiment")
+    @classmethod
+    def _valid_sentiment(cls, value: dict[str, str]) -> dict[str, str]:
+        by_lower = {name.lower(): name for name in CLASS_NAMES}
+        out = {}
+        for emotion, sentiment in value.items():
+            if emotion.lower() not in by_lower:
+                raise ValueError(f"{emotion!r} is not an emotion ({', '.join(CLASS_NAMES)})")
+            if sentiment.lower() not in SENTIMENTS:
+                raise ValueError(f"{sentiment!r} is not a sentiment ({', '.join(SENTIMENTS)})")
+            out[by_lower[emotion.lower()]] = sentiment.lower()
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings  # the file's values arrive as init values; env wins
+
+    def sentiment_overrides(self) -> str | None:
+        """The sentiment section in the CLI's 'Emotion=sentiment,...' form."""
+        return ",".join(f"{k}={v}" for k, v in self.sentiment.items()) or None
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The file to read: --config, else $FERBATCH_CONFIG, else ./ferbatch.toml when it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+_PATH_KEYS = {
+    (): ("models_dir",),
+    ("score",): ("out", "folders"),
+    ("train",): ("data", "labels", "extra_folder"),
+}
+
+
+def _resolve_relative(values: dict, base: Path) -> dict:
+    for section, keys in _PATH_KEYS.items():
+        table = values
+        for name in section:
+            table = table.get(name) if isinstance(table.get(name), dict) else {}
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str):
+                table[key] = str(base / value)
+            elif isinstance(value, list):
+                table[key] = [str(base / v) if isinstance(v, str) else v for v in value]
+    return values
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        raise FerbatchError(f"{path}: no such configuration file")
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise FerbatchError(f"{path}: not valid TOML ({exc})") from None
+    return _resolve_relative(values, path.resolve().parent)
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    env_name = ENV_PREFIX + "__".join(str(part) for part in error["loc"][:2]).upper()
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {location!r}"
+    return f"{location}: {message} (got {error.get('input')!r}; set in the file or {env_name})"
+
+
+def load_config(path: str | Path | None = None) -> tuple[FerbatchConfig, Path | None]:
+    """The effective configuration and the file it came from (None: defaults and environment only)."""
+    source = config_path(path)
+    values = _read_toml(source) if source else {}
+    try:
+        return FerbatchConfig(**values), source
+    except ValidationError as exc:
+        where = str(source) if source else "configuration"
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise FerbatchError(f"{where}: {problems}") from None
+
+
+def to_toml(config: FerbatchConfig) -> str:
+    """The configuration as TOML (None values are left out: TOML has no null)."""
+    import tomli_w
+
+    def clean(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return tomli_w.dumps(clean(config.model_dump()))
+
+
+def score_parameters(config: FerbatchConfig, **overrides: object) -> dict:
+    """Keyword arguments for the `score` flow from the configuration; non-None overrides win."""
+    section = config.score
+    values = {
+        "paths": [str(p) for p in section.folders],
+        "out": str(section.out),
+        "models_dir": str(config.models_dir) if config.models_dir else None,
+        "batch_size": section.batch_size,
+        "detector_size": section.detector_size,
+        "min_face": section.min_face,
+        "score_threshold": section.score_threshold,
+        "flip_tta": section.flip_tta,
+        "include": list(section.include),
+        "exclude": list(section.exclude),
+        "sentiment_map": config.sentiment_overrides(),
+        "max_pixels": section.max_pixels,
+        "workers": section.workers,
+        "runner": section.runner,
+        "dask_address": section.dask_address,
+        "dask_workers": section.dask_workers,
+        "shard_size": section.shard_size,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if not values["paths"]:
+        raise FerbatchError("no folders to score: give them on the command line or set score.folders")
+    return values

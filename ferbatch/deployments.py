@@ -1,0 +1,54 @@
+"""Deployments of the three flows for `ferbatch serve` (deploy/prefect.yaml declares the same for work pools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ferbatch.config import FerbatchConfig
+
+TAGS = ["ferbatch"]
+
+
+def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -> list:
+    """nightly on the configured cron schedule and time zone; score and retrain run on demand."""
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly
+    from flows.retrain import retrain
+    from flows.score import score
+
+    nightly_parameters = {"config_file": str(Path(config_file).resolve())} if config_file else {}
+    score_defaults = {"out": str(config.score.out), "paths": [str(p) for p in config.score.folders]}
+    retrain_defaults = {"preset_name": config.train.preset}
+    if config.train.data:
+        retrain_defaults["data"] = str(config.train.data)
+    return [
+        nightly.to_deployment(
+            name="nightly", schedules=[Cron(config.schedule.cron, timezone=config.schedule.timezone)],
+            parameters=nightly_parameters, concurrency_limit=1, tags=TAGS,
+            description="Retrain when the training data or recipe changed, then score the configured folders.",
+        ),
+        score.to_deployment(name="score", parameters=score_defaults, tags=TAGS,
+                            description="Score image folders into Parquet reports (ad hoc)."),
+        retrain.to_deployment(name="retrain", parameters=retrain_defaults, tags=TAGS,
+                              description="Train, evaluate, register and maybe promote a FER model."),
+    ]
+
+
+def serve_deployments(config: FerbatchConfig, config_file: Path | None = None) -> None:
+    """Register the deployments and run their flow runs from this process until interrupted."""
+    import os
+
+    from prefect import serve
+
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "PREFECT_API_URL is not set: Prefect's temporary server does not fire schedules. "
+                "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+            )
+    serve(*build_deployments(config, config_file))
