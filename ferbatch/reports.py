@@ -245,8 +245,7 @@ def commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]])
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(staging, manifest)
-    finals = _roll_forward(manifest)
-    return finals
+    return _roll_forward(manifest)
 
 
 def _roll_forward(manifest: Path) -> list[Path]:

@@ -363,11 +363,12 @@ def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[st
         writer.write("aggregates", summary.aggregates)
         # A run that scored nothing still writes (empty) images and faces files: `images` marks it committed.
         moves += writer.close(tables=("aggregates",) if shards else TABLES)
-        finals = commit_parts(plan.out_dir, run.run_id, moves)
     except BaseException:
         writer.abort()
         abort_parts(moves)
         raise
+    # From here on the files are complete: a failure mid-commit leaves the manifest for the next run to finish.
+    finals = commit_parts(plan.out_dir, run.run_id, moves)
     summary.files = {}
     for path in finals:
         summary.files.setdefault(path.parent.parent.name, []).append(path)

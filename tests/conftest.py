@@ -64,3 +64,23 @@ def run_ferbatch(prefect_harness):
 @pytest.fixture(scope="session")
 def random_faces() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """A real model, trained for one epoch on the bundled sample and registered as current."""
+    from ferbatch.data import load_training_data
+    from ferbatch.registry import ModelRegistry, build_card
+    from ferbatch.training import preset, train
+
+    folder = tmp_path_factory.mktemp("models")
+    data = load_training_data(SAMPLE_CSV)
+    config = preset("smoke").with_overrides(epochs=1)
+    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), folder / ".work")
+    split = {"plain": {"accuracy": result.best_public_accuracy}}
+    card = build_card(architecture="tiny", parameters=1, training_config=config.to_dict(), data_summary=data.summary(),
+                      metrics={"PublicTest": split}, epochs_run=1, best_epoch=1, wall_time_s=0.0,
+                      stopped_early=False, input_contract={})
+    registry = ModelRegistry(folder)
+    registry.promote(registry.register(result.classifier, card))
+    return folder

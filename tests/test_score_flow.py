@@ -10,7 +10,6 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE_CSV
 from imagefactory import PHOTO_FACES, PHOTOS, exif_rotated_jpeg
 
 from ferbatch.cli import cli
@@ -38,26 +37,6 @@ EXPECTED_TYPES = {
         "mean_sentiment_score": "DOUBLE", "n_happy": "BIGINT", "n_disgust": "BIGINT",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    """A real model, trained for one epoch on the bundled sample and registered as current."""
-    from ferbatch.data import load_training_data
-    from ferbatch.registry import ModelRegistry, build_card
-    from ferbatch.training import preset, train
-
-    folder = tmp_path_factory.mktemp("models")
-    data = load_training_data(SAMPLE_CSV)
-    config = preset("smoke").with_overrides(epochs=1)
-    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), folder / ".work")
-    split = {"plain": {"accuracy": result.best_public_accuracy}}
-    card = build_card(architecture="tiny", parameters=1, training_config=config.to_dict(), data_summary=data.summary(),
-                      metrics={"PublicTest": split}, epochs_run=1, best_epoch=1, wall_time_s=0.0,
-                      stopped_early=False, input_contract={})
-    registry = ModelRegistry(folder)
-    registry.promote(registry.register(result.classifier, card))
-    return folder
 
 
 def _read(out, table):

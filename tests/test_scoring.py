@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from fakes import FakeClassifier, FakeDetector
+from fakes import FakeClassifier, FakeDetector, PixelClassifier
 from imagefactory import encode, synthetic, write_good_and_bad
 
 from ferbatch.detection import Face
@@ -158,7 +158,7 @@ def test_aggregates_count_by_all_folder_and_taken_date(tmp_path):
 _KILLABLE = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from fakes import FakeClassifier, FakeDetector
+from fakes import FakeClassifier, FakeDetector, PixelClassifier
 from ferbatch.scoring import ScoreSettings, run_scoring
 classifier = FakeClassifier(delay=0.2)
 def progress(_):
@@ -243,3 +243,61 @@ def test_every_run_commits_one_file_per_table_even_when_nothing_is_new(tmp_path)
     second, _ = _score(folder, tmp_path / "out")
     assert set(second.files) == {"images", "faces", "aggregates"}
     assert pq.read_metadata(second.files["images"][0]).num_rows == 0
+
+
+def _rows(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    images = _table(out, "images").drop(columns=["run_id", "scored_at"]).sort_values("path").reset_index(drop=True)
+    faces = _table(out, "faces").drop(columns=["run_id"]).sort_values(["path", "face_index"]).reset_index(drop=True)
+    return images, faces
+
+
+def test_scoring_in_shards_writes_one_part_per_shard_and_the_same_rows_as_one_shard(tmp_path):
+    folder = _photos(tmp_path / "in", {f"{i}.jpg": 150 + 50 * i for i in range(5)})
+    whole, _ = _score(folder, tmp_path / "whole", classifier=PixelClassifier())
+    sharded, loads = _score(folder, tmp_path / "sharded", classifier=PixelClassifier(), shard_size=2)
+    assert len(sharded.files["images"]) == 3 and len(sharded.files["faces"]) == 3
+    assert len(whole.files["images"]) == 1
+    assert loads == [1, 1, 1]  # run_scoring hands each shard the loader; Components caches the real model
+    for single, parts in zip(_rows(tmp_path / "whole"), _rows(tmp_path / "sharded"), strict=True):
+        pd.testing.assert_frame_equal(single, parts)
+    aggregates = [_table(tmp_path / name, "aggregates").drop(columns=["run_id"]) for name in ("whole", "sharded")]
+    pd.testing.assert_frame_equal(*aggregates)
+
+
+def test_a_run_that_dies_between_renames_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    import ferbatch.reports
+
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250, "c.jpg": 300})
+    real_replace, calls = os.replace, []
+
+    def dies_on_the_third_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:  # the manifest, then the first part: then the power goes
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ferbatch.reports.os, "replace", dies_on_the_third_rename)
+    with pytest.raises(KeyboardInterrupt):
+        _score(folder, tmp_path / "out", shard_size=2)
+    monkeypatch.setattr(ferbatch.reports.os, "replace", real_replace)
+    assert list((tmp_path / "out").glob(".ferbatch-commit-*.json"))  # the manifest survived the crash
+
+    second, loads = _score(folder, tmp_path / "out")
+    assert (second.n_skipped, second.n_scored, loads) == (3, 0, [])  # the first run was finished, not lost
+    assert sorted(_table(tmp_path / "out", "images").path) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert not list((tmp_path / "out").rglob(f"*{TMP_SUFFIX}"))
+    assert not list((tmp_path / "out").glob(".ferbatch-commit-*"))
+
+
+def test_a_failing_shard_leaves_no_files_behind(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250, "c.jpg": 300})
+
+    class BreaksOnSecondCall(FakeClassifier):
+        def predict(self, faces):
+            if len(self.calls) == 1:
+                raise RuntimeError("out of memory")
+            return super().predict(faces)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _score(folder, tmp_path / "out", classifier=BreaksOnSecondCall(), shard_size=2)
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".ferbatch.lock"]

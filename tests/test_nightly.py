@@ -1,0 +1,93 @@
+"""The nightly flow end to end, in a subprocess against the harness server: retrain once, then skip;
+score only what arrived between runs. And the Dask runner gives the same rows as the local one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+from conftest import SAMPLE_CSV
+from imagefactory import PHOTOS
+
+from ferbatch.registry import ModelRegistry
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _nightly(run_ferbatch, config) -> dict:
+    result = run_ferbatch("--config", config, "nightly", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_nightly_retrains_once_then_skips_and_scores_only_new_files(tmp_path, run_ferbatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("fr_obama.jpg", "fr_biden.jpg"):
+        shutil.copy(PHOTOS / name, photos / name)
+    config = tmp_path / "ferbatch.toml"
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{SAMPLE_CSV}"\npreset = "smoke"\n'
+                      '[score]\nfolders = ["photos"]\nout = "reports"\n')
+
+    first = _nightly(run_ferbatch, config)
+    assert first["retrain"] | {"result": None} == {"ran": True, "reason": "no current model", "result": None}
+    assert first["retrain"]["result"]["promoted"] is True
+    assert (first["score"]["scored"], first["score"]["faces"]) == (2, 2)
+    assert first["score"]["model_version"] == first["retrain"]["result"]["version"]
+
+    shutil.copy(PHOTOS / "fr_two_people.jpg", photos / "fr_two_people.jpg")
+    second = _nightly(run_ferbatch, config)
+    assert second["retrain"]["ran"] is False
+    assert "same data with the same config" in second["retrain"]["reason"]
+    assert (second["score"]["already_scored"], second["score"]["scored"], second["score"]["faces"]) == (2, 1, 2)
+    assert len(ModelRegistry(tmp_path / "models").versions()) == 1
+
+    paths = duckdb.sql(f"select path, count(*) n from read_parquet('{tmp_path}/reports/images/*/*.parquet') "
+                       "group by path order by path").fetchall()
+    assert paths == [("fr_biden.jpg", 1), ("fr_obama.jpg", 1), ("fr_two_people.jpg", 1)]
+
+
+def test_a_changed_training_file_makes_the_nightly_run_retrain(tmp_path, run_ferbatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTOS / "fr_obama.jpg", photos)
+    data = tmp_path / "fer.csv.gz"
+    shutil.copy(SAMPLE_CSV, data)
+    config = tmp_path / "ferbatch.toml"
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{data}"\npreset = "smoke"\n'
+                      '[score]\nfolders = ["photos"]\nout = "reports"\n')
+    _nightly(run_ferbatch, config)
+    data.write_bytes(data.read_bytes() + b"")  # same bytes: still skipped
+    assert _nightly(run_ferbatch, config)["retrain"]["ran"] is False
+    import gzip
+
+    rows = gzip.decompress(data.read_bytes()).decode().splitlines()
+    data.write_bytes(gzip.compress("\n".join(rows[:-1]).encode()))  # one row fewer
+    third = _nightly(run_ferbatch, config)
+    assert third["retrain"]["ran"] is True and "training data differs" in third["retrain"]["reason"]
+
+
+def _faces(out):
+    return duckdb.sql(
+        f"select image_id, face_index, emotion, p_happy from read_parquet('{out}/faces/*/*.parquet') "
+        "order by image_id, face_index"
+    ).fetchall()
+
+
+def test_dask_runner_on_a_two_worker_local_cluster_gives_the_same_rows_as_local(tmp_path, models_dir, run_ferbatch):
+    common = ["--models-dir", models_dir, "--shard-size", "3", "--json"]
+    local = run_ferbatch("score", PHOTOS, "--out", tmp_path / "local", *common)
+    assert local.returncode == 0, local.stderr[-3000:]
+    dask = run_ferbatch("score", PHOTOS, "--out", tmp_path / "dask", "--runner", "dask", "--dask-workers", "2",
+                        *common)
+    assert dask.returncode == 0, dask.stderr[-3000:]
+    assert len(json.loads(dask.stdout)["files"]["images"]) == 3  # 7 photos in shards of 3
+    local_faces, dask_faces = _faces(tmp_path / "local"), _faces(tmp_path / "dask")
+    assert len(local_faces) == 9
+    assert [row[:3] for row in dask_faces] == [row[:3] for row in local_faces]
+    assert [row[3] for row in dask_faces] == pytest.approx([row[3] for row in local_faces], abs=1e-5)
+    images = "select path, status, n_faces from read_parquet('{}/images/*/*.parquet') order by path"
+    assert duckdb.sql(images.format(tmp_path / "dask")).fetchall() == duckdb.sql(
+        images.format(tmp_path / "local")).fetchall()
