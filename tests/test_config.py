@@ -147,3 +147,10 @@ def test_config_show_reports_a_bad_file_in_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(path), "config", "show"])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {path}: unknown key 'score.batch'"
+
+
+def test_the_example_configuration_in_deploy_is_valid():
+    example = Path(__file__).resolve().parents[1] / "deploy" / "ferbatch.example.toml"
+    config, _ = load_config(example)
+    assert config.score.folders == [Path("/data/photos")]
+    assert (config.schedule.cron, config.schedule.timezone) == ("0 2 * * *", "UTC")
