@@ -149,7 +149,7 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 @click.option("--rescore", is_flag=True, help="Score images again even if this model already scored them.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Faces per classifier call [default: 256].")
 @click.option("--detector-size", type=click.IntRange(min=64),
-              help="Long side in pixels of the copy the face detector sees [default: 1280].")
+              help="Long side in pixels of the copy the face detector sees [default: 960].")
 @click.option("--min-face", type=click.IntRange(min=1), help="Smallest face side kept, in original pixels [20].")
 @click.option("--score-threshold", type=click.FloatRange(0, 1), help="Face detector confidence threshold [0.8].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")

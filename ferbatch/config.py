@@ -39,7 +39,7 @@ class ScoreSection(_Section):
     exclude: list[str] = Field(default_factory=list, description="Skip files matching these globs.")
     batch_size: int = Field(256, ge=1, description="Faces per classifier call.")
     flip_tta: bool = False
-    detector_size: int = Field(1280, ge=64, description="Long side of the copy the detector sees.")
+    detector_size: int = Field(960, ge=64, description="Long side of the copy the detector sees.")
     min_face: int = Field(20, ge=1)
     score_threshold: float = Field(0.8, gt=0, le=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)

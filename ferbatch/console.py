@@ -52,6 +52,7 @@ def summary_dict(summary: RunSummary) -> dict:
         "share_neutral": summary.sentiment_counts.get("neutral", 0) / n_ok if n_ok else None,
         "top_errors": dict(summary.error_reasons.most_common(5)),
         "seconds": round(summary.seconds, 2),
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()},
         "images_per_second": round(summary.images_per_second, 2),
         "files": {table: [str(path) for path in paths] for table, paths in summary.files.items()},
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -66,16 +67,11 @@ class ImageError(Exception):
 @dataclass
 class DecodedImage:
     image_id: str  # sha256 of the file's bytes
-    rgb: np.ndarray  # (H, W, 3) uint8, upright (EXIF orientation applied)
+    rgb: np.ndarray  # (H, W, 3) uint8, upright (EXIF orientation applied); maybe reduced, see `scale`
     taken_at: datetime | None
-
-    @property
-    def width(self) -> int:
-        return int(self.rgb.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.rgb.shape[0])
+    width: int  # of the upright image at full resolution
+    height: int
+    scale: float = 1.0  # rgb size / full size: below 1 when a JPEG was decoded at reduced size
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
@@ -177,8 +173,18 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode image bytes to upright RGB; raises ImageError with a short reason."""
+def decode(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    min_long_side: int | None = None,
+    known_id: str | None = None,
+) -> DecodedImage:
+    """Decode image bytes to upright RGB; raises ImageError with a short reason.
+
+    With `min_long_side`, a larger JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+    keeps its long side at least that long: several times cheaper than a full decode and then a resize.
+    """
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below decides; Pillow still refuses true bombs (over 2x its limit).
@@ -190,9 +196,15 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             if width < 1 or height < 1:
                 raise ImageError(f"empty image: {width}x{height}")
             image.seek(0)  # first frame of a GIF, WebP or TIFF
+            if min_long_side and image.format == "JPEG" and max(width, height) > min_long_side:
+                ratio = min_long_side / max(width, height)
+                image.draft(None, (math.ceil(width * ratio), math.ceil(height * ratio)))
+            scale = image.size[0] / width
             taken_at = _taken_at(image)
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+            transposed = ImageOps.exif_transpose(image)
+            if transposed.size != image.size:  # a quarter turn: the upright image is height x width
+                width, height = height, width
+            rgb = _to_rgb(transposed)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -202,4 +214,4 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"corrupt or truncated image: {reason}") from exc
-    return DecodedImage(image_id(data), np.ascontiguousarray(rgb), taken_at)
+    return DecodedImage(known_id or image_id(data), np.ascontiguousarray(rgb), taken_at, width, height, scale)

@@ -48,6 +48,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ScoreSettings:
     crop_margin: float = 0.0  # the detector box itself frames faces about as FER2013 does (checked by eye)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # JPEGs are decoded at reduced size down to this long side (None: always full size); match the
+    # detector's input size, since the detector would shrink the image to that anyway.
+    decode_long_side: int | None = 960
     workers: int = 2
     chunk_images: int = 64
 
@@ -64,27 +67,50 @@ class PreparedImage:
     faces: list[Face] = field(default_factory=list)
     crops: np.ndarray = field(default_factory=lambda: np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
     error: str | None = None
+    seconds: Counter = field(default_factory=Counter)  # per stage, this image's share
 
 
 def prepare(file: ImageFile, detector: FaceDetector, settings: ScoreSettings) -> PreparedImage:
     """Decode, detect and crop one image; every failure becomes `error`, never an exception."""
     result = PreparedImage(file)
+    clock = _Clock(result.seconds)
     try:
         data = read_bytes(file)
         result.image_id = image_id(data)
-        decoded = decode(data, settings.max_pixels)
+        clock.lap("read")
+        decoded = decode(data, settings.max_pixels, min_long_side=settings.decode_long_side, known_id=result.image_id)
         result.width, result.height, result.taken_at = decoded.width, decoded.height, decoded.taken_at
-        faces = detector.detect(decoded.rgb)
+        clock.lap("decode")
+        faces = detector.detect(decoded.rgb, decoded.scale)
+        clock.lap("detect")
         if faces:
+            if decoded.scale < 1 and min(min(f.w, f.h) for f in faces) * decoded.scale < IMAGE_SIZE:
+                # A face under 48 px in the reduced copy: crop every face from the full-resolution image.
+                decoded = decode(data, settings.max_pixels, known_id=result.image_id)
+                clock.lap("decode")
             grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
-            result.crops = np.stack([crop_face(grey, face, settings.crop_margin) for face in faces])
+            result.crops = np.stack([crop_face(grey, face.scaled(decoded.scale), settings.crop_margin)
+                                     for face in faces])
             result.faces = faces
+            clock.lap("crop")
     except ImageError as exc:
         result.error = str(exc)
     except Exception as exc:  # one odd file must not stop a night's run
         log.exception("unexpected failure on %s", file.absolute)
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     return result
+
+
+class _Clock:
+    """Adds the seconds since the previous lap to a per-stage total."""
+
+    def __init__(self, totals: Counter) -> None:
+        self.totals, self.last = totals, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.totals[stage] += now - self.last
+        self.last = now
 
 
 @dataclass
@@ -110,10 +136,13 @@ def score_images(
         for chunk in _chunks(files, settings.chunk_images):
             prepared = list(pool.map(lambda f: prepare(f, detector, settings), chunk))
             crops = [p.crops for p in prepared if len(p.crops)]
+            started = time.perf_counter()
             probabilities = classifier.predict(np.concatenate(crops)) if crops else np.zeros((0, len(CLASS_NAMES)))
+            classify_share = (time.perf_counter() - started) / len(prepared)
             offset = 0
             for item in prepared:
                 n = len(item.faces)
+                item.seconds["classify"] += classify_share
                 yield ScoredImage(item, probabilities[offset : offset + n])
                 offset += n
 
@@ -193,6 +222,9 @@ class RunSummary:
     sentiment_counts: Counter = field(default_factory=Counter)
     error_reasons: Counter = field(default_factory=Counter)
     files: dict[str, list[Path]] = field(default_factory=dict)  # table -> committed parts
+    # Seconds per stage summed over images; decode and detect run in threads, so these add up to more
+    # than the wall time when threads overlap.
+    stage_seconds: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     aggregates: list[dict] = field(default_factory=list)
 
@@ -211,6 +243,7 @@ class RunSummary:
         self.status_counts.update(other.status_counts)
         self.sentiment_counts.update(other.sentiment_counts)
         self.error_reasons.update(other.error_reasons)
+        self.stage_seconds.update(other.stage_seconds)
 
     @property
     def images_per_second(self) -> float:
@@ -333,14 +366,19 @@ def score_shard(
     try:
         classifier = load_classifier()
         for scored in score_images(shard.files, detector, classifier, settings):
+            started = time.perf_counter()
             image_row, face_rows = rows_for(scored, run)
             writer.write("images", [image_row])
             writer.write("faces", face_rows)
             aggregator.add(image_row)
             summary.add(image_row)
+            summary.stage_seconds.update(scored.prepared.seconds)
+            summary.stage_seconds["write"] += time.perf_counter() - started
             if on_image:
                 on_image(scored)
+        started = time.perf_counter()
         moves = writer.close(tables=("images",))
+        summary.stage_seconds["write"] += time.perf_counter() - started
     except BaseException:
         writer.abort()
         raise

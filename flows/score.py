@@ -95,7 +95,7 @@ def score(
     models_dir: str | None = None,
     rescore: bool = False,
     batch_size: int = 256,
-    detector_size: int = 1280,
+    detector_size: int = 960,
     min_face: int = 20,
     score_threshold: float = 0.8,
     flip_tta: bool = False,
@@ -122,7 +122,7 @@ def score(
         batch_size, flip_tta,
     )
     detector = components.detector()
-    settings = scoring.ScoreSettings(max_pixels=max_pixels, workers=workers)
+    settings = scoring.ScoreSettings(max_pixels=max_pixels, workers=workers, decode_long_side=detector_size)
     with OutDirLock(out):  # one run at a time per output folder, from scan to commit
         plan = scan_images(paths, out, version, detector.name, sentiment=sentiment, include=include or (),
                            exclude=exclude or (), rescore=rescore, skip_dirs=[annotate] if annotate else ())

@@ -14,8 +14,8 @@ class FakeDetector:
 
     name = "fake-detector"
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        count = rgb.shape[1] // 100
+    def detect(self, rgb: np.ndarray, scale: float = 1.0) -> list[Face]:
+        count = round(rgb.shape[1] / scale) // 100
         return [Face(x=10 + 100 * i, y=10, w=40 + 10 * i, h=40 + 10 * i, score=0.99) for i in range(count)]
 
 

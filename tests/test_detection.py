@@ -65,3 +65,20 @@ def test_crop_levels_tilted_eyes():
     rows = [np.unravel_index(crop[:, : 24].argmax(), crop[:, :24].shape)[0],
             np.unravel_index(crop[:, 24:].argmax(), crop[:, 24:].shape)[0]]
     assert abs(rows[0] - rows[1]) <= 1
+
+
+def test_faces_found_in_a_reduced_decode_are_reported_in_full_size_coordinates(yunet):
+    data = (PHOTOS / "fr_obama_and_biden.jpg").read_bytes()
+    full = yunet.detect(decode(data).rgb)
+    reduced_image = decode(data, min_long_side=960)
+    reduced = yunet.detect(reduced_image.rgb, reduced_image.scale)
+    assert reduced_image.scale == 0.5 and len(reduced) == len(full) == 3
+    for a, b in zip(full, reduced, strict=True):
+        assert max(abs(a.x - b.x), abs(a.y - b.y), abs(a.w - b.w)) < 0.06 * a.w
+        assert b.landmarks[0][0] == pytest.approx(a.landmarks[0][0], abs=0.06 * a.w)
+
+
+def test_scaled_face_scales_box_and_landmarks():
+    face = Face(10, 20, 30, 40, 0.9, ((1, 2), (3, 4)))
+    half = face.scaled(0.5)
+    assert (half.x, half.y, half.w, half.h, half.score, half.landmarks) == (5, 10, 15, 20, 0.9, ((0.5, 1), (1.5, 2)))

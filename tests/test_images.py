@@ -109,3 +109,25 @@ def test_unreadable_and_empty_files_are_image_errors(tmp_path):
     os.symlink(tmp_path / "gone.jpg", tmp_path / "link.jpg")
     with pytest.raises(ImageError, match="unreadable"):
         read_bytes(next(iter(scan([tmp_path / "link.jpg"]))))
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_with_its_full_size_reported():
+    data = (PHOTOS / "fr_obama_and_biden.jpg").read_bytes()  # 2000 x 1428
+    full, reduced = decode(data), decode(data, min_long_side=960)
+    assert (full.width, full.height, full.scale) == (2000, 1428, 1.0)
+    assert (reduced.width, reduced.height, reduced.scale) == (2000, 1428, 0.5)
+    assert reduced.rgb.shape == (714, 1000, 3)  # 1/2 is the smallest DCT scale keeping 960 px
+    assert reduced.image_id == full.image_id
+
+
+def test_reduced_decode_keeps_the_upright_full_size_of_an_exif_rotated_jpeg():
+    rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg"), min_long_side=300)
+    upright = decode((PHOTOS / "fr_obama.jpg").read_bytes())
+    assert (rotated.width, rotated.height) == (upright.width, upright.height)
+    assert rotated.rgb.shape[0] / rotated.rgb.shape[1] == pytest.approx(upright.height / upright.width, rel=0.01)
+
+
+def test_png_and_small_jpeg_are_never_reduced():
+    png = (PHOTOS / "skimage_astronaut.png").read_bytes()
+    assert decode(png, min_long_side=100).scale == 1.0
+    assert decode((PHOTOS / "fer_justin.jpg").read_bytes(), min_long_side=960).scale == 1.0

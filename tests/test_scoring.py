@@ -301,3 +301,40 @@ def test_a_failing_shard_leaves_no_files_behind(tmp_path):
     with pytest.raises(RuntimeError, match="out of memory"):
         _score(folder, tmp_path / "out", classifier=BreaksOnSecondCall(), shard_size=2)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".ferbatch.lock"]
+
+
+def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
+    from ferbatch.images import scan
+    from ferbatch.scoring import prepare
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=3), "JPEG"))  # faces of 40-270 px
+    (file,) = scan([folder])
+    reduced = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=960))
+    full = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=None))
+    assert len(reduced.faces) == len(full.faces) == 24
+    assert reduced.faces == full.faces
+    assert reduced.seconds["decode"] > 0 and set(reduced.seconds) == {"read", "decode", "detect", "crop"}
+    np.testing.assert_array_equal(reduced.crops, full.crops)  # the 40 px face forced a full decode
+
+
+def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_path):
+    from ferbatch.detection import Face
+    from ferbatch.images import scan
+    from ferbatch.scoring import prepare
+
+    class OneBigFace:
+        name = "one-big-face"
+
+        def detect(self, rgb, scale=1.0):
+            return [Face(400, 20, 240, 240, 0.99)]
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=4), "JPEG"))
+    (file,) = scan([folder])
+    reduced = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=960))
+    full = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=None))
+    assert not np.array_equal(reduced.crops, full.crops)  # really cropped from the other image
+    assert np.abs(reduced.crops.astype(int) - full.crops.astype(int)).mean() < 3
