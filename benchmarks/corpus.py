@@ -59,11 +59,16 @@ def _background(rng: np.random.Generator, sources: list[np.ndarray], width: int,
     h, w = source.shape[:2]
     ch, cw = max(8, round(h * rng.uniform(0.1, 0.3))), max(8, round(w * rng.uniform(0.1, 0.3)))
     y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    # A small crop blown up and blurred: texture and colour without recognisable faces.
-    canvas = cv2.resize(source[y : y + ch, x : x + cw], (width, height), interpolation=cv2.INTER_CUBIC)
-    canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=width / 200)
-    noise = rng.normal(0, 6, canvas.shape).astype(np.float32)
-    return np.clip(canvas.astype(np.float32) * rng.uniform(0.7, 1.2) + noise, 0, 255).astype(np.uint8)
+    # A small crop, blurred and blown up: texture and colour without recognisable faces. Blurring at
+    # 1/8 size keeps generation fast.
+    small = cv2.resize(source[y : y + ch, x : x + cw], (width // 8, height // 8), interpolation=cv2.INTER_CUBIC)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(1.0, width / 1600))
+    canvas = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    # Sensor-like grain, so JPEG sizes and decode times are those of real photos, not of flat colour.
+    grain = rng.normal(0, 7, (height // 2, width // 2, 1)).astype(np.int16)
+    grain = cv2.resize(grain, (width, height), interpolation=cv2.INTER_NEAREST)[..., None]
+    canvas = np.clip(canvas.astype(np.int16) + grain, 0, 255).astype(np.uint8)
+    return cv2.convertScaleAbs(canvas, alpha=rng.uniform(0.7, 1.2))
 
 
 def make_photo(index: int, seed: int, tiles: list[FaceTile], sources: list[np.ndarray],
@@ -97,24 +102,41 @@ def make_photo(index: int, seed: int, tiles: list[FaceTile], sources: list[np.nd
     return encoded.tobytes(), n_faces, size
 
 
+def _write_photo(job: tuple[Path, int, int, float]) -> tuple[str, int, str]:
+    out_dir, index, seed, large_share = job
+    data, n_faces, size = make_photo(index, seed, _TILES, _SOURCES, large_share)
+    name = f"photo_{index:05d}.jpg"
+    (out_dir / name).write_bytes(data)
+    return name, n_faces, size
+
+
+_TILES: list[FaceTile] = []
+_SOURCES: list[np.ndarray] = []
+
+
+def _init_worker() -> None:
+    _TILES.extend(face_tiles())
+    _SOURCES.extend(backgrounds())
+
+
 def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float = 0.1) -> Path:
     """Write n photos and manifest.csv into out_dir (kept if already complete for these settings)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.csv"
+    manifest, settings = out_dir / "manifest.csv", out_dir / "SETTINGS"
     stamp = f"n={n} seed={seed} large_share={large_share}"
-    if manifest.exists() and (out_dir / "SETTINGS").read_text() == stamp:
+    if manifest.exists() and settings.exists() and settings.read_text() == stamp:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    tiles, sources = face_tiles(), backgrounds()
+    jobs = [(out_dir, index, seed, large_share) for index in range(n)]
+    with ProcessPoolExecutor(initializer=_init_worker) as pool:
+        rows = list(pool.map(_write_photo, jobs, chunksize=16))
     with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "faces_pasted", "size"])
-        for index in range(n):
-            data, n_faces, size = make_photo(index, seed, tiles, sources, large_share)
-            name = f"photo_{index:05d}.jpg"
-            (out_dir / name).write_bytes(data)
-            writer.writerow([name, n_faces, size])
-    (out_dir / "SETTINGS").write_text(stamp)
+        writer.writerows(rows)
+    settings.write_text(stamp)
     return out_dir
 
 
