@@ -69,6 +69,7 @@ def child_real(args: argparse.Namespace) -> dict:
     load_s = 0.0
     if loads:  # the model load and first trace happen inside the run: measure them apart
         load_s = _time_model_load(components)
+    loads_before_rerun = len(loads)
     started = time.perf_counter()
     second = run_scoring([args.corpus], args.out, components.detector(), components.model_version, load,
                          settings=settings)
@@ -78,7 +79,7 @@ def child_real(args: argparse.Namespace) -> dict:
         "seconds": first_s, "images_per_s": first.n_scored / first_s, "faces_per_s": first.n_faces / first_s,
         "model_load_s": load_s, "stage_seconds": dict(first.stage_seconds),
         "rerun_seconds": rerun_s, "rerun_fraction": rerun_s / first_s, "rerun_scored": second.n_scored,
-        "rerun_loaded_model": len(loads) > 1, "peak_rss_mb": _peak_rss_mb(),
+        "rerun_loaded_model": len(loads) > loads_before_rerun, "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -203,27 +204,38 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
 
 
 def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
-    """Good photos plus one of each bad kind per 100 photos; then SIGKILL a run and re-run."""
+    """The corpus plus one of every bad kind per 100 photos; each file checked; then SIGKILL and re-run."""
     import duckdb
     from imagefactory import write_good_and_bad
 
+    from ferbatch.images import DEFAULT_MAX_PIXELS, as_text
+
     folder = work / "torture"
-    shutil.copytree(corpus, folder / "photos", ignore=shutil.ignore_patterns("manifest.csv", "SETTINGS"))
+    shutil.copytree(corpus, folder, ignore=shutil.ignore_patterns("manifest.csv", "SETTINGS"))
+    expected = {as_text(Path(p)): None for p in (f.path for f in _files(folder))}
     for copy in range(max(1, args.n // 100)):
-        write_good_and_bad(folder / f"mixed_{copy:03d}")
-    expected = sum(1 for _ in _files(folder))
+        mixed = write_good_and_bad(folder / f"mixed_{copy:03d}", huge_limit=DEFAULT_MAX_PIXELS)
+        expected.update({as_text(Path(f"mixed_{copy:03d}") / p): error for p, error in mixed.items()})
     first = run_child("once", folder, work / "out1", args)
+    rows = duckdb.sql(f"select path, status, error from read_parquet('{work}/out1/images/*/*.parquet')").fetchall()
+    by_path = {path: (status, error) for path, status, error in rows}
+    wrong = [path for path, fragment in expected.items()
+             if path not in by_path
+             or (fragment is None and by_path[path][0] == "error")
+             or (fragment is not None and (by_path[path][0] != "error" or fragment not in by_path[path][1]))]
     rng = random.Random(args.seed)
-    kill_after = rng.uniform(3.0, 3.0 + args.n / 40)
+    kill_after = rng.uniform(3.0, 3.0 + len(expected) / 60)  # somewhere inside a ~len/50 s run
     killed = run_child("once", folder, work / "out2", args, kill_after=kill_after)
     rerun = run_child("once", folder, work / "out2", args)
-    per_path = duckdb.sql(
-        f"select count(*) n, count(distinct root || path) d from read_parquet('{work}/out2/images/*/*.parquet')"
-    ).fetchone()
+    ((count, distinct),) = duckdb.sql(
+        f"select count(*), count(distinct path) from read_parquet('{work}/out2/images/*/*.parquet')"
+    ).fetchall()
     leftovers = [str(p) for p in (work / "out2").rglob("*.tmp")]
-    return {"files": expected, "first_run": first, "killed": killed, "rerun": rerun,
-            "rows_after_rerun": per_path[0], "distinct_paths": per_path[1], "tmp_files_left": leftovers,
-            "every_image_once": per_path[0] == per_path[1] == first["scored"]}
+    return {"files": len(expected), "bad_files": sum(v is not None for v in expected.values()),
+            "first_run": first, "rows": len(rows), "files_not_as_expected": wrong[:20],
+            "killed": killed, "rerun": rerun, "rows_after_rerun": count, "distinct_paths_after_rerun": distinct,
+            "tmp_files_left": leftovers,
+            "every_image_once": count == distinct == len(expected) and len(rows) == len(expected)}
 
 
 def _files(folder: Path):
@@ -257,10 +269,12 @@ def _table(results: dict) -> str:
         lines.append(f"model load + first trace: {r['model_load_s']:.2f} s (inside the first run's time)")
     if "torture" in results:
         t = results["torture"]
-        lines.append(f"torture: {t['files']} files, first run {t['first_run']['status']}, "
-                     f"killed after {t['killed'].get('killed_after_s', 'not killed (finished)')} s, "
-                     f"re-run scored {t['rerun']['scored']}; every image once: {t['every_image_once']}; "
-                     f"temp files left: {len(t['tmp_files_left'])}; peak RSS {t['first_run']['peak_rss_mb']:.0f} MB")
+        lines.append(f"torture: {t['files']} files ({t['bad_files']} bad), first run {t['first_run']['status']}, "
+                     f"files not as expected: {len(t['files_not_as_expected'])}; peak RSS "
+                     f"{t['first_run']['peak_rss_mb']:.0f} MB")
+        lines.append(f"torture: killed after {t['killed'].get('killed_after_s', 'not killed (finished first)')} s, "
+                     f"re-run scored {t['rerun']['scored']}; every image exactly once: {t['every_image_once']}; "
+                     f"temp files left: {len(t['tmp_files_left'])}")
     return "\n".join(lines)
 
 

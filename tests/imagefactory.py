@@ -79,6 +79,7 @@ def write_good_and_bad(folder: Path, huge_limit: int = 4_000_000) -> dict[str, s
     put("good/photo.webp", encode(synthetic(240, 180), "WEBP"), None)
     put("good/photo.bmp", encode(synthetic(64, 48), "BMP"), None)
     put("good/photo.tiff", encode(synthetic(64, 48), "TIFF"), None)
+    put("good/exif_rotated.jpg", exif_rotated_jpeg(PHOTOS / "fr_obama.jpg"), None)
 
     full = encode(synthetic(400, 300), "JPEG")
     put("bad/zero_bytes.jpg", b"", "empty file")
@@ -94,6 +95,9 @@ def write_good_and_bad(folder: Path, huge_limit: int = 4_000_000) -> dict[str, s
     expected["bad/broken_link.jpg"] = "unreadable"
     loop = folder / "bad" / "loop"
     loop.symlink_to(folder / "bad", target_is_directory=True)  # a folder symlink loop: must not be followed
+    (folder / "bad" / "loop_a.jpg").symlink_to(folder / "bad" / "loop_b.jpg")  # a file symlink loop
+    (folder / "bad" / "loop_b.jpg").symlink_to(folder / "bad" / "loop_a.jpg")
+    expected["bad/loop_a.jpg"] = expected["bad/loop_b.jpg"] = "unreadable"
     odd_name = os.fsdecode(b"bad/caf\xe9-latin1.jpg")  # not valid UTF-8 on disk
     (folder / odd_name).write_bytes(encode(synthetic(100, 80), "JPEG"))
     expected[odd_name] = None
