@@ -33,7 +33,7 @@ def test_scan_applies_include_and_exclude_globs(mixed_folder):
     folder, _ = mixed_folder
     assert {f.path.as_posix() for f in scan([folder], include=["good/*"], exclude=["*.gif"])} == {
         f"good/{n}" for n in ("rgb.jpg", "grey.png", "rgba.png", "cmyk.jpg", "sixteen_bit.png", "one_pixel.png",
-                              "photo.webp", "photo.bmp", "photo.tiff")
+                              "photo.webp", "photo.bmp", "photo.tiff", "exif_rotated.jpg")
     }
 
 

@@ -1,0 +1,29 @@
+"""The torture run at small N, through the benchmark's own torture mode: the real detector and the
+shipped model on generated photos mixed with every kind of bad file, then a SIGKILLed run and a re-run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_torture_run_scores_every_good_file_once_records_every_bad_one_and_survives_sigkill(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from corpus import build_corpus
+        from score import torture
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    corpus = build_corpus(tmp_path / "corpus", n=24, seed=7, large_share=0.1)
+    args = argparse.Namespace(n=100, seed=7, workers=2, detector_size=960, decode_long_side=960, shard_size=8,
+                              models_dir=None)
+    result = torture(corpus, tmp_path, args)
+    assert result["rows"] == result["files"] > 24  # one images row per file, good or bad
+    assert result["files_not_as_expected"] == []
+    assert result["first_run"]["status"]["error"] == result["bad_files"] >= 9
+    assert result["every_image_once"], result
+    assert result["tmp_files_left"] == []
