@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import FULL_FER2013
 
@@ -42,3 +44,23 @@ def test_one_epoch_on_the_full_file_registers_a_promoted_model_with_private_test
     assert card["epochs_run"] == 1
     assert card["metrics"]["PrivateTest"]["plain"]["n"] == 3589
     assert card["data"]["rows_used"] == 35887
+
+
+def test_an_independent_evaluation_of_the_shipped_model_agrees_with_its_card():
+    """Only pandas, numpy and keras: load model.keras, feed raw 0..255 PrivateTest faces, take the argmax."""
+    import json
+
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    version = json.loads((models / "current.json").read_text())["version"]
+    card = json.loads((models / version / "card.json").read_text())
+    frame = pd.read_csv(FULL_FER2013)
+    private = frame[frame.Usage == "PrivateTest"]
+    faces = np.stack([np.array(p.split(), dtype=np.float32) for p in private.pixels]).reshape(-1, 48, 48, 1)
+    model = keras.saving.load_model(models / version / "model.keras", compile=False)
+    predicted = model.predict(faces, batch_size=256, verbose=0).argmax(axis=1)
+    accuracy = float((predicted == private.emotion.to_numpy()).mean())
+    assert abs(accuracy - card["metrics"]["PrivateTest"]["plain"]["accuracy"]) <= 0.005
