@@ -108,7 +108,8 @@ def child_baseline(args: argparse.Namespace) -> dict:
     from ferbatch.scoring import PreparedImage, RunContext, ScoredImage, rows_for
     from ferbatch.sentiment import SentimentMap
 
-    components = _components(args.models_dir, 100_000)  # no cap: detect on the full-resolution image
+    # Default: no cap, detect on the full-resolution image; --baseline-detector-size caps it.
+    components = _components(args.models_dir, args.baseline_detector_size or 100_000)
     detector = components.detector()
     started = time.perf_counter()
     model = components.classifier().model
@@ -130,7 +131,9 @@ def child_baseline(args: argparse.Namespace) -> dict:
             grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
             crops = [crop_face(grey, face) for face in faces]
             t4 = time.perf_counter()
-            probabilities = [model.predict(c[None, :, :, None].astype("float32"), verbose=0)[0] for c in crops]
+            call = model.predict_on_batch if args.baseline_call == "predict_on_batch" else (
+                lambda x: model.predict(x, verbose=0))
+            probabilities = [np.asarray(call(c[None, :, :, None].astype("float32")))[0] for c in crops]
             t5 = time.perf_counter()
             item.image_id, item.width, item.height, item.faces = decoded.image_id, decoded.width, decoded.height, faces
             stages["read"] += t1 - t
@@ -186,7 +189,8 @@ CHILDREN = {"real": child_real, "baseline": child_baseline, "classify": child_cl
 def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill_after: float | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--corpus", str(corpus), "--out", str(out),
                "--workers", str(args.workers), "--detector-size", str(args.detector_size),
-               "--shard-size", str(args.shard_size), "--decode-long-side", str(args.decode_long_side)]
+               "--shard-size", str(args.shard_size), "--decode-long-side", str(args.decode_long_side),
+               "--baseline-detector-size", str(args.baseline_detector_size), "--baseline-call", args.baseline_call]
     if args.models_dir:
         command += ["--models-dir", args.models_dir]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -292,6 +296,10 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--decode-long-side", type=int, default=960,
                         help="Reduced JPEG decode for the real path (0: full-size decode, to measure that lever).")
+    parser.add_argument("--baseline-detector-size", type=int, default=0,
+                        help="Cap the baseline's detector input (0: full resolution, as peers do).")
+    parser.add_argument("--baseline-call", choices=["predict", "predict_on_batch"], default="predict",
+                        help="The baseline's per-face model call (peers call predict).")
     parser.add_argument("--json-out", default=None, help="Default: benchmarks/score-N.json.")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
