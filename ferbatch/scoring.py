@@ -53,7 +53,7 @@ class ScoreSettings:
     decode_long_side: int | None = 960
     # Faces smaller than this in the reduced copy are cropped from a full decode instead. Measured on
     # the benchmark corpus, top-1 agreement of reduced and full crops is 0.91 at 24-48 px and 0.93
-    # above; mean |p| difference 0.021 vs 0.013 (benchmarks/README.md).
+    # above; mean |p| difference 0.021 vs 0.013 (README, Benchmarks).
     min_crop_source: int = 24
     workers: int = 2
     chunk_images: int = 64

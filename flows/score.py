@@ -47,23 +47,30 @@ def score_shard(
     return scoring.score_shard(shard, components.detector(), components.classifier, settings, after_image)
 
 
-@flow(name="score-shards", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def score_shards(
+def map_shards(
+    runner,
     shards: list[scoring.Shard],
     components: Components,
     settings: scoring.ScoreSettings,
     annotate: str | None = None,
     on_image: Callable[[scoring.ScoredImage], None] | None = None,
 ) -> list[scoring.ShardResult]:
-    """Map the shards over this flow's task runner; if any shard fails, drop every shard's files."""
-    futures = score_shard.map(shards, unmapped(components), unmapped(settings), unmapped(annotate),
-                              unmapped(on_image))
-    results, failures = [], []
-    for future in futures:
-        try:
-            results.append(future.result())
-        except Exception as exc:  # wait for the rest, so no shard is still writing when we clean up
-            failures.append(exc)
+    """Map the shard task over `runner`; if any shard fails, drop every shard's files.
+
+    The runner is entered here rather than being the flow's, so the `runner` parameter can choose it
+    at run time (also in deployments), and the file lists never become flow-run parameters.
+    """
+    with runner:
+        futures = runner.map(score_shard, {
+            "shard": shards, "components": unmapped(components), "settings": unmapped(settings),
+            "annotate": unmapped(annotate), "on_image": unmapped(on_image),
+        })
+        results, failures = [], []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:  # wait for the rest, so no shard is still writing when we clean up
+                failures.append(exc)
     if failures:
         abort_parts([move for result in results for move in result.moves])
         raise failures[0]
@@ -133,9 +140,8 @@ def score(
         if shards:
             print(f"scoring {len(plan.todo)} image(s) in {len(shards)} shard(s) on the {runner} runner")
             with progress_bar(len(plan.todo), progress and runner == "local") as advance:
-                results = score_shards.with_options(task_runner=runner_for_shards)(
-                    shards, components, settings, annotate, (lambda _: advance()) if runner == "local" else None
-                )
+                results = map_shards(runner_for_shards, shards, components, settings, annotate,
+                                     (lambda _: advance()) if runner == "local" else None)
         committed = write_reports(plan, results, metadata)
         summary = summary_dict(committed)
         create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
