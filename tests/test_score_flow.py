@@ -113,3 +113,33 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
     assert bad_map.exit_code == 1 and "unknown emotion(s) Joy" in bad_map.output
     empty = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert empty.exit_code == 1 and "no aggregates found" in empty.output
+
+
+def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models_dir, monkeypatch):
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    import flows.score
+    from ferbatch import scoring
+    from ferbatch.components import Components
+    from ferbatch.detection import DetectorSettings, default_detector_path
+    from ferbatch.registry import ModelRegistry
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("fr_obama.jpg", "fr_biden.jpg", "fer_justin.jpg"):
+        shutil.copy(PHOTOS / name, folder / name)
+    version = ModelRegistry(models_dir).resolve(None)
+    components = Components(str(models_dir), version, str(default_detector_path()), DetectorSettings())
+    plan = scoring.plan_run([folder], tmp_path / "out", version, "yunet")
+    shards = scoring.shard_plan(plan, 1, {})
+    real_score_shard = scoring.score_shard
+
+    def fails_on_the_last_shard(shard, *args, **kwargs):
+        if shard.index == 2:
+            raise RuntimeError("disk full")
+        return real_score_shard(shard, *args, **kwargs)
+
+    monkeypatch.setattr(flows.score.scoring, "score_shard", fails_on_the_last_shard)
+    with pytest.raises(RuntimeError, match="disk full"):
+        flows.score.map_shards(ThreadPoolTaskRunner(max_workers=1), shards, components, scoring.ScoreSettings())
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
