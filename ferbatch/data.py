@@ -92,6 +92,11 @@ def source_digests(
     path: str | Path, ferplus_labels: str | Path | None = None, extra_folder: str | Path | None = None
 ) -> dict[str, str]:
     """The `sources` entry `load_training_data` would record, computed without parsing anything."""
+    for source in (path, ferplus_labels):
+        if source is not None and not Path(source).is_file():
+            raise DataError(f"{source}: no such file")
+    if extra_folder is not None and not Path(extra_folder).is_dir():
+        raise DataError(f"{extra_folder}: no such folder")
     sources = {Path(path).name: sha256_file(Path(path))}
     if ferplus_labels is not None:
         sources[Path(ferplus_labels).name] = sha256_file(Path(ferplus_labels))

@@ -22,6 +22,7 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")
     registry = ModelRegistry(config.models_dir or default_models_dir())
+    score_kwargs = score_parameters(config, models_dir=str(registry.root))  # no folders: fail before training
     train = config.train
     retrained = None
     if train.data is None:
@@ -39,5 +40,5 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
             )
         else:
             logger.info("retrain skipped: %s", decision.reason)
-    scored = score(**score_parameters(config, models_dir=str(registry.root)))
+    scored = score(**score_kwargs)
     return {"retrain": {"ran": decision.retrain, "reason": decision.reason, "result": retrained}, "score": scored}

@@ -131,3 +131,10 @@ def test_png_and_small_jpeg_are_never_reduced():
     png = (PHOTOS / "skimage_astronaut.png").read_bytes()
     assert decode(png, min_long_side=100).scale == 1.0
     assert decode((PHOTOS / "fer_justin.jpg").read_bytes(), min_long_side=960).scale == 1.0
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "RGB"])
+def test_reduced_decode_handles_every_jpeg_mode(mode):
+    decoded = decode(encode(synthetic(2000, 1500, mode=mode), "JPEG"), min_long_side=960)
+    assert (decoded.width, decoded.height, decoded.scale) == (2000, 1500, 0.5)
+    assert decoded.rgb.shape == (750, 1000, 3) and decoded.rgb.dtype == np.uint8

@@ -91,3 +91,11 @@ def test_dask_runner_on_a_two_worker_local_cluster_gives_the_same_rows_as_local(
     images = "select path, status, n_faces from read_parquet('{}/images/*/*.parquet') order by path"
     assert duckdb.sql(images.format(tmp_path / "dask")).fetchall() == duckdb.sql(
         images.format(tmp_path / "local")).fetchall()
+
+
+def test_a_nightly_run_with_a_missing_training_file_stops_with_its_name(tmp_path, run_ferbatch):
+    config = tmp_path / "ferbatch.toml"
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "missing.csv.gz"\n[score]\nfolders = ["{PHOTOS}"]\n')
+    result = run_ferbatch("--config", config, "nightly")
+    assert result.returncode == 1
+    assert f"Error: {tmp_path / 'missing.csv.gz'}: no such file" in result.stderr
