@@ -238,6 +238,9 @@ def commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]])
     """
     out_dir = Path(out_dir)
     moves = sorted(moves, key=_commit_order)
+    for tmp, _ in moves:  # the data must be on disk before the manifest promises it
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
     manifest = _manifest_path(out_dir, run_id)
     staging = manifest.with_name(manifest.name + ".tmp")
     with open(staging, "w") as handle:
@@ -286,7 +289,7 @@ def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     for table in TABLES:
         if table != "images":
             leftovers += [p for p in (out_dir / table).glob("run_date=*/part-*.parquet")
-                          if _run_id_of(p) not in committed]
+                          if (run := _run_id_of(p)) is not None and run not in committed]  # only ours
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

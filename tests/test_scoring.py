@@ -338,3 +338,14 @@ def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_pa
     full = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=None))
     assert not np.array_equal(reduced.crops, full.crops)  # really cropped from the other image
     assert np.abs(reduced.crops.astype(int) - full.crops.astype(int)).mean() < 3
+
+
+def test_recovery_never_deletes_files_it_did_not_write(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    partition = tmp_path / "out" / "faces" / "run_date=2026-01-01"
+    strangers = [partition / "part-mine.parquet", partition / "x.parquet"]
+    for path in strangers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"someone else's file")
+    _score(folder, tmp_path / "out")
+    assert all(path.exists() for path in strangers)
