@@ -8,7 +8,7 @@ from dataclasses import asdict
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ferbatch import scoring
 from ferbatch.annotate import annotator
@@ -48,7 +48,7 @@ def score_shard(
 
 
 def map_shards(
-    runner,
+    runner: TaskRunner,
     shards: list[scoring.Shard],
     components: Components,
     settings: scoring.ScoreSettings,
@@ -77,7 +77,7 @@ def map_shards(
     return results
 
 
-def task_runner(runner: str, dask_address: str | None = None, dask_workers: int = 2):
+def task_runner(runner: str, dask_address: str | None = None, dask_workers: int = 2) -> TaskRunner:
     """The task runner for the shards: one shard at a time in-process, or prefect-dask's DaskTaskRunner."""
     if runner == "local":
         return ThreadPoolTaskRunner(max_workers=1)  # the classifier already uses every core
