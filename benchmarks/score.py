@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--detector-size", type=int, default=960)
     parser.add_argument("--shard-size", type=int, default=500)
-    parser.add_argument("--decode-long-side", type=int, default=960,
-                        help="Reduced JPEG decode for the real path (0: full-size decode, to measure that lever).")
+    parser.add_argument("--decode-long-side", type=int, default=None,
+                        help="Reduced JPEG decode for the real path (default: the detector size; 0: full-size "
+                        "decode, to measure that lever).")
     parser.add_argument("--baseline-detector-size", type=int, default=0,
                         help="Cap the baseline's detector input (0: full resolution, as peers do).")
     parser.add_argument("--baseline-call", choices=["predict", "predict_on_batch"], default="predict",
@@ -307,8 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.decode_long_side is None:
+        args.decode_long_side = args.detector_size
+    return args
+
+
 def main() -> None:
-    args = build_parser().parse_args()
+    args = parse_args()
 
     if args.child:
         print(json.dumps(CHILDREN[args.child](args), default=str))

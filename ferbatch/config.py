@@ -207,7 +207,7 @@ def to_toml(config: FerbatchConfig) -> str:
     return tomli_w.dumps(clean(config.model_dump()))
 
 
-def score_parameters(config: FerbatchConfig, **overrides: object) -> dict:
+def score_parameters(config: FerbatchConfig, require_paths: bool = True, **overrides: object) -> dict:
     """Keyword arguments for the `score` flow from the configuration; non-None overrides win."""
     section = config.score
     values = {
@@ -230,6 +230,16 @@ def score_parameters(config: FerbatchConfig, **overrides: object) -> dict:
         "shard_size": section.shard_size,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if not values["paths"]:
+    if require_paths and not values["paths"]:
         raise FerbatchError("no folders to score: give them on the command line or set score.folders")
     return values
+
+
+def retrain_parameters(config: FerbatchConfig) -> dict:
+    """Keyword arguments for the `retrain` flow from the [train] section (data may be unset)."""
+    train = config.train
+    values = {
+        "data": train.data, "labels": train.labels, "extra_folder": train.extra_folder,
+        "models_dir": config.models_dir, "preset_name": train.preset, "tolerance": train.tolerance,
+    }
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}

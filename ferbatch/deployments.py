@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferbatch.config import FerbatchConfig
+from ferbatch.config import FerbatchConfig, retrain_parameters, score_parameters
 
 TAGS = ["ferbatch"]
 
@@ -18,10 +18,9 @@ def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -
     from flows.score import score
 
     nightly_parameters = {"config_file": str(Path(config_file).resolve())} if config_file else {}
-    score_defaults = {"out": str(config.score.out), "paths": [str(p) for p in config.score.folders]}
-    retrain_defaults = {"preset_name": config.train.preset}
-    if config.train.data:
-        retrain_defaults["data"] = str(config.train.data)
+    # The ad hoc deployments default to the configuration too; a run may override any parameter.
+    score_defaults = score_parameters(config, require_paths=False)
+    retrain_defaults = retrain_parameters(config)
     return [
         nightly.to_deployment(
             name="nightly", schedules=[Cron(config.schedule.cron, timezone=config.schedule.timezone)],

@@ -74,7 +74,7 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(architecture="tiny", epochs=2, batch_size=32, early_stopping_patience=2),
     "default": TrainConfig(),
-    # Issue 4's recipe: a 6M-parameter VGG, cosine schedule, stronger augmentation for the longer run.
+    # Issue 4's recipe: a 7M-parameter VGG, cosine schedule, stronger augmentation for the longer run.
     "vgg": TrainConfig(
         architecture="vgg",
         epochs=50,

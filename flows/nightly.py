@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch import retraining
-from ferbatch.config import load_config, score_parameters
+from ferbatch.config import load_config, retrain_parameters, score_parameters
 from ferbatch.registry import ModelRegistry, default_models_dir
 from ferbatch.training import preset
 from flows.retrain import retrain
@@ -33,11 +33,7 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
                                   force_retrain)
         if decision.retrain:
             logger.info("retraining: %s", decision.reason)
-            retrained = retrain(
-                data=str(train.data), labels=str(train.labels) if train.labels else None,
-                extra_folder=str(train.extra_folder) if train.extra_folder else None,
-                models_dir=str(registry.root), preset_name=train.preset, tolerance=train.tolerance,
-            )
+            retrained = retrain(**{**retrain_parameters(config), "models_dir": str(registry.root)})
         else:
             logger.info("retrain skipped: %s", decision.reason)
     scored = score(**score_kwargs)

@@ -37,7 +37,8 @@ def test_serve_deployments_carry_the_configured_schedule_and_zone(tmp_path):
     from ferbatch.deployments import build_deployments
 
     path = tmp_path / "ferbatch.toml"
-    path.write_text('[score]\nfolders = ["photos"]\n[schedule]\ntimezone = "Asia/Tokyo"\n')
+    path.write_text('models_dir = "m"\n[score]\nfolders = ["photos"]\nbatch_size = 64\n'
+                    '[train]\ndata = "fer.csv"\npreset = "smoke"\n[schedule]\ntimezone = "Asia/Tokyo"\n')
     config, _ = load_config(path)
     for deployment in build_deployments(config, path):
         deployment.apply()
@@ -49,7 +50,10 @@ def test_serve_deployments_carry_the_configured_schedule_and_zone(tmp_path):
     next_run = _next_run(schedule.schedule.cron, schedule.schedule.timezone).astimezone(ZoneInfo("Asia/Tokyo"))
     assert (next_run.hour, next_run.minute) == (2, 0)
     assert timedelta(0) < next_run - datetime.now(ZoneInfo("Asia/Tokyo")) <= timedelta(days=1)
-    assert _read_back("score/score").parameters["paths"] == [str(tmp_path / "photos")]
+    score = _read_back("score/score").parameters
+    assert (score["paths"], score["batch_size"]) == ([str(tmp_path / "photos")], 64)
+    assert _read_back("retrain/retrain").parameters == {
+        "data": str(tmp_path / "fer.csv"), "models_dir": str(tmp_path / "m"), "preset_name": "smoke", "tolerance": 0.0}
     assert not _read_back("score/score").schedules
 
 

@@ -13,12 +13,12 @@ def test_torture_run_scores_every_good_file_once_records_every_bad_one_and_survi
     sys.path.insert(0, str(BENCHMARKS))
     try:
         from corpus import build_corpus
-        from score import build_parser, torture
+        from score import parse_args, torture
     finally:
         sys.path.remove(str(BENCHMARKS))
 
     corpus = build_corpus(tmp_path / "corpus", n=24, seed=7, large_share=0.1)
-    args = build_parser().parse_args(["--n", "100", "--seed", "7", "--shard-size", "8"])
+    args = parse_args(["--n", "100", "--seed", "7", "--shard-size", "8"])
     result = torture(corpus, tmp_path, args)
     assert result["rows"] == result["files"] > 24  # one images row per file, good or bad
     assert result["files_not_as_expected"] == []
