@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import FerbatchError
-from ferbatch.training import FaceBatches, TrainConfig, balanced_class_weights, preset, train
+from ferbatch.model import create_model
+from ferbatch.training import PRESETS, FaceBatches, TrainConfig, balanced_class_weights, preset, train
 
 SMOKE = preset("smoke").with_overrides(epochs=1)
 
@@ -48,9 +49,13 @@ def test_bad_precision_is_refused():
         TrainConfig(precision="float8")
 
 
-def test_config_round_trips_through_a_dict():
-    config = preset("vgg")
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_and_builds_a_model_that_fits_the_30_mb_budget(name):
+    config = preset(name)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    model = create_model(config.architecture, dtype_policy=config.precision)
+    # The registered copy is float32: 4 bytes a weight, plus a few kB of .keras metadata.
+    assert model.count_params() * 4 < 29_000_000
 
 
 def _train(sample_data, workdir, config=SMOKE, resume=False):
