@@ -63,6 +63,8 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               help="Compute precision (default: the preset's; mixed_bfloat16 is faster on bf16 CPUs).")
 @click.option("--seed", type=int, help="Override the preset's seed.")
 @click.option("--class-weights/--no-class-weights", default=None, help="Weight classes by inverse frequency.")
+@click.option("--calibration", type=click.Choice(["none", "macro_f1"]), default=None,
+              help="After training, fold PublicTest-chosen class biases into the model (default: the preset's).")
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None,
               metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
 @click.option("--extra-folder", type=EXISTING_DIR, help="Add face crops from class-named subfolders to Training.")
@@ -75,7 +77,7 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 @click.pass_context
 def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
           epochs: int | None, batch_size: int | None, precision: str | None,
-          seed: int | None, class_weights: bool | None, labels: tuple[str, Path] | None,
+          seed: int | None, class_weights: bool | None, calibration: str | None, labels: tuple[str, Path] | None,
           extra_folder: Path | None, resume: bool, no_promote: bool, force_promote: bool, tolerance: float,
           models_dir: Path | None) -> None:
     """Train, evaluate and register a FER model (the `retrain` flow)."""
@@ -100,7 +102,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
         models_dir=str(models_dir) if models_dir else None,
         preset_name=preset_name,
         overrides={"epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
-                   "class_weights": class_weights},
+                   "class_weights": class_weights, "calibration": calibration},
         resume=resume,
         promote="never" if no_promote else "force" if force_promote else "auto",
         tolerance=tolerance,

@@ -187,7 +187,7 @@ def build_card(
         "label_source": data_summary["label_source"],
         "data": data_summary,
         "runtime": runtime_versions(),
-        "selection": "checkpoint, LR plateaus, early stopping and promotion use PublicTest only; "
+        "selection": "checkpoint, LR plateaus, early stopping, calibration and promotion use PublicTest only; "
         "PrivateTest is the final test",
         "promotion_metric": ".".join(PROMOTION_METRIC),
         "metrics": metrics,

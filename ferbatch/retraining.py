@@ -1,21 +1,24 @@
 """The retrain pipeline as plain typed steps; `flows/retrain.py` wires them as Prefect tasks.
 
-prepare_data -> fit -> assess -> register -> promote
+prepare_data -> fit -> calibrate -> assess -> register -> promote
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from ferbatch import plots
+from ferbatch.calibration import accuracy_and_macro_f1, apply_class_bias, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData, load_training_data, source_digests
+from ferbatch.errors import FerbatchError
 from ferbatch.evaluation import evaluate_splits
 from ferbatch.model import INPUT_CONTRACT
 from ferbatch.registry import ModelRegistry, Promotion, build_card
@@ -49,6 +52,27 @@ def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool) -> Trai
     return train(config, *data.subset("Training"), *data.subset("PublicTest"), workdir / "checkpoints", resume)
 
 
+def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> dict | None:
+    """Fold PublicTest-chosen class biases into `classifier` when the recipe asks; what was done, for the card."""
+    if config.calibration == "none":
+        return None
+    faces, labels = data.subset("PublicTest")
+    probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
+    before = accuracy_and_macro_f1(labels, probabilities.argmax(axis=1))
+    bias = fit_class_bias(probabilities, labels)
+    apply_class_bias(classifier, bias)
+    after = accuracy_and_macro_f1(labels, (np.log(np.clip(probabilities, 1e-12, 1)) + bias).argmax(axis=1))
+    log.info("calibration on PublicTest: biases %s; accuracy %.4f -> %.4f, macro-F1 %.4f -> %.4f",
+             dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True)), before[0], after[0], before[1], after[1])
+    return {
+        "objective": config.calibration,
+        "chosen_on": "PublicTest",
+        "logit_bias": dict(zip(CLASS_NAMES, bias.round(4).tolist(), strict=True)),
+        "PublicTest_before": {"accuracy": round(before[0], 4), "macro_f1": round(before[1], 4)},
+        "PublicTest_after": {"accuracy": round(after[0], 4), "macro_f1": round(after[1], 4)},
+    }
+
+
 def assess(classifier: keras.Model, data: FerData) -> dict:
     """PublicTest and PrivateTest metrics, plain and with flip test-time augmentation."""
     return evaluate_splits(classifier, data)
@@ -61,6 +85,7 @@ def register(
     result: TrainResult,
     metrics: dict,
     report_dir: Path,
+    calibration: dict | None = None,
 ) -> str:
     """Write curves and confusion matrices, build the card and register a new version."""
     pictures = [plots.training_curves(result.history, report_dir / "training_curves.png")]
@@ -85,6 +110,7 @@ def register(
         input_contract=INPUT_CONTRACT,
     )
     card["history"] = result.history
+    card["calibration"] = calibration
     version = registry.register(result.classifier, card, pictures)
     log.info("registered model %s in %s", version, registry.root)
     return version
@@ -126,9 +152,17 @@ def retrain_decision(
     sources = source_digests(data_path, ferplus_labels, extra_folder)
     if card.get("data", {}).get("sources") != sources:
         return RetrainDecision(True, f"training data differs from model {current}'s")
-    if json.loads(json.dumps(config.to_dict())) != card.get("training_config"):
+    if not _same_recipe(config, card.get("training_config")):
         return RetrainDecision(True, f"training config differs from model {current}'s")
     return RetrainDecision(False, f"model {current} was trained on the same data with the same config")
+
+
+def _same_recipe(config: TrainConfig, on_card: dict | None) -> bool:
+    """Compare through TrainConfig, so a card written before a setting existed reads as its default."""
+    try:
+        return on_card is not None and TrainConfig.from_dict(on_card) == config
+    except (FerbatchError, TypeError):
+        return False
 
 
 def metrics_markdown(card: dict, promotion: Promotion | None = None) -> str:
@@ -142,6 +176,9 @@ def metrics_markdown(card: dict, promotion: Promotion | None = None) -> str:
             lines.append(f"| {split} | {mode} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {recalls} |")
     lines += ["", f"epochs run {card['epochs_run']} (best {card['best_epoch']}), wall time {card['wall_time_s']} s, "
               f"labels {card['label_source']}"]
+    if card.get("calibration"):
+        biases = ", ".join(f"{c} {b:+.2f}" for c, b in card["calibration"]["logit_bias"].items() if b)
+        lines.append(f"calibration ({card['calibration']['objective']}, on PublicTest): {biases or 'no change'}")
     if promotion is not None:
         lines.append(f"promotion: {'promoted' if promotion.promoted else 'not promoted'} ({promotion.reason})")
     return "\n".join(lines)

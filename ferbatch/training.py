@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ferbatch.calibration import OBJECTIVES
 from ferbatch.classes import NUM_CLASSES
 from ferbatch.errors import FerbatchError
 from ferbatch.model import Augmentation, create_model, inference_copy, with_augmentation
@@ -43,6 +44,8 @@ class TrainConfig:
     precision: str = "float32"
     seed: int = 1234
     augmentation: Augmentation = field(default_factory=Augmentation)
+    # After training: "macro_f1" picks per-class logit biases on PublicTest (ferbatch.calibration).
+    calibration: str = "none"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -51,6 +54,8 @@ class TrainConfig:
             raise FerbatchError(f"lr_schedule must be 'plateau' or 'cosine', not {self.lr_schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise FerbatchError("epochs and batch_size must be at least 1")
+        if self.calibration not in OBJECTIVES:
+            raise FerbatchError(f"calibration must be one of {', '.join(OBJECTIVES)}, not {self.calibration!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +89,7 @@ PRESETS: dict[str, TrainConfig] = {
         early_stopping_patience=15,
         precision="mixed_bfloat16",
         augmentation=Augmentation(rotation=0.04, zoom=0.1, translation=0.1, erasing=0.25),
+        calibration="macro_f1",
     ),
 }
 # vgg's schedule, smoothing and augmentation on the 0.6M fer_cnn: about 2 min per epoch on 2 CPU cores,
@@ -236,9 +242,11 @@ def _load_resume_state(workdir: Path, config: TrainConfig) -> dict | None:
     if not (state_file.is_file() and checkpoint.is_file()):
         return None
     state = json.loads(state_file.read_text())
-    # Everything but the epoch budget must match: resuming may extend a run, never change its recipe.
-    saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-    wanted = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "epochs"}
+    # Everything but the epoch budget and the post-training calibration must match: resuming may extend
+    # a run or calibrate it afresh, never change how its weights were trained.
+    free = ("epochs", "calibration")
+    saved = {k: v for k, v in TrainConfig.from_dict(state["config"]).to_dict().items() if k not in free}
+    wanted = {k: v for k, v in config.to_dict().items() if k not in free}
     if saved != wanted:
         raise FerbatchError(
             f"{workdir}: the checkpoint there was made with a different training config; "

@@ -1,4 +1,4 @@
-"""The `retrain` flow: load and validate data, train, evaluate, register, promote."""
+"""The `retrain` flow: load and validate data, train, calibrate, evaluate, register, promote."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ferbatch.training import preset
 # than it saves, so these tasks do not cache.
 load_data = task(retraining.prepare_data, name="load-and-validate-data", cache_policy=NO_CACHE)
 train_model = task(retraining.fit, name="train", cache_policy=NO_CACHE)
+calibrate_model = task(retraining.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
 evaluate_model = task(retraining.assess, name="evaluate", cache_policy=NO_CACHE)
 register_model = task(retraining.register, name="register", cache_policy=NO_CACHE)
 promote_model = task(retraining.promote, name="promote", cache_policy=NO_CACHE)
@@ -40,8 +41,9 @@ def retrain(
     report_dir = workdir / "report"
     faces = load_data(data, labels, extra_folder, report_dir)
     result = train_model(config, faces, workdir, resume)
+    calibration = calibrate_model(config, result.classifier, faces)
     metrics = evaluate_model(result.classifier, faces)
-    version = register_model(registry, config, faces, result, metrics, report_dir)
+    version = register_model(registry, config, faces, result, metrics, report_dir, calibration)
     decision = promote_model(registry, version, promote, tolerance)
     card = registry.card(version)
     create_markdown_artifact(

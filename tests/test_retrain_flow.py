@@ -14,7 +14,7 @@ from ferbatch.registry import ModelRegistry
 
 CARD_KEYS = {
     "version", "created_at", "architecture", "parameters", "class_names", "input_contract", "training_config",
-    "seed", "epochs_run", "wall_time_s", "label_source", "data", "runtime", "metrics",
+    "seed", "epochs_run", "wall_time_s", "label_source", "data", "runtime", "metrics", "calibration",
 }
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def test_retrain_flow_registers_a_promoted_version_with_a_complete_card(tmp_path):
     from flows.retrain import retrain
 
-    result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path), preset_name="smoke", overrides={"epochs": 1})
+    result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path), preset_name="smoke",
+                     overrides={"epochs": 1, "calibration": "macro_f1"})
     registry = ModelRegistry(tmp_path)
     assert result["promoted"]
     assert registry.current_version() == result["version"]
@@ -31,6 +32,7 @@ def test_retrain_flow_registers_a_promoted_version_with_a_complete_card(tmp_path
     assert set(card) >= CARD_KEYS
     assert card["runtime"]["keras"] and card["runtime"]["tensorflow"]
     assert card["data"]["sources"][SAMPLE_CSV.name] and card["data"]["rows_used"] == 350
+    assert card["calibration"]["chosen_on"] == "PublicTest" and len(card["calibration"]["logit_bias"]) == 7
     for split in ("PublicTest", "PrivateTest"):
         for mode in ("plain", "flip_tta"):
             metrics = card["metrics"][split][mode]
@@ -47,13 +49,14 @@ def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tm
     first = run_ferbatch("train", *common)
     assert first.returncode == 0, first.stderr
     current = ModelRegistry(tmp_path).current_version()
-    second = run_ferbatch("train", *common, "--labels", "ferplus", SAMPLE_FERPLUS, "--no-promote")
+    second = run_ferbatch("train", *common, "--labels", "ferplus", SAMPLE_FERPLUS, "--no-promote",
+                          "--calibration", "macro_f1")
     assert second.returncode == 0, second.stderr
     assert "not promoted (--no-promote)" in second.stdout
     registry = ModelRegistry(tmp_path)
     assert registry.current_version() == current
     newest = registry.card(registry.versions()[-1])
-    assert newest["label_source"] == "ferplus"
+    assert newest["label_source"] == "ferplus" and newest["calibration"]["objective"] == "macro_f1"
 
     listing = runner.invoke(cli, ["models", "list", "--models-dir", str(tmp_path)])
     assert listing.exit_code == 0

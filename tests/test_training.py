@@ -90,6 +90,14 @@ def test_resume_with_another_recipe_is_refused(sample_data, tmp_path):
         _train(sample_data, tmp_path, SMOKE.with_overrides(learning_rate=0.1), resume=True)
 
 
+def test_a_finished_run_resumes_with_another_calibration_without_training_again(sample_data, tmp_path):
+    first = _train(sample_data, tmp_path)
+    again = _train(sample_data, tmp_path, SMOKE.with_overrides(calibration="macro_f1"), resume=True)
+    assert again.resumed and again.epochs_run == first.epochs_run == 1
+    assert again.history == first.history
+    np.testing.assert_array_equal(again.classifier.get_weights()[-1], first.classifier.get_weights()[-1])
+
+
 def test_mixed_bfloat16_trains(sample_data, tmp_path):
     result = _train(sample_data, tmp_path, SMOKE.with_overrides(precision="mixed_bfloat16", class_weights=True))
     assert result.epochs_run == 1

@@ -1,0 +1,78 @@
+"""Per-class logit biases: chosen on PublicTest, folded into the model's last layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferbatch.calibration import accuracy_and_macro_f1, apply_class_bias, fit_class_bias
+from ferbatch.classes import NUM_CLASSES
+from ferbatch.errors import FerbatchError
+from ferbatch.training import TrainConfig
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _under_predicting_rare_class(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy scores for 7 classes where class 1 is rare and its logit is pushed down by 1.2."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(NUM_CLASSES, size=4000, p=[0.14, 0.03, 0.14, 0.25, 0.16, 0.11, 0.17])
+    logits = rng.normal(0, 1, (len(labels), NUM_CLASSES))
+    logits[np.arange(len(labels)), labels] += 1.8
+    logits[:, 1] -= 1.2
+    return _softmax(logits), labels
+
+
+def test_accuracy_and_macro_f1_match_a_hand_count():
+    labels = np.array([0, 0, 1, 2])
+    predicted = np.array([0, 1, 1, 2])
+    accuracy, macro_f1 = accuracy_and_macro_f1(labels, predicted)
+    # F1: class 0 = 2/3, class 1 = 2/3, class 2 = 1, classes 3..6 absent = 0.
+    assert accuracy == 0.75 and macro_f1 == pytest.approx((2 / 3 + 2 / 3 + 1) / 7)
+
+
+def test_fitted_bias_lifts_an_under_predicted_class_without_lowering_accuracy():
+    probabilities, labels = _under_predicting_rare_class()
+    log_p = np.log(probabilities)
+    before = accuracy_and_macro_f1(labels, log_p.argmax(axis=1))
+    bias = fit_class_bias(probabilities, labels)
+    after = accuracy_and_macro_f1(labels, (log_p + bias).argmax(axis=1))
+    assert after[1] > before[1] + 0.01 and after[0] >= before[0]
+    rare = labels == 1
+    assert ((log_p + bias)[rare].argmax(axis=1) == 1).mean() > (log_p[rare].argmax(axis=1) == 1).mean()
+
+
+def test_the_bias_carries_over_to_held_out_rows_drawn_the_same_way():
+    probabilities, labels = _under_predicting_rare_class(seed=0)
+    bias = fit_class_bias(probabilities, labels)
+    held_out, held_labels = _under_predicting_rare_class(seed=1)
+    before = accuracy_and_macro_f1(held_labels, held_out.argmax(axis=1))
+    after = accuracy_and_macro_f1(held_labels, (np.log(held_out) + bias).argmax(axis=1))
+    assert after[1] > before[1]
+
+
+def test_no_bias_when_nothing_can_be_gained():
+    labels = np.arange(70) % NUM_CLASSES
+    probabilities = np.full((70, NUM_CLASSES), 0.01)
+    probabilities[np.arange(70), labels] = 0.94
+    assert not fit_class_bias(probabilities, labels).any()
+
+
+def test_folding_the_bias_into_the_model_gives_softmax_of_logits_plus_bias(random_faces):
+    from ferbatch.model import create_model
+
+    model = create_model("tiny")
+    faces = random_faces[..., None].astype("float32")
+    before = model.predict(faces, verbose=0)
+    bias = np.array([0.0, 1.0, -0.5, 0.0, 0.3, 0.0, -1.0])
+    apply_class_bias(model, bias)
+    after = model.predict(faces, verbose=0)
+    np.testing.assert_allclose(after, _softmax(np.log(before) + bias), rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_calibration_is_refused():
+    with pytest.raises(FerbatchError, match="calibration must be one of none, macro_f1"):
+        TrainConfig(calibration="temperature")

@@ -1,0 +1,50 @@
+"""The retrain pipeline's plain steps, without Prefect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from conftest import SAMPLE_CSV
+
+from ferbatch import retraining
+from ferbatch.calibration import accuracy_and_macro_f1
+from ferbatch.registry import ModelRegistry
+from ferbatch.training import preset
+
+
+def test_calibrate_does_nothing_for_a_recipe_without_calibration(models_dir, sample_data):
+    model = ModelRegistry(models_dir).load_model()
+    assert retraining.calibrate(preset("smoke"), model, sample_data) is None
+
+
+def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(models_dir, sample_data):
+    from ferbatch.classifier import KerasClassifier
+
+    model = ModelRegistry(models_dir).load_model()
+    faces, labels = sample_data.subset("PublicTest")
+    before = KerasClassifier(model, "before").predict(faces)
+    record = retraining.calibrate(preset("smoke").with_overrides(calibration="macro_f1"), model, sample_data)
+    bias = np.array(list(record["logit_bias"].values()))
+    after = KerasClassifier(model, "after").predict(faces)
+    expected = np.exp(np.log(before) + bias)
+    np.testing.assert_allclose(after, expected / expected.sum(axis=1, keepdims=True), rtol=1e-3, atol=1e-5)
+    assert record["chosen_on"] == "PublicTest"
+    assert record["PublicTest_after"]["accuracy"] >= record["PublicTest_before"]["accuracy"]
+    assert record["PublicTest_after"]["macro_f1"] == round(accuracy_and_macro_f1(labels, after.argmax(1))[1], 4)
+
+
+def test_a_card_written_before_a_setting_existed_does_not_trigger_a_retrain(models_dir):
+    registry = ModelRegistry(models_dir)
+    card_file = registry.root / registry.current_version() / "card.json"
+    original = card_file.read_text()
+    card = json.loads(original)
+    card["data"]["sources"] = retraining.source_digests(SAMPLE_CSV)
+    del card["training_config"]["calibration"]  # as on cards made before calibration existed
+    try:
+        card_file.write_text(json.dumps(card))
+        config = preset("smoke").with_overrides(epochs=1)
+        assert not retraining.retrain_decision(registry, config, SAMPLE_CSV).retrain
+        assert retraining.retrain_decision(registry, config.with_overrides(calibration="macro_f1"), SAMPLE_CSV).retrain
+    finally:
+        card_file.write_text(original)
