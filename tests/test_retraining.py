@@ -9,6 +9,7 @@ from conftest import SAMPLE_CSV
 
 from ferbatch import retraining
 from ferbatch.calibration import accuracy_and_macro_f1
+from ferbatch.classes import CLASS_NAMES
 from ferbatch.registry import ModelRegistry
 from ferbatch.training import preset
 
@@ -48,3 +49,13 @@ def test_a_card_written_before_a_setting_existed_does_not_trigger_a_retrain(mode
         assert retraining.retrain_decision(registry, config.with_overrides(calibration="macro_f1"), SAMPLE_CSV).retrain
     finally:
         card_file.write_text(original)
+
+
+def test_the_metrics_table_names_the_calibration_biases_that_were_applied():
+    metrics = {"accuracy": 0.6, "macro_f1": 0.5, "per_class": {c: {"recall": 0.5} for c in CLASS_NAMES}}
+    card = {"version": "v1", "architecture": "fer_cnn", "parameters": 10, "epochs_run": 3, "best_epoch": 2,
+            "wall_time_s": 1.0, "label_source": "fer2013", "metrics": {"PrivateTest": {"plain": metrics}},
+            "calibration": {"objective": "macro_f1", "logit_bias": {"Angry": 0.0, "Disgust": 0.8, "Happy": -0.5}}}
+    text = retraining.metrics_markdown(card)
+    assert "calibration (macro_f1, on PublicTest): Disgust +0.80, Happy -0.50" in text
+    assert "Angry +0.00" not in text
