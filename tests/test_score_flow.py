@@ -116,6 +116,7 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
 
 
 def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models_dir, monkeypatch):
+    from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
     import flows.score
@@ -140,6 +141,11 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models
         return real_score_shard(shard, *args, **kwargs)
 
     monkeypatch.setattr(flows.score.scoring, "score_shard", fails_on_the_last_shard)
-    with pytest.raises(RuntimeError, match="disk full"):
+
+    @flow  # tasks log to a flow run, as they do in the real score flow
+    def score_three_shards() -> None:
         flows.score.map_shards(ThreadPoolTaskRunner(max_workers=1), shards, components, scoring.ScoreSettings())
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        score_three_shards()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
