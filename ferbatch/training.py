@@ -258,9 +258,13 @@ def _load_resume_state(workdir: Path, config: TrainConfig) -> dict | None:
 def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.lr_schedule == "cosine":
-        total = steps_per_epoch * config.epochs
+        # One warm-up epoch, then cosine decay; a one-epoch run (a quick check) skips the warm-up.
+        warmup = steps_per_epoch if config.epochs > 1 else 0
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            0.0, total - steps_per_epoch, warmup_target=config.learning_rate, warmup_steps=steps_per_epoch
+            0.0 if warmup else config.learning_rate,
+            max(steps_per_epoch * config.epochs - warmup, 1),
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
         )
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay),

@@ -98,6 +98,12 @@ def test_a_finished_run_resumes_with_another_calibration_without_training_again(
     np.testing.assert_array_equal(again.classifier.get_weights()[-1], first.classifier.get_weights()[-1])
 
 
+def test_a_cosine_recipe_trains_for_a_single_epoch(sample_data, tmp_path):
+    result = _train(sample_data, tmp_path, SMOKE.with_overrides(lr_schedule="cosine", epochs=1))
+    assert result.epochs_run == 1 and np.isfinite(result.history["loss"]).all()
+    assert result.history["lr"] == [0.0]  # the decay spans exactly the one epoch
+
+
 def test_mixed_bfloat16_trains(sample_data, tmp_path):
     result = _train(sample_data, tmp_path, SMOKE.with_overrides(precision="mixed_bfloat16", class_weights=True))
     assert result.epochs_run == 1
