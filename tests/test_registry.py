@@ -98,6 +98,16 @@ def test_unknown_version_and_empty_registry_are_clear_errors(tmp_path):
         registry.resolve("v9")
 
 
+def test_a_calibrated_model_is_judged_by_its_accuracy_before_the_biases_fitted_on_publictest(tmp_path, tiny):
+    registry = ModelRegistry(tmp_path)
+    registry.promote(registry.register(tiny, _card(0.6375)))
+    calibrated = _card(0.6375)  # as measured: 0.6275 before the biases, 0.6375 after them
+    calibrated["calibration"] = {"PublicTest_before": {"accuracy": 0.6275}, "PublicTest_after": {"accuracy": 0.6375}}
+    assert promotion_score(calibrated) == 0.6275
+    refused = registry.promote(registry.register(tiny, calibrated))
+    assert not refused.promoted and "accuracy 0.6275 is below the current 0.6375" in refused.reason
+
+
 def test_promotion_score_reads_public_test_accuracy_only():
     card = _card(0.5)
     card["metrics"]["PrivateTest"]["plain"]["accuracy"] = 0.99
