@@ -1,9 +1,9 @@
-"""Per-class logit biases chosen on PublicTest, to lift the rare classes (Disgust, Fear) at no cost in accuracy.
+"""Per-class logit biases chosen on PublicTest, to lift the rare classes (Disgust, Fear) without losing accuracy.
 
 A network trained on FER2013's skewed classes under-predicts Disgust (1.5% of Training). Adding a bias b
 to the logits moves each class's decision boundary: softmax(z + b) instead of softmax(z). The bias is
 folded into the final Dense layer, so the registered model.keras is still standard layers and any reader
-(DuckDB users' scripts, an independent evaluation) gets the calibrated output by loading it.
+(scoring, an independent evaluation) gets the calibrated output by loading it.
 """
 
 from __future__ import annotations
