@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from ferbatch.calibration import fit_class_bias
+from ferbatch.calibration import biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.classifier import KerasClassifier
 from ferbatch.data import load_fer2013
@@ -42,15 +42,15 @@ def main() -> None:
     version = registry.resolve(args.model)
     classifier = KerasClassifier(registry.load_model(version), version)
     data = load_fer2013(args.data)
-    log_p = {}
+    predicted = {}
     for split in ("PublicTest", "PrivateTest"):
         faces, labels = data.subset(split)
-        log_p[split] = (np.log(np.clip(classifier.predict(faces), 1e-12, 1)), labels)
-    bias = fit_class_bias(np.exp(log_p["PublicTest"][0]), log_p["PublicTest"][1])
+        predicted[split] = (classifier.predict(faces), labels)
+    bias = fit_class_bias(*predicted["PublicTest"])
     report = {"model": version, "logit_bias": dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True))}
-    for split, (scores, labels) in log_p.items():
-        report[split] = {"before": _summary(labels, scores.argmax(axis=1)),
-                         "after": _summary(labels, (scores + bias).argmax(axis=1))}
+    for split, (probabilities, labels) in predicted.items():
+        report[split] = {"before": _summary(labels, probabilities.argmax(axis=1)),
+                         "after": _summary(labels, biased_predictions(probabilities, bias))}
     print(json.dumps(report, indent=2))
 
 

@@ -12,17 +12,14 @@ import keras
 import numpy as np
 
 from ferbatch.classes import NUM_CLASSES
+from ferbatch.evaluation import classification_metrics
 
-OBJECTIVES = ("none", "macro_f1")
 BIAS_GRID = np.round(np.linspace(-1.5, 1.5, 31), 2)
 
 
-def accuracy_and_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
-    matrix = np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1)
-    true_positives = np.diag(matrix).astype("float64")
-    denominators = matrix.sum(axis=0) + matrix.sum(axis=1)
-    f1 = np.divide(2 * true_positives, denominators, out=np.zeros(NUM_CLASSES), where=denominators > 0)
-    return float(true_positives.sum() / len(labels)), float(f1.mean())
+def biased_predictions(probabilities: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The classes a model predicts once `bias` is added to its logits (argmax of log p + bias)."""
+    return (np.log(np.clip(probabilities, 1e-12, 1.0)) + bias).argmax(axis=1)
 
 
 def fit_class_bias(probabilities: np.ndarray, labels: np.ndarray, sweeps: int = 3) -> np.ndarray:
@@ -31,17 +28,19 @@ def fit_class_bias(probabilities: np.ndarray, labels: np.ndarray, sweeps: int = 
     Each sweep tries every grid value for each class in turn and keeps a change only when it raises
     macro-F1 and keeps accuracy at or above the unbiased accuracy. Deterministic; zeros if nothing helps.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    log_p = np.log(np.clip(probabilities, 1e-12, 1.0))
+    def score(bias: np.ndarray) -> tuple[float, float]:
+        metrics = classification_metrics(labels, biased_predictions(probabilities, bias))
+        return metrics["accuracy"], metrics["macro_f1"]
+
     bias = np.zeros(NUM_CLASSES)
-    floor, best_f1 = accuracy_and_macro_f1(labels, log_p.argmax(axis=1))
+    floor, best_f1 = score(bias)
     for _ in range(sweeps):
         changed = False
         for cls in range(NUM_CLASSES):
             for value in BIAS_GRID:
                 trial = bias.copy()
                 trial[cls] = value
-                accuracy, f1 = accuracy_and_macro_f1(labels, (log_p + trial).argmax(axis=1))
+                accuracy, f1 = score(trial)
                 if accuracy >= floor and f1 > best_f1 + 1e-9:
                     bias, best_f1, changed = trial, f1, True
         if not changed:

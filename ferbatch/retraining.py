@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from ferbatch import plots
-from ferbatch.calibration import accuracy_and_macro_f1, apply_class_bias, fit_class_bias
+from ferbatch.calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
-from ferbatch.evaluation import evaluate_splits
+from ferbatch.evaluation import classification_metrics, evaluate_splits
 from ferbatch.model import INPUT_CONTRACT
 from ferbatch.registry import ModelRegistry, Promotion, build_card
 from ferbatch.training import TrainConfig, TrainResult, train
@@ -58,18 +57,19 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> di
         return None
     faces, labels = data.subset("PublicTest")
     probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
-    before = accuracy_and_macro_f1(labels, probabilities.argmax(axis=1))
     bias = fit_class_bias(probabilities, labels)
     apply_class_bias(classifier, bias)
-    after = accuracy_and_macro_f1(labels, (np.log(np.clip(probabilities, 1e-12, 1)) + bias).argmax(axis=1))
+    before = classification_metrics(labels, probabilities.argmax(axis=1))
+    after = classification_metrics(labels, biased_predictions(probabilities, bias))
     log.info("calibration on PublicTest: biases %s; accuracy %.4f -> %.4f, macro-F1 %.4f -> %.4f",
-             dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True)), before[0], after[0], before[1], after[1])
+             dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True)), before["accuracy"], after["accuracy"],
+             before["macro_f1"], after["macro_f1"])
     return {
         "objective": config.calibration,
         "chosen_on": "PublicTest",
         "logit_bias": dict(zip(CLASS_NAMES, bias.round(4).tolist(), strict=True)),
-        "PublicTest_before": {"accuracy": round(before[0], 4), "macro_f1": round(before[1], 4)},
-        "PublicTest_after": {"accuracy": round(after[0], 4), "macro_f1": round(after[1], 4)},
+        **{f"PublicTest_{when}": {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
+           for when, m in (("before", before), ("after", after))},
     }
 
 

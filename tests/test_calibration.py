@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferbatch.calibration import accuracy_and_macro_f1, apply_class_bias, fit_class_bias
+from ferbatch.calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.classes import NUM_CLASSES
 from ferbatch.errors import FerbatchError
+from ferbatch.evaluation import classification_metrics
 from ferbatch.training import TrainConfig
 
 
@@ -26,31 +27,34 @@ def _under_predicting_rare_class(seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return _softmax(logits), labels
 
 
-def test_accuracy_and_macro_f1_match_a_hand_count():
-    labels = np.array([0, 0, 1, 2])
-    predicted = np.array([0, 1, 1, 2])
-    accuracy, macro_f1 = accuracy_and_macro_f1(labels, predicted)
-    # F1: class 0 = 2/3, class 1 = 2/3, class 2 = 1, classes 3..6 absent = 0.
-    assert accuracy == 0.75 and macro_f1 == pytest.approx((2 / 3 + 2 / 3 + 1) / 7)
+def _accuracy_and_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    metrics = classification_metrics(labels, predicted)
+    return metrics["accuracy"], metrics["macro_f1"]
+
+
+def test_biased_predictions_are_the_argmax_of_log_probabilities_plus_bias():
+    probabilities = np.array([[0.5, 0.3, 0.2, 0, 0, 0, 0], [0.1, 0.2, 0.7, 0, 0, 0, 0]])
+    assert biased_predictions(probabilities, np.zeros(NUM_CLASSES)).tolist() == [0, 2]
+    # log 0.3 + 0.6 > log 0.5 (first row flips to class 1); log 0.2 + 0.6 < log 0.7 (second row stays).
+    assert biased_predictions(probabilities, np.array([0, 0.6, 0, 0, 0, 0, 0])).tolist() == [1, 2]
 
 
 def test_fitted_bias_lifts_an_under_predicted_class_without_lowering_accuracy():
     probabilities, labels = _under_predicting_rare_class()
-    log_p = np.log(probabilities)
-    before = accuracy_and_macro_f1(labels, log_p.argmax(axis=1))
     bias = fit_class_bias(probabilities, labels)
-    after = accuracy_and_macro_f1(labels, (log_p + bias).argmax(axis=1))
+    before = _accuracy_and_macro_f1(labels, probabilities.argmax(axis=1))
+    after = _accuracy_and_macro_f1(labels, biased_predictions(probabilities, bias))
     assert after[1] > before[1] + 0.01 and after[0] >= before[0]
-    rare = labels == 1
-    assert ((log_p + bias)[rare].argmax(axis=1) == 1).mean() > (log_p[rare].argmax(axis=1) == 1).mean()
+    rare = probabilities[labels == 1]
+    assert (biased_predictions(rare, bias) == 1).mean() > (rare.argmax(axis=1) == 1).mean()
 
 
 def test_the_bias_carries_over_to_held_out_rows_drawn_the_same_way():
     probabilities, labels = _under_predicting_rare_class(seed=0)
     bias = fit_class_bias(probabilities, labels)
     held_out, held_labels = _under_predicting_rare_class(seed=1)
-    before = accuracy_and_macro_f1(held_labels, held_out.argmax(axis=1))
-    after = accuracy_and_macro_f1(held_labels, (np.log(held_out) + bias).argmax(axis=1))
+    before = _accuracy_and_macro_f1(held_labels, held_out.argmax(axis=1))
+    after = _accuracy_and_macro_f1(held_labels, biased_predictions(held_out, bias))
     assert after[1] > before[1]
 
 

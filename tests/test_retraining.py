@@ -8,8 +8,8 @@ import numpy as np
 from conftest import SAMPLE_CSV
 
 from ferbatch import retraining
-from ferbatch.calibration import accuracy_and_macro_f1
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.evaluation import classification_metrics
 from ferbatch.registry import ModelRegistry
 from ferbatch.training import preset
 
@@ -32,7 +32,8 @@ def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(model
     np.testing.assert_allclose(after, expected / expected.sum(axis=1, keepdims=True), rtol=1e-3, atol=1e-5)
     assert record["chosen_on"] == "PublicTest"
     assert record["PublicTest_after"]["accuracy"] >= record["PublicTest_before"]["accuracy"]
-    assert record["PublicTest_after"]["macro_f1"] == round(accuracy_and_macro_f1(labels, after.argmax(1))[1], 4)
+    measured = classification_metrics(labels, after.argmax(axis=1))
+    assert record["PublicTest_after"]["macro_f1"] == round(measured["macro_f1"], 4)
 
 
 def test_a_card_written_before_a_setting_existed_does_not_trigger_a_retrain(models_dir):
