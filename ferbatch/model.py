@@ -32,11 +32,15 @@ INPUT_CONTRACT = {
 # An architecture builds the feature trunk and head on normalised inputs; the factory adds the rest.
 Architecture = Callable[[keras.KerasTensor], keras.KerasTensor]
 _ARCHITECTURES: dict[str, Architecture] = {}
+# The side of the square an architecture sees: 48 (the whole FER frame) or a crop of it (trained on random
+# crops, served on fixed crops by `serving_model`).
+_INPUT_SIZES: dict[str, int] = {}
 
 
-def register_architecture(name: str) -> Callable[[Architecture], Architecture]:
+def register_architecture(name: str, input_size: int = IMAGE_SIZE) -> Callable[[Architecture], Architecture]:
     def decorate(build: Architecture) -> Architecture:
         _ARCHITECTURES[name] = build
+        _INPUT_SIZES[name] = input_size
         return build
 
     return decorate
@@ -44,6 +48,12 @@ def register_architecture(name: str) -> Callable[[Architecture], Architecture]:
 
 def list_architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
+
+
+def input_size(architecture: str) -> int:
+    if architecture not in _INPUT_SIZES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(list_architectures())}")
+    return _INPUT_SIZES[architecture]
 
 
 def _conv_block(x: keras.KerasTensor, filters: int, convs: int, dropout: float) -> keras.KerasTensor:
@@ -70,6 +80,23 @@ def _fer_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     x = _conv_block(x, 64, 2, 0.2)
     x = _conv_block(x, 128, 2, 0.3)
     x = _conv_block(x, 256, 1, 0.3)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dropout(0.4)(x)
+
+
+@register_architecture("crop_cnn", input_size=40)
+def _crop_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Four stages of two conv3x3-BN-ReLU, 32-64-128-256, on 40x40 crops: 1.18M parameters, 82M multiply-adds.
+
+    The shape of the published 72-73% FER2013 recipes (random crops, several at test) at a width that
+    trains on 2 CPU cores: about 2 minutes an epoch.
+    """
+    for filters in (32, 64, 128):
+        x = _conv_block(x, filters, 2, 0.0)
+    for _ in range(2):  # the last stage keeps its 5x5 map for the global pooling
+        x = layers.Conv2D(256, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
     x = layers.GlobalAveragePooling2D()(x)
     return layers.Dropout(0.4)(x)
 
@@ -103,11 +130,14 @@ def create_model(
     pixel_variance: float = 0.0625,
     dtype_policy: str = "float32",
 ) -> keras.Model:
-    """Build a classifier that honours INPUT_CONTRACT. Mean and variance are of pixels scaled to 0..1."""
-    if architecture not in _ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(list_architectures())}")
+    """Build a classifier on raw grey 0..255 squares of `input_size(architecture)` pixels.
+
+    A 48-pixel architecture honours INPUT_CONTRACT as it is; a crop architecture does once wrapped by
+    `serving_model`. Mean and variance are of pixels scaled to 0..1.
+    """
+    side = input_size(architecture)
     with _dtype_policy(dtype_policy):
-        inputs = keras.Input(INPUT_SHAPE, dtype="float32", name="grey_0_255")
+        inputs = keras.Input((side, side, 1), dtype="float32", name="grey_0_255")
         # Preprocessing stays float32 whatever the compute policy: it is cheap and keeps 0..255 exact.
         x = layers.Rescaling(1.0 / 255.0, dtype="float32", name="scale_0_1")(inputs)
         x = layers.Normalization(mean=pixel_mean, variance=pixel_variance, dtype="float32", name="normalise")(x)
@@ -171,3 +201,47 @@ def inference_copy(classifier: keras.Model, architecture: str) -> keras.Model:
     )
     copy.set_weights(classifier.get_weights())
     return copy
+
+
+# Views of the 48x48 frame a crop-trained network is served on: the centre, then the four corners.
+def crop_offsets(side: int, crops: int) -> list[tuple[int, int]]:
+    """(top, left) of `crops` fixed crops of `side` pixels: 1 = the centre, 5 = the centre and four corners."""
+    margin = IMAGE_SIZE - side
+    centre = (margin // 2, margin // 2)
+    corners = [(0, 0), (0, margin), (margin, 0), (margin, margin)]
+    if crops not in (1, 5) or (crops == 5 and margin == 0):
+        raise ValueError(f"crops must be 1 or 5 (5 needs a crop smaller than {IMAGE_SIZE}), not {crops}")
+    return [centre] if crops == 1 else [centre, *corners]
+
+
+def _mirror(x: keras.KerasTensor, side: int, name: str) -> keras.KerasTensor:
+    """Left-right mirror with standard layers: move width last, multiply by the exchange matrix, move it back."""
+    swap = layers.Dense(side, use_bias=False, trainable=False, name=f"{name}_mirror")
+    x = layers.Permute((1, 3, 2), name=f"{name}_width_last")(x)
+    x = swap(x)
+    swap.set_weights([np.eye(side, dtype="float32")[::-1]])
+    return layers.Permute((1, 3, 2), name=f"{name}_width_back")(x)
+
+
+def serving_model(members: list[keras.Model], crops: int = 1, flip: bool = False, name: str = "fer_ensemble"
+                  ) -> keras.Model:
+    """One INPUT_CONTRACT model that averages every member's probabilities over fixed crops (and mirrors).
+
+    Standard Keras layers only (Cropping2D, Permute, Dense, Average), so `keras.saving.load_model` reads it
+    with nothing of ferbatch imported, and a reader makes one forward pass for the whole ensemble.
+    """
+    inputs = keras.Input(INPUT_SHAPE, dtype="float32", name="grey_0_255")
+    outputs = []
+    for index, member in enumerate(members):
+        side = int(member.input_shape[1])
+        offsets = crop_offsets(side, crops) if side < IMAGE_SIZE else [(0, 0)]
+        for view, (top, left) in enumerate(offsets):
+            bottom, right = IMAGE_SIZE - side - top, IMAGE_SIZE - side - left
+            x = inputs
+            if side < IMAGE_SIZE:
+                x = layers.Cropping2D(((top, bottom), (left, right)), name=f"m{index}_crop{view}")(inputs)
+            outputs.append(member(x))
+            if flip:
+                outputs.append(member(_mirror(x, side, f"m{index}_crop{view}")))
+    output = outputs[0] if len(outputs) == 1 else layers.Average(name="probabilities_mean")(outputs)
+    return keras.Model(inputs, output, name=name)

@@ -14,17 +14,19 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 
-from ferbatch.classes import NUM_CLASSES
+from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
 from ferbatch.errors import FerbatchError
-from ferbatch.model import Augmentation, create_model, inference_copy, with_augmentation
+from ferbatch.model import Augmentation, create_model, inference_copy, serving_model, with_augmentation
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CALIBRATIONS = ("none", "macro_f1")  # what ferbatch.calibration does after training
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ class TrainConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     # After training: "macro_f1" picks per-class logit biases on PublicTest (ferbatch.calibration).
     calibration: str = "none"
+    optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum)
+    momentum: float = 0.9  # sgd only
+    # 0: the network sees the whole 48x48 face, augmented by Keras layers in the model. A side below 48:
+    # random crops of that side, augmented in the batch pipeline (numpy, keyed by seed, epoch and batch, so a
+    # resumed run sees the very same batches); evaluated on the centre crop.
+    crop: int = 0
+    jit_compile: bool = False  # XLA; about 20% faster per step on 2 CPU cores for crop_cnn
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -56,6 +65,10 @@ class TrainConfig:
             raise FerbatchError("epochs and batch_size must be at least 1")
         if self.calibration not in CALIBRATIONS:
             raise FerbatchError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {self.calibration!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise FerbatchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if not 0 <= self.crop < IMAGE_SIZE:
+            raise FerbatchError(f"crop must be 0 (the whole face) or a side below {IMAGE_SIZE}, not {self.crop}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +109,23 @@ PRESETS: dict[str, TrainConfig] = {
 # where vgg takes 3 to 6 (AMX or not), so it fits one working session. Measured: 1 point below `default`
 # on PublicTest (the small net under-fits with this much augmentation); kept so that figure reproduces.
 PRESETS["fer_cnn_cosine"] = replace(PRESETS["vgg"], architecture="fer_cnn", epochs=45)
+# Issue 11's recipe: what the published 72-73% recipes share, at a width 2 CPU cores can train in resumed
+# chunks: random 40x40 crops, flip, small rotation and scale, random erasing, SGD Nesterov with one warm-up
+# epoch to 0.05 then cosine, weight decay 5e-4, label smoothing 0.1, XLA.
+PRESETS["crop_cnn"] = TrainConfig(
+    architecture="crop_cnn",
+    epochs=60,
+    batch_size=128,
+    learning_rate=0.05,
+    weight_decay=5e-4,
+    label_smoothing=0.1,
+    lr_schedule="cosine",
+    early_stopping_patience=1000,  # a cosine schedule runs to its end
+    optimizer="sgd",
+    crop=40,
+    jit_compile=True,
+    augmentation=Augmentation(flip=True, rotation=10 / 360, zoom=0.1, translation=0.0, erasing=0.5),
+)
 
 
 def preset(name: str) -> TrainConfig:
@@ -119,8 +149,11 @@ class FaceBatches(keras.utils.PyDataset):
         seed: int,
         class_weight: np.ndarray | None = None,
         first_epoch: int = 0,
+        crop: int = 0,
+        augmentation: Augmentation | None = None,
     ) -> None:
         super().__init__()
+        self.crop, self.augmentation = crop, augmentation or Augmentation()
         if len(images) < batch_size:
             raise FerbatchError(f"only {len(images)} training faces, fewer than one batch of {batch_size}")
         self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
@@ -138,13 +171,59 @@ class FaceBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.images[rows, :, :, None].astype("float32")
+        if self.crop:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = augmented_crops(self.images[rows], self.crop, self.augmentation, rng)[..., None]
+        else:
+            x = self.images[rows, :, :, None].astype("float32")
         y = np.eye(NUM_CLASSES, dtype="float32")[self.labels[rows]]
         return x, y, self.sample_weight[rows]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._order = self._permutation()
+
+
+def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """Random `side`-pixel crops of (N, 48, 48) uint8 faces, as float32 0..255, with the recipe's augmentation:
+    rotation and scale about the centre (reflected border), mirror, and random erasing (Zhong et al. 2017:
+    2-40% of the crop, aspect 0.3-3.3, filled with noise).
+    """
+    out = np.empty((len(faces), side, side), dtype=np.float32)
+    margin = IMAGE_SIZE - side
+    centre = (IMAGE_SIZE / 2 - 0.5, IMAGE_SIZE / 2 - 0.5)
+    for i, face in enumerate(faces):
+        # Draw every random number whether or not it is used, so each image consumes a fixed count.
+        angle = rng.uniform(-1, 1) * augmentation.rotation * 360
+        scale = 1 + rng.uniform(-1, 1) * augmentation.zoom
+        top, left = rng.integers(0, margin + 1, size=2)
+        mirror = augmentation.flip and rng.random() < 0.5
+        erase = rng.random() < augmentation.erasing
+        area, log_aspect, ey, ex = rng.uniform(0.02, 0.4), rng.uniform(np.log(0.3), np.log(1 / 0.3)), *rng.random(2)
+        image = face
+        if angle or scale != 1:
+            matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+            image = cv2.warpAffine(face, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT_101)
+        crop = image[top : top + side, left : left + side].astype(np.float32)
+        if mirror:
+            crop = crop[:, ::-1]
+        if erase:
+            aspect = np.exp(log_aspect)
+            h = min(side, max(1, round(np.sqrt(area * side * side * aspect))))
+            w = min(side, max(1, round(np.sqrt(area * side * side / aspect))))
+            y0, x0 = int(ey * (side - h + 1)), int(ex * (side - w + 1))
+            crop = crop.copy()
+            crop[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, size=(h, w))
+        out[i] = crop
+    return out
+
+
+def centre_crops(faces: np.ndarray, side: int) -> np.ndarray:
+    """The centre `side`-pixel square of (N, 48, 48) faces (what a crop network is evaluated on)."""
+    top = (IMAGE_SIZE - side) // 2
+    return np.asarray(faces)[:, top : top + side, top : top + side]
 
 
 def balanced_class_weights(labels: np.ndarray) -> np.ndarray:
@@ -256,6 +335,10 @@ def _load_resume_state(workdir: Path, config: TrainConfig) -> dict | None:
     return state
 
 
+def _evaluation_view(faces: np.ndarray, config: TrainConfig) -> np.ndarray:
+    return centre_crops(faces, config.crop) if config.crop else np.asarray(faces)
+
+
 def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.lr_schedule == "cosine":
@@ -267,10 +350,17 @@ def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> N
             warmup_target=config.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=config.jit_compile,
     )
 
 
@@ -301,10 +391,14 @@ def train(
         config.seed,
         balanced_class_weights(train_labels) if config.class_weights else None,
         first_epoch=state["epochs_done"],
+        crop=config.crop,
+        augmentation=config.augmentation,
     )
     if resumed:
         trainer = keras.saving.load_model(workdir / "checkpoint.keras")
-        classifier = trainer.get_layer(config.architecture)
+        trainer.jit_compile = config.jit_compile
+        # A crop recipe trains the classifier itself; a whole-face one wraps it in augmentation layers.
+        classifier = trainer if config.crop else trainer.get_layer(config.architecture)
         log.info("resuming from %s after epoch %d", workdir, state["epochs_done"])
     else:
         mean = float(train_images.mean() / 255.0)
@@ -312,7 +406,7 @@ def train(
         classifier = create_model(
             config.architecture, pixel_mean=mean, pixel_variance=variance, dtype_policy=config.precision
         )
-        trainer = with_augmentation(classifier, config.augmentation, config.seed)
+        trainer = classifier if config.crop else with_augmentation(classifier, config.augmentation, config.seed)
         _compile(trainer, config, len(batches))
 
     bookkeeping = _Bookkeeping(workdir, config, classifier, state)
@@ -323,7 +417,8 @@ def train(
             batches,
             epochs=config.epochs,
             initial_epoch=state["epochs_done"],
-            validation_data=(public_images[..., None].astype("float32"), np.eye(NUM_CLASSES)[public_labels]),
+            validation_data=(_evaluation_view(public_images, config)[..., None].astype("float32"),
+                             np.eye(NUM_CLASSES)[public_labels]),
             validation_batch_size=256,
             callbacks=[bookkeeping],
             verbose=0,
@@ -331,8 +426,11 @@ def train(
     best = workdir / "best.weights.h5"
     if best.is_file():
         classifier.load_weights(best)
+    served = inference_copy(classifier, config.architecture)
+    if config.crop:
+        served = serving_model([served], crops=1, flip=False, name=config.architecture)
     return TrainResult(
-        classifier=inference_copy(classifier, config.architecture),
+        classifier=served,
         history=state["history"],
         epochs_run=state["epochs_done"],
         best_epoch=state["best_epoch"],
