@@ -5,9 +5,11 @@ prepare_data -> fit -> calibrate -> assess -> register -> promote
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -20,7 +22,7 @@ from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
 from ferbatch.evaluation import classification_metrics, evaluate_splits
 from ferbatch.model import INPUT_CONTRACT
-from ferbatch.registry import ModelRegistry, Promotion, build_card
+from ferbatch.registry import ModelRegistry, Promotion, build_card, runtime_versions
 from ferbatch.training import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,71 @@ def prepare_data(
     return data
 
 
-def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool) -> TrainResult:
-    return train(config, *data.subset("Training"), *data.subset("PublicTest"), workdir / "checkpoints", resume)
+def checkpoint_dir(workdir: Path) -> Path:
+    return Path(workdir) / "checkpoints"
+
+
+def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at: float | None = None,
+        init_weights: keras.Model | None = None) -> TrainResult:
+    return train(config, *data.subset("Training"), *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
+                 stop_at=stop_at, init_weights=init_weights)
+
+
+def training_setup(
+    registry: ModelRegistry,
+    workdir: Path,
+    config: TrainConfig,
+    resume_from: str | None = None,
+    init_from: str | None = None,
+    overrides: dict | None = None,
+) -> tuple[TrainConfig, bool, keras.Model | None]:
+    """(config, resume, init_weights) for a run: continue a registered unfinished run, start from a registered
+    model's weights, or neither. An unfinished run keeps its own recipe: of `overrides` only the epoch budget
+    (plateau schedules) and the calibration apply to it."""
+    if resume_from and init_from:
+        raise FerbatchError("--resume-from continues a run and --init-from starts one: give one of them")
+    if resume_from:
+        card = registry.unfinished_card(resume_from)
+        recipe = TrainConfig.from_dict(card["training_config"])
+        wanted = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if recipe.lr_schedule == "cosine" and wanted.get("epochs", recipe.epochs) != recipe.epochs:
+            raise FerbatchError(f"{resume_from} follows a {recipe.epochs}-epoch cosine schedule; its length is "
+                                "part of the recipe and cannot change on resume")
+        registry.restore_unfinished(resume_from, checkpoint_dir(workdir))
+        log.info("resuming unfinished run %s (%s) after epoch %d of %d", resume_from, card.get("preset"),
+                 card["epochs_done"], recipe.epochs)
+        return recipe.with_overrides(epochs=wanted.get("epochs"), calibration=wanted.get("calibration")), True, None
+    if init_from:
+        return config, False, registry.load_model(registry.resolve(init_from))
+    return config, False, None
+
+
+def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data: FerData | None = None) -> dict:
+    """The card of an unfinished run, from the recipe its checkpoint state records."""
+    state_file = Path(checkpoints) / "state.json"
+    if not state_file.is_file():
+        raise FerbatchError(f"{checkpoints}: no interrupted training run here (no state.json)")
+    config = TrainConfig.from_dict(json.loads(state_file.read_text())["config"])
+    return {
+        "architecture": config.architecture,
+        "preset": preset_name,
+        "training_config": config.to_dict(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "runtime": runtime_versions(),
+        "data": data.summary() if data is not None else None,
+        "selection": "checkpoint chosen on PublicTest only",
+    }
+
+
+def register_unfinished(registry: ModelRegistry, config: TrainConfig, result: TrainResult, workdir: Path,
+                        preset_name: str | None = None, data: FerData | None = None) -> str:
+    """Register the run's checkpoint as an unfinished version that `--resume-from` continues anywhere."""
+    card = unfinished_card_for(checkpoint_dir(workdir), preset_name, data)
+    version = registry.register_unfinished(checkpoint_dir(workdir), card)
+    log.info("registered unfinished run %s: epoch %d of %d, best PublicTest %.4f so far; continue with "
+             "`ferbatch train --resume-from %s`", version, result.epochs_run, config.epochs,
+             result.best_public_accuracy, version)
+    return version
 
 
 def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> dict | None:
@@ -111,8 +176,12 @@ def register(
     )
     card["history"] = result.history
     card["calibration"] = calibration
+    card["run_id"] = result.run_id
+    card["chunks"] = result.chunks
     version = registry.register(result.classifier, card, pictures)
     log.info("registered model %s in %s", version, registry.root)
+    for superseded in registry.remove_unfinished(result.run_id):
+        log.info("removed %s: the run it held has finished as %s", superseded, version)
     return version
 
 
