@@ -97,9 +97,9 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
         raise click.UsageError("give --data FILE or set train.data in the configuration")
     preset_name = preset_name or config.train.preset
     models_dir = models_dir or config.models_dir
-    from ferbatch.training import preset
+    from ferbatch.training import recipe
 
-    preset(preset_name)  # fail on an unknown preset before anything starts
+    recipe(preset_name)  # fail on an unknown preset before anything starts
     from flows.retrain import retrain
 
     hand_logging_to_prefect()
@@ -296,9 +296,9 @@ def report(out_dir: Path, as_json: bool) -> None:
 @cli.command()
 def presets() -> None:
     """List the named training recipes."""
-    from ferbatch.training import PRESETS
+    from ferbatch.training import ENSEMBLES, PRESETS
 
-    for name, config in PRESETS.items():
+    for name, config in [*PRESETS.items(), *ENSEMBLES.items()]:
         click.echo(f"{name}: {json.dumps(config.to_dict())}")
 
 
@@ -341,16 +341,21 @@ def list_models(models_dir: Path | None) -> None:
 
 
 @models.command("register-unfinished")
+@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="The FER2013 CSV the run trains on.")
 @click.option("--preset", "preset_name", default=None, help="The preset the run was started with (for the card).")
 @_models_dir_option
-def register_unfinished_run(preset_name: str | None, models_dir: Path | None) -> None:
-    """Register the work folder's interrupted run as an unfinished version (to commit and resume elsewhere)."""
+def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir: Path | None) -> None:
+    """Register the work folder's run (in progress or interrupted) as an unfinished version to commit and
+    continue elsewhere with `train --resume-from`."""
+    from ferbatch.data import source_digests
     from ferbatch.registry import ModelRegistry, default_models_dir
     from ferbatch.retraining import checkpoint_dir, unfinished_card_for, work_dir
 
     registry = ModelRegistry(models_dir or default_models_dir())
     workdir = checkpoint_dir(work_dir(registry.root))
-    version = registry.register_unfinished(workdir, unfinished_card_for(workdir, preset_name))
+    card = unfinished_card_for(workdir, preset_name)
+    card["data"] = {"sources": source_digests(data_path)}
+    version = registry.register_unfinished(workdir, card)
     card = registry.unfinished_card(version)
     click.echo(f"registered unfinished run {version}: epoch {card['epochs_done']} of "
                f"{card['training_config']['epochs']}, {card['bytes'] / 1e6:.1f} MB")

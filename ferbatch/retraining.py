@@ -21,9 +21,9 @@ from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
 from ferbatch.evaluation import classification_metrics, evaluate_splits
-from ferbatch.model import INPUT_CONTRACT
+from ferbatch.model import INPUT_CONTRACT, serving_model
 from ferbatch.registry import ModelRegistry, Promotion, build_card, runtime_versions
-from ferbatch.training import TrainConfig, TrainResult, train
+from ferbatch.training import EnsembleRecipe, TrainConfig, TrainResult, preset, same_architecture, train
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,59 @@ def training_setup(
     if init_from:
         return config, False, registry.load_model(registry.resolve(init_from))
     return config, False, None
+
+
+def find_member(registry: ModelRegistry, config: TrainConfig, sources: dict) -> tuple[str | None, str | None]:
+    """(finished, unfinished) registered versions of an ensemble member with this recipe on this data."""
+    def same(card: dict) -> bool:
+        return _same_recipe(config, card.get("training_config")) and (card.get("data") or {}).get("sources") == sources
+
+    finished = [v for v in registry.versions() if registry.card(v).get("role") == "member" and same(registry.card(v))]
+    unfinished = [v for v in registry.unfinished_versions() if same(registry.unfinished_card(v))]
+    return (finished[-1] if finished else None), (unfinished[-1] if unfinished else None)
+
+
+def assemble(members: list[keras.Model], recipe: EnsembleRecipe, name: str) -> keras.Model:
+    """One model.keras that averages the members' probabilities over the recipe's views."""
+    architecture = preset(recipe.member).architecture
+    networks = [same_architecture(member, architecture) for member in members]
+    return serving_model(networks, crops=recipe.crops, flip=recipe.flip, name=name)
+
+
+def member_summary(registry: ModelRegistry, version: str) -> dict:
+    """What an ensemble's card says of each member: its own metrics, curve and training time."""
+    card = registry.card(version)
+    recalls = {split: {c: round(card["metrics"][split]["plain"]["per_class"][c]["recall"], 4) for c in CLASS_NAMES}
+               for split in card["metrics"]}
+    return {
+        "version": version, "seed": card["training_config"]["seed"], "best_epoch": card["best_epoch"],
+        "epochs_run": card["epochs_run"], "wall_time_s": card["wall_time_s"], "chunks": card.get("chunks", []),
+        "accuracy": {split: round(card["metrics"][split]["plain"]["accuracy"], 4) for split in card["metrics"]},
+        "recall": recalls, "public_test_curve": [round(a, 4) for a in card["history"].get("val_accuracy", [])],
+    }
+
+
+def register_ensemble(registry: ModelRegistry, name: str, recipe: EnsembleRecipe, data: FerData,
+                      model: keras.Model, metrics: dict, member_versions: list[str]) -> str:
+    members = [member_summary(registry, v) for v in member_versions]
+    card = build_card(
+        architecture=f"{len(members)}x{preset(recipe.member).architecture}",
+        parameters=int(model.count_params()),
+        training_config={"ensemble": recipe.to_dict(), "member": preset(recipe.member).to_dict()},
+        data_summary=data.summary(),
+        metrics=metrics,
+        epochs_run=sum(m["epochs_run"] for m in members),
+        best_epoch=0,
+        wall_time_s=round(sum(m["wall_time_s"] for m in members), 2),
+        stopped_early=False,
+        input_contract=INPUT_CONTRACT,
+    )
+    card.update(preset=name, role="ensemble", members=members, history={},
+                views={"crops": recipe.crops, "flip": recipe.flip, "count": len(members) * recipe.crops
+                       * (2 if recipe.flip else 1)}, calibration=None)
+    version = registry.register(model, card)
+    log.info("registered ensemble %s of %s", version, ", ".join(member_versions))
+    return version
 
 
 def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data: FerData | None = None) -> dict:
@@ -151,8 +204,12 @@ def register(
     metrics: dict,
     report_dir: Path,
     calibration: dict | None = None,
+    preset_name: str | None = None,
+    role: str = "model",
 ) -> str:
-    """Write curves and confusion matrices, build the card and register a new version."""
+    """Write curves and confusion matrices, build the card and register a new version.
+
+    role: "model" (a candidate for promotion) or "member" (one network of an ensemble preset)."""
     pictures = [plots.training_curves(result.history, report_dir / "training_curves.png")]
     for split, by_mode in metrics.items():
         for mode, values in by_mode.items():
@@ -176,8 +233,7 @@ def register(
     )
     card["history"] = result.history
     card["calibration"] = calibration
-    card["run_id"] = result.run_id
-    card["chunks"] = result.chunks
+    card.update(run_id=result.run_id, chunks=result.chunks, preset=preset_name, role=role)
     version = registry.register(result.classifier, card, pictures)
     log.info("registered model %s in %s", version, registry.root)
     for superseded in registry.remove_unfinished(result.run_id):
@@ -205,7 +261,7 @@ class RetrainDecision:
 
 def retrain_decision(
     registry: ModelRegistry,
-    config: TrainConfig,
+    config: TrainConfig | EnsembleRecipe,
     data_path: str | Path,
     ferplus_labels: str | Path | None = None,
     extra_folder: str | Path | None = None,
@@ -226,8 +282,11 @@ def retrain_decision(
     return RetrainDecision(False, f"model {current} was trained on the same data with the same config")
 
 
-def _same_recipe(config: TrainConfig, on_card: dict | None) -> bool:
+def _same_recipe(config: TrainConfig | EnsembleRecipe, on_card: dict | None) -> bool:
     """Compare through TrainConfig, so a card written before a setting existed reads as its default."""
+    if isinstance(config, EnsembleRecipe):
+        return (on_card or {}).get("ensemble") == config.to_dict() and _same_recipe(
+            preset(config.member), on_card.get("member"))
     try:
         return on_card is not None and TrainConfig.from_dict(on_card) == config
     except (FerbatchError, TypeError):

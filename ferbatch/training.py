@@ -130,9 +130,42 @@ PRESETS["crop_cnn"] = TrainConfig(
 )
 
 
+@dataclass(frozen=True)
+class EnsembleRecipe:
+    """Several networks of one preset, each with its own seed, served as one model.keras that averages their
+    probabilities over fixed views of the face (ferbatch.model.serving_model)."""
+
+    member: str  # the preset each member trains with
+    seeds: tuple[int, ...]
+    crops: int = 1  # 1 = the centre crop, 5 = centre and corners
+    flip: bool = True  # also the mirrored views
+
+    def member_configs(self) -> list[TrainConfig]:
+        return [preset(self.member).with_overrides(seed=seed) for seed in self.seeds]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seeds": list(self.seeds)}
+
+
+# Ensemble presets: `ferbatch train --preset NAME` trains the members one after another (each resumable,
+# in chunks with --stop-after), then assembles, evaluates, registers and promotes the whole.
+ENSEMBLES: dict[str, EnsembleRecipe] = {
+    "crop_cnn_x3": EnsembleRecipe(member="crop_cnn", seeds=(1234, 2345, 3456), crops=1, flip=True),
+}
+
+
 def preset(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def recipe(name: str) -> TrainConfig | EnsembleRecipe:
+    """A single-network preset or an ensemble preset, by name."""
+    if name in ENSEMBLES:
+        return ENSEMBLES[name]
+    if name not in PRESETS:
+        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
     return PRESETS[name]
 
 
@@ -441,7 +474,7 @@ def train(
             dtype_policy=config.precision,
         )
         if init_weights is not None:
-            classifier.set_weights(_same_architecture(init_weights, config.architecture).get_weights())
+            classifier.set_weights(same_architecture(init_weights, config.architecture).get_weights())
             log.info("starting from the weights of %s", init_weights.name)
         trainer = classifier if config.crop else with_augmentation(classifier, config.augmentation, config.seed)
         _compile(trainer, config, len(batches))
@@ -495,7 +528,7 @@ def _add_run_identity(state: dict) -> None:
                             "wall_time_s": round(sum(state["history"].get("epoch_s", [])), 2)}] if done else []
 
 
-def _same_architecture(model: keras.Model, architecture: str) -> keras.Model:
+def same_architecture(model: keras.Model, architecture: str) -> keras.Model:
     """`model` itself, or the one network of that architecture inside a serving wrapper."""
     if model.name == architecture and not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
