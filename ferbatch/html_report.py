@@ -386,10 +386,9 @@ def _header(run: RunData, counts: dict) -> list[str]:
         (counts["n_error"], "errors"), (counts["n_faces"], "faces"),
         ("–" if mean is None else f"{mean:+.2f}", "mean sentiment score"),
     ]
-    kpi_html = "".join(
-        f'<div class="kpi"><b class="{"error" if label == "errors" and value else mean_class if "score" in label else ""}">'
-        f"{_e(value)}</b><span>{_e(label)}</span></div>" for value, label in kpis
-    )
+    classes = {"errors": "error" if counts["n_error"] else "", "mean sentiment score": mean_class}
+    kpi_html = "".join(f'<div class="kpi"><b class="{classes.get(label, "")}">{_e(value)}</b>'
+                       f"<span>{_e(label)}</span></div>" for value, label in kpis)
     rows = [
         ("Run", f"<code>{_e(run.run_id)}</code>"),
         ("Run date", _e(run_date if run_date is not None else "?")),

@@ -79,7 +79,7 @@ def test_the_page_shows_the_run_report_picks_with_every_chart_and_loads_nothing(
     for heading in ("Sentiment", "By folder", "By taken date", "Emotions", "Faces per image", "Errors",
                     "Across runs"):
         assert f"<h2>{heading}</h2>" in page
-    assert page.count('src="data:image/png;base64,') == 8
+    assert page.count('src="data:image/png;base64,') == 7
     assert "decompression bomb refused" in page and "bad/zero_bytes.jpg" in page
     # Images at the top of a scanned folder get a visible label, and undated images are counted, not hidden.
     undated = images.taken_at.isna().sum()
@@ -95,7 +95,6 @@ def test_an_older_run_by_id_and_an_unknown_one(scored, tmp_path):
     first = sorted(load_run(scored).runs.run_id)[0]
     page = write_html_report(scored, tmp_path / "old.html", run_id=first).read_text()
     assert f"run {first}" in page and "<h2>Errors</h2>" in page and "No errors" in page
-    assert "No image in this run has an EXIF date" in page  # the first run had only the sample photos
     with pytest.raises(FerbatchError, match="no run 'nope'"):
         write_html_report(scored, tmp_path / "x.html", run_id="nope")
 
@@ -113,6 +112,18 @@ def test_a_run_with_only_errors_shows_the_reasons_and_no_sentiment_charts(tmp_pa
     assert "<h2>Errors</h2>" in page and "Error reasons" in page
     assert "<h2>Emotions</h2>" not in page and "<h2>By folder</h2>" not in page
     assert "No image in this run could be read." in page
+
+
+def test_a_run_without_exif_dates_says_so_instead_of_an_empty_chart(tmp_path):
+    for name, width in {"a/one.jpg": 150, "a/two.jpg": 250, "three.jpg": 350}.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(encode(synthetic(width, 120, seed=width), "JPEG"))
+    _score(tmp_path / "in", tmp_path / "out")
+    page = write_html_report(tmp_path / "out", tmp_path / "r.html").read_text()
+    section = page[page.index("<h2>By taken date</h2>"):page.index("<h2>Emotions</h2>")]
+    assert "No image in this run has an EXIF date" in section and "<img" not in section
+    assert page.count("<img") == 4  # overall, by folder, emotions, faces per image (no errors, one run)
+    assert "No errors" in page and "<h2>Across runs</h2>" not in page
 
 
 def test_no_runs_is_a_one_line_error(tmp_path):
@@ -156,7 +167,7 @@ def test_chromium_renders_the_page_offline_without_console_errors(scored, tmp_pa
     result = browser.load(report.resolve().as_uri())
     assert result.problems == []
     assert all(url.startswith(("file:", "data:")) for url in result.requests), result.requests
-    assert len(result.images) == 8 and all(complete and width > 500 for complete, width in result.images)
+    assert len(result.images) == 7 and all(complete and width > 500 for complete, width in result.images)
 
     shot = _save("html-report.png", result.screenshot, tmp_path)
     image = Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")
