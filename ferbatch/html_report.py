@@ -26,6 +26,7 @@ from ferbatch.errors import FerbatchError
 SENTIMENTS = ("negative", "neutral", "positive")  # left to right in the stacked bars
 COLOURS = {"positive": "#2e9e4f", "neutral": "#a3a3a3", "negative": "#d1403c"}
 STATUS_COLOURS = {"ok": "#4a78b5", "no_face": "#cfd6df", "error": "#e08b2c"}
+STATUS_LABELS = {"ok": "with faces", "no_face": "no face", "error": "error"}
 # The documented default (README, "Sentiment"); a run's own map comes from its Parquet metadata when present.
 DEFAULT_SENTIMENT = {"Happy": "positive", "Angry": "negative", "Disgust": "negative", "Fear": "negative",
                      "Sad": "negative", "Neutral": "neutral", "Surprise": "neutral"}
@@ -200,10 +201,11 @@ def _score_bars(ax, table: pd.DataFrame) -> None:
         if score is None or score != score:
             ax.text(0.03, i, "–", va="center", fontsize=8, color="#666666")
         else:
-            ax.text(value + (0.03 if value >= 0 else -0.03), i, f"{score:+.2f}", va="center", fontsize=8,
-                    ha="left" if value >= 0 else "right")
+            ax.text(value + (0.03 if value >= 0 else -0.03), i, f"{score:+.2f}".replace("-", "−"), va="center",
+                    fontsize=8, ha="left" if value >= 0 else "right")
     ax.axvline(0, color="#444444", linewidth=0.8)
     ax.set_xlim(-1, 1)
+    ax.set_xticks([-1, -0.5, 0, 0.5, 1], ["−1", "−0.5", "0", "+0.5", "+1"])
     ax.set_xlabel("mean sentiment score (−1 … +1)")
     ax.tick_params(axis="y", left=False)
     _style(ax)
@@ -219,18 +221,21 @@ def _group_chart(table: pd.DataFrame, labels: list[str], title: str) -> str:
     share_ax.set_title("Sentiment share", fontsize=10, loc="left")
     score_ax.set_title("Mean sentiment score", fontsize=10, loc="left")
     figure.suptitle(title, fontsize=12, x=0.01, ha="left", fontweight="bold")
-    handles, names = share_ax.get_legend_handles_labels()
-    figure.legend(handles[::-1], names[::-1], loc="outside lower center", ncols=3, frameon=False, fontsize=9)
+    figure.legend(*share_ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False,
+                  fontsize=9)
     return _png(figure)
 
 
 def _overall_chart(counts: dict) -> str:
-    figure = _figure(10, 1.5)
+    figure = _figure(10, 1.6)
     ax = figure.subplots()
-    _share_bars(ax, [f"all images with faces  (n={counts['n_ok']})"], pd.DataFrame([counts]))
-    ax.set_title("Sentiment share, whole run", fontsize=12, loc="left", fontweight="bold")
-    ax.legend(*[x[::-1] for x in ax.get_legend_handles_labels()], loc="upper center", bbox_to_anchor=(0.5, -0.7),
-              ncols=3, frameon=False, fontsize=9)
+    _share_bars(ax, [""], pd.DataFrame([counts]))
+    ax.tick_params(axis="y", left=False)
+    ax.spines["left"].set_visible(False)
+    mean = counts["mean_sentiment_score"]
+    figure.suptitle(f"Whole run: {counts['n_ok']} images with faces, mean sentiment score {mean:+.2f}",
+                    fontsize=12, x=0.01, ha="left", fontweight="bold")
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False, fontsize=9)
     return _png(figure)
 
 
@@ -294,9 +299,16 @@ def _faces_chart(readable: pd.DataFrame) -> str:
     return _png(figure)
 
 
+def _run_label(run_id: str) -> str:
+    """20261127T174645Z-cb5fdf -> '2026-11-27\n17:46:45' (run ids start with their UTC start time)."""
+    try:
+        return f"{datetime.strptime(run_id.split('-')[0], '%Y%m%dT%H%M%SZ'):%Y-%m-%d\n%H:%M:%S}"
+    except ValueError:
+        return run_id
+
+
 def _runs_chart(runs: pd.DataFrame) -> str:
-    labels = [f"{pd.Timestamp(d):%Y-%m-%d}\n{r.split('-')[0][9:15]}" for d, r in zip(runs.run_date, runs.run_id,
-                                                                                        strict=True)]
+    labels = [_run_label(run_id) for run_id in runs.run_id]
     figure = _figure(10, 6.2)
     share_ax, score_ax, count_ax = figure.subplots(3, 1, sharex=True, height_ratios=[3, 2, 2])
     x = range(len(runs))
@@ -320,7 +332,7 @@ def _runs_chart(runs: pd.DataFrame) -> str:
     bottom = [0] * len(runs)
     for status in ("ok", "no_face", "error"):
         values = runs[f"n_{status}"].astype(int).tolist()
-        count_ax.bar(x, values, bottom=bottom, color=STATUS_COLOURS[status], label=status.replace("_", " "),
+        count_ax.bar(x, values, bottom=bottom, color=STATUS_COLOURS[status], label=STATUS_LABELS[status],
                      width=0.7)
         bottom = [a + b for a, b in zip(bottom, values, strict=True)]
     count_ax.set_ylabel("images")
@@ -354,6 +366,10 @@ img { width: 100%; height: auto; display: block; margin: 8px 0; }
 .positive { color: #2e9e4f; } .negative { color: #d1403c; } .neutral { color: #777; } .error { color: #b8641a; }
 code { font-size: 13px; }
 """
+
+
+_GROUP_NOTE = ('<p class="sub">n = images with faces / all images in the group; shares and the mean score are '
+               "over the images with faces.</p>")
 
 
 def _e(value: object) -> str:
@@ -455,6 +471,7 @@ def _folder_section(images: pd.DataFrame) -> list[str]:
                            f"({int(rest.n_images.sum())} images) are left out of the chart."))
         table = table.iloc[:MAX_GROUPS]
     labels = [g if g else TOP_LEVEL for g in table.group]
+    parts.append(_GROUP_NOTE)
     parts.append(_img(_group_chart(table, labels, "By folder (first-level subfolder of each scanned folder)"),
                       "Sentiment share and mean score by folder"))
     return parts
@@ -474,6 +491,7 @@ def _date_section(images: pd.DataFrame) -> list[str]:
     if days.nunique() > MAX_DAYS:
         days, unit = pd.to_datetime(dated.taken_at, utc=True).dt.strftime("%Y-%m"), "month"
     table = _by_group(dated, days)
+    parts.append(_GROUP_NOTE)
     if not len(table.n_ok.to_numpy().nonzero()[0]):
         parts.append(_note("None of the dated images had a face."))
     parts.append(_img(_group_chart(table, table.group.tolist(), f"By taken date (EXIF, UTC, per {unit})"),
