@@ -36,6 +36,8 @@ MAX_DAYS = 45  # more distinct taken dates than this are charted by month
 MAX_RUNS = 30  # runs in the across-runs chart
 MAX_REASONS = 12
 DPI = 144
+IMAGE_COLUMNS = ["run_id", "run_date", "scored_at", "root", "path", "folder", "taken_at", "status", "error",
+                 "n_faces", "emotion", "sentiment", "sentiment_score", "model_version", "detector"]
 
 
 @dataclass
@@ -111,7 +113,7 @@ def load_run(out_dir: str | Path, run_id: str | None = None) -> RunData:
         run_id = latest_run_id(out_dir)
     elif run_id not in set(runs.run_id):
         raise FerbatchError(f"{out_dir}: no run {run_id!r} (latest: {runs.run_id.max()})")
-    images = _read(out_dir, "images", run_id)
+    images = _read(out_dir, "images", run_id, columns=IMAGE_COLUMNS)
     faces = _read(out_dir, "faces", run_id, columns=["emotion", "sentiment"])
     metadata = {}
     if files := _files(out_dir, "images", run_id) or _files(out_dir, "aggregates", run_id):

@@ -6,6 +6,8 @@ import io
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -124,6 +126,18 @@ def test_a_run_without_exif_dates_says_so_instead_of_an_empty_chart(tmp_path):
     assert "No image in this run has an EXIF date" in section and "<img" not in section
     assert page.count("<img") == 4  # overall, by folder, emotions, faces per image (no errors, one run)
     assert "No errors" in page and "<h2>Across runs</h2>" not in page
+
+
+def test_a_folder_with_only_a_run_that_scored_nothing(tmp_path):
+    (tmp_path / "in").mkdir()
+    _score(tmp_path / "in", tmp_path / "out")
+    page = write_html_report(tmp_path / "out", tmp_path / "r.html").read_text()
+    assert "This run scored no images" in page and "<img" not in page
+
+
+def test_the_module_needs_no_tensorflow():
+    code = "import sys, ferbatch.html_report; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
 
 
 def test_no_runs_is_a_one_line_error(tmp_path):
