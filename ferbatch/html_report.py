@@ -140,11 +140,7 @@ def _counts(images: pd.DataFrame) -> dict:
 def _by_group(images: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
     """Per group: images, images with faces, sentiment shares over those, mean score."""
     frame = images.assign(_key=key)
-    rows = []
-    for value, group in frame.groupby("_key", sort=True):
-        counts = _counts(group)
-        rows.append({"group": value, **counts})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"group": value, **_counts(group)} for value, group in frame.groupby("_key", sort=True)])
 
 
 def _error_reason(text: str) -> str:
@@ -160,9 +156,9 @@ def _png(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure(width: float, height: float, **kwargs) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained", **kwargs)
-    return figure
+def _figure(width: float, height: float) -> Figure:
+    """A figure on matplotlib's Agg canvas (savefig picks it for PNG), without pyplot's global state."""
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def _style(ax) -> None:
@@ -494,7 +490,7 @@ def _date_section(images: pd.DataFrame) -> list[str]:
         days, unit = pd.to_datetime(dated.taken_at, utc=True).dt.strftime("%Y-%m"), "month"
     table = _by_group(dated, days)
     parts.append(_GROUP_NOTE)
-    if not len(table.n_ok.to_numpy().nonzero()[0]):
+    if not table.n_ok.any():
         parts.append(_note("None of the dated images had a face."))
     parts.append(_img(_group_chart(table, table.group.tolist(), f"By taken date (EXIF, UTC, per {unit})"),
                       f"Sentiment share and mean score per {unit} taken"))
