@@ -518,7 +518,8 @@ def _error_section(images: pd.DataFrame) -> list[str]:
     rows = "".join(f"<tr><td><code>{_e(p)}</code></td><td>{_e(e)}</td></tr>"
                    for p, e in zip(examples.path, examples.error.fillna(""), strict=True))
     more = f" (first 20 of {len(errors)})" if len(errors) > 20 else ""
-    parts.append(f"<p>Files{more}:</p><table><tr><th>path</th><th>error</th></tr>{rows}</table>")
+    parts.append(f"<p>Files that could not be scored{more}:</p>"
+                 f"<table><tr><th>path</th><th>error</th></tr>{rows}</table>")
     return parts
 
 

@@ -101,19 +101,30 @@ def test_an_older_run_by_id_and_an_unknown_one(scored, tmp_path):
         write_html_report(scored, tmp_path / "x.html", run_id="nope")
 
 
-def test_a_run_with_only_errors_shows_the_reasons_and_no_sentiment_charts(tmp_path):
+def _only_errors(tmp_path: Path) -> Path:
     folder = tmp_path / "in"
     write_good_and_bad(folder)
     shutil.rmtree(folder / "good")
-    for path in (folder / "bad").iterdir():
-        if not path.is_symlink() and path.suffix == ".jpg" and path.stat().st_size > 1000:
-            path.unlink()  # the one readable file among the bad ones
+    (folder / os.fsdecode(b"bad/caf\xe9-latin1.jpg")).unlink()  # the one readable file among the bad ones
     _score(folder, tmp_path / "out")
-    page = write_html_report(tmp_path / "out", tmp_path / "r.html").read_text()
+    return tmp_path / "out"
+
+
+def _nothing_scored(tmp_path: Path) -> Path:
+    (tmp_path / "in").mkdir()
+    _score(tmp_path / "in", tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_a_run_with_only_errors_shows_the_reasons_and_no_sentiment_charts(tmp_path):
+    page = write_html_report(_only_errors(tmp_path), tmp_path / "r.html").read_text()
     assert "No image in this run had a face" in page
     assert "<h2>Errors</h2>" in page and "Error reasons" in page
     assert "<h2>Emotions</h2>" not in page and "<h2>By folder</h2>" not in page
     assert "No image in this run could be read." in page
+    for reason in ("empty file", "corrupt or truncated image", "not an image", "decompression bomb", "too large",
+                   "unreadable"):
+        assert f"<td>{reason}" in page
 
 
 def test_a_run_without_exif_dates_says_so_instead_of_an_empty_chart(tmp_path):
@@ -129,9 +140,7 @@ def test_a_run_without_exif_dates_says_so_instead_of_an_empty_chart(tmp_path):
 
 
 def test_a_folder_with_only_a_run_that_scored_nothing(tmp_path):
-    (tmp_path / "in").mkdir()
-    _score(tmp_path / "in", tmp_path / "out")
-    page = write_html_report(tmp_path / "out", tmp_path / "r.html").read_text()
+    page = write_html_report(_nothing_scored(tmp_path), tmp_path / "r.html").read_text()
     assert "This run scored no images" in page and "<img" not in page
 
 
@@ -194,6 +203,14 @@ def test_chromium_renders_the_page_offline_without_console_errors(scored, tmp_pa
         return sum(abs(a - b) for a, b in zip(rgb, target, strict=True)) < 40
 
     assert any(near(c, (0x2E, 0x9E, 0x4F)) for c in colours) and any(near(c, (0xD1, 0x40, 0x3C)) for c in colours)
+
+
+@pytest.mark.parametrize("make", [_only_errors, _nothing_scored])
+def test_chromium_renders_the_edge_case_pages_cleanly(make, tmp_path, browser):
+    report = write_html_report(make(tmp_path), tmp_path / "report.html")
+    result = browser.load(report.resolve().as_uri())
+    assert result.problems == [] and all(complete and width for complete, width in result.images)
+    _save(f"html-report-{make.__name__.strip('_')}.png", result.screenshot, tmp_path)
 
 
 def test_the_browser_check_does_see_errors_and_remote_loads(tmp_path, browser):
