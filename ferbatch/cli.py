@@ -278,8 +278,15 @@ def show_config(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("out_dir", type=EXISTING_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def report(out_dir: Path, as_json: bool) -> None:
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Instead, write that run's charts to one self-contained HTML FILE.")
+def report(out_dir: Path, as_json: bool, html_file: Path | None) -> None:
     """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
+    if html_file is not None:
+        from ferbatch.html_report import write_html_report
+
+        click.echo(f"wrote {write_html_report(out_dir, html_file)}")
+        return
     from ferbatch.console import print_aggregates
     from ferbatch.reports import latest_aggregates
 
