@@ -31,9 +31,11 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
-# Decoded samples one image may need (width x height x channels x bytes per sample, from its header):
-# an 80 MP 8-bit RGB photo is 240 MB; a 616 KB 8900x8900 16-bit RGBA PNG "zlib bomb" is 634 MB.
-DEFAULT_MAX_DECODED_BYTES = 256 * 2**20
+# Decoded samples one image may need (width x height x channels x bytes per sample, from its header), and
+# the most in flight across a process's decoding threads: 134 MB is a 44 MP 8-bit RGB or 33 MP RGBA PNG;
+# a 616 KB 8900x8900 16-bit RGBA PNG "zlib bomb" would be 634 MB. A JPEG over it is decoded reduced (DCT
+# scaling) instead. Sized so a run stays under 1.5 GB peak RSS at the default 2 workers (README, Limits).
+DEFAULT_MAX_DECODED_BYTES = 128 * 2**20
 # Older cameras and editors write placeholder dates (0000:00:00, 0001:01:01); nothing was photographed
 # before 1826, so earlier dates are taken to be no date at all.
 _FIRST_PHOTOGRAPH_YEAR = 1826
@@ -338,6 +340,9 @@ class DecodeBudget:
 DECODE_BUDGET = DecodeBudget(DEFAULT_MAX_DECODED_BYTES)
 
 
+_BAND = 256  # rows converted at a time, so a large image needs its own pixels and the result, no more
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         wide = np.asarray(image, dtype=np.float32)
@@ -347,19 +352,35 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode == "F":
         grey = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent areas become white, as a viewer would show them on a page; blended in bands of
-        # rows so a large image needs one RGBA copy and the RGB result, not several full-size temporaries.
-        rgba = np.asarray(image if image.mode == "RGBA" else image.convert("RGBA"))
-        rgb = np.empty((*rgba.shape[:2], 3), np.uint8)
-        for top in range(0, rgba.shape[0], 256):
-            band = rgba[top : top + 256].astype(np.uint16)
-            alpha = band[..., 3:4]
-            rgb[top : top + 256] = (band[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
-        return rgb
     if image.mode == "RGB":
         return np.asarray(image)
-    return np.asarray(image.convert("RGB"))
+    # Converted in bands of rows, so a large image needs its own pixels and the RGB result, not full-size
+    # intermediate copies (RGBA copy, white background, composite).
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    for top in range(0, height, _BAND):
+        band = image.crop((0, top, width, min(height, top + _BAND)))
+        if transparent:
+            # Transparent areas become white, as a viewer would show them on a page.
+            rgba = np.asarray(band.convert("RGBA"), dtype=np.uint16)
+            alpha = rgba[..., 3:4]
+            rgb[top : top + _BAND] = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        else:
+            rgb[top : top + _BAND] = np.asarray(band.convert("RGB"))
+    return rgb
+
+
+def _jpeg_reduction(width: int, height: int, ratio: float | None, full_bytes: int, max_bytes: int) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) for a JPEG: as Pillow's draft picks it for `ratio`, then
+    halved further while the decoded bytes would be over `max_bytes`."""
+    denominator = 1
+    if ratio is not None:
+        fits = min(width // math.ceil(width * ratio), height // math.ceil(height * ratio))
+        denominator = next(s for s in (8, 4, 2, 1) if fits >= s)
+    while full_bytes > max_bytes * denominator**2 and denominator < 8:
+        denominator *= 2
+    return denominator
 
 
 def decode(
@@ -389,12 +410,14 @@ def decode(
             if width < 1 or height < 1:
                 raise ImageError(f"empty image: {width}x{height}")
             image.seek(0)  # first frame of a GIF, WebP or TIFF
-            side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
-            if min_long_side and image.format == "JPEG" and side > min_long_side:
-                ratio = min_long_side / side
-                image.draft(None, (math.ceil(width * ratio), math.ceil(height * ratio)))
-            channels, sample = sample_layout(image)  # after draft: a reduced JPEG decodes smaller
-            needed = image.size[0] * image.size[1] * channels * sample
+            channels, sample = sample_layout(image)
+            if image.format == "JPEG":  # decoded reduced for speed, and to fit max_decoded_bytes
+                side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
+                ratio = min_long_side / side if min_long_side and side > min_long_side else None
+                reduce = _jpeg_reduction(width, height, ratio, width * height * channels * sample, max_decoded_bytes)
+                if reduce > 1:
+                    image.draft(None, (width // reduce, height // reduce))
+            needed = image.size[0] * image.size[1] * channels * sample  # after draft: what really decodes
             if needed > max_decoded_bytes:
                 raise ImageError(
                     f"too large to decode: {width}x{height} pixels x {channels} channels x {8 * sample}-bit"

@@ -82,7 +82,7 @@ def test_a_png_zlib_bomb_under_the_pixel_limit_is_refused_by_its_decoded_bytes_b
     decoded_pixels = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded_pixels.append(self) or None)
     with pytest.raises(ImageError, match=r"^too large to decode: 8900x8900 pixels x 4 channels x 16-bit is 634 MB "
-                                          r"decoded, over the limit of 268 MB$"):
+                                          r"decoded, over the limit of 134 MB$"):
         decode(zlib_bomb)
     assert decoded_pixels == []  # refused from the header: not one pixel decoded
 
@@ -103,11 +103,14 @@ def test_the_decoded_byte_limit_counts_bytes_per_sample_and_channels_not_pixels(
     assert decode(rgba16, max_decoded_bytes=8_000_000).rgb.shape == (1000, 1000, 3)
 
 
-def test_a_large_jpeg_is_judged_by_the_reduced_size_it_will_really_decode_to():
+def test_a_jpeg_over_the_byte_limit_is_decoded_reduced_not_refused():
     data = (PHOTOS / "fr_obama_and_biden.jpg").read_bytes()  # 2000 x 1428 x 3 = 8.6 MB in full
-    with pytest.raises(ImageError, match="too large to decode"):
-        decode(data, max_decoded_bytes=3_000_000)
-    assert decode(data, min_long_side=960, max_decoded_bytes=3_000_000).scale == 0.5  # 2.1 MB at 1/2
+    fits_at_half = decode(data, max_decoded_bytes=3_000_000)  # 2.1 MB at 1/2
+    assert (fits_at_half.scale, fits_at_half.width, fits_at_half.rgb.shape) == (0.5, 2000, (714, 1000, 3))
+    assert decode(data, max_decoded_bytes=500_000).scale == 0.125  # 1/4 is still 0.54 MB
+    assert decode(data, min_long_side=960, max_decoded_bytes=3_000_000).scale == 0.5
+    with pytest.raises(ImageError, match="too large to decode"):  # not even 1/8 fits
+        decode(data, max_decoded_bytes=100_000)
 
 
 def test_the_decode_budget_holds_back_what_does_not_fit_and_lets_an_oversized_one_run_alone():
