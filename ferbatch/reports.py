@@ -104,6 +104,7 @@ AGGREGATES_SCHEMA = pa.schema(
 )
 
 SCHEMAS = {"images": IMAGES_SCHEMA, "faces": FACES_SCHEMA, "aggregates": AGGREGATES_SCHEMA}
+RUN_DATE_PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")  # run_date=YYYY-MM-DD
 
 
 class Aggregator:
@@ -197,8 +198,10 @@ class ReportWriter:
     def _open(self, table: str) -> None:
         tmp = self._tmp_path(table)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        schema = SCHEMAS[table].with_metadata(self.metadata)
-        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
+        # run_date lives in the folder name only (as Spark and pyarrow write hive partitions), so every reader
+        # opens the folder with no options; snappy is the codec every BI reader (Power BI, Tableau, Spark) knows.
+        schema = SCHEMAS[table].remove(SCHEMAS[table].get_field_index("run_date")).with_metadata(self.metadata)
+        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="snappy")
 
     def close(self, tables: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """Finish the files; `tables` get a file even when empty. Returns (tmp, final) path pairs."""
@@ -331,7 +334,8 @@ def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:
     files = sorted(str(p) for p in folder.glob("run_date=*/*.parquet"))
     if not files:
         return None
-    return ds.dataset(files, schema=SCHEMAS[table], format="parquet")
+    return ds.dataset(files, schema=SCHEMAS[table], format="parquet", partitioning=RUN_DATE_PARTITIONING,
+                      partition_base_dir=str(folder))
 
 
 @dataclass(frozen=True)
