@@ -19,7 +19,7 @@ import math
 import os
 import struct
 import threading
-import warnings
+import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -319,21 +319,39 @@ def sample_layout(image: Image.Image) -> tuple[int, int]:
 
 
 class DecodeBudget:
-    """At most `limit` decoded bytes in flight across this process's threads; an image larger than
-    `limit` still runs, alone. Waiting images go in turn, so memory stays bounded at any --workers."""
+    """At most `limit` bytes of decoding work in flight across this process's threads.
+
+    A decode is charged its decoded samples plus the RGB result it returns; the result's share is given
+    back only when that array is garbage collected (after detection and cropping), so images waiting
+    their turn cannot pile full-size copies on top of each other at any --workers. An image larger than
+    `limit` runs alone. A thread that already holds a charge (the full-size fallback decode while the
+    reduced copy is still alive) never waits, so two such threads cannot wait on each other.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit, self.in_use = limit, 0
+        self._holding: dict[int, int] = {}
         self._changed = threading.Condition()
 
-    def acquire(self, amount: int) -> None:
+    def acquire(self, amount: int) -> int:
+        """Wait for room for `amount`; returns the owner token to release with."""
+        owner = threading.get_ident()
         with self._changed:
-            self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + amount <= self.limit)
+            if not self._holding.get(owner):
+                self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + amount <= self.limit)
             self.in_use += amount
+            self._holding[owner] = self._holding.get(owner, 0) + amount
+        return owner
 
-    def release(self, amount: int) -> None:
+    def release(self, amount: int, owner: int | None = None) -> None:
+        owner = threading.get_ident() if owner is None else owner
         with self._changed:
             self.in_use -= amount
+            left = self._holding.get(owner, 0) - amount
+            if left > 0:
+                self._holding[owner] = left
+            else:
+                self._holding.pop(owner, None)
             self._changed.notify_all()
 
 
@@ -344,24 +362,22 @@ _BAND = 256  # rows converted at a time, so a large image needs its own pixels a
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        wide = np.asarray(image, dtype=np.float32)
-        scale = 257.0 if wide.max() > 255 else 1.0  # 16-bit to 8-bit; 'I' files may hold 8-bit values
-        grey = np.clip(wide / scale, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode == "F":
-        grey = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
     if image.mode == "RGB":
         return np.asarray(image)
     # Converted in bands of rows, so a large image needs its own pixels and the RGB result, not full-size
-    # intermediate copies (RGBA copy, white background, composite).
+    # intermediate copies (float32 samples, RGBA copy, white background, composite).
     width, height = image.size
     rgb = np.empty((height, width, 3), np.uint8)
     transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    wide = image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+    if wide:  # 16-bit to 8-bit; 'I' files may hold 8-bit values; 'F' is clipped as is
+        divisor = 257.0 if image.mode != "F" and image.getextrema()[1] > 255 else 1.0
     for top in range(0, height, _BAND):
         band = image.crop((0, top, width, min(height, top + _BAND)))
-        if transparent:
+        if wide:
+            grey = np.clip(np.asarray(band, dtype=np.float32) / divisor, 0, 255).astype(np.uint8)
+            rgb[top : top + _BAND] = grey[..., None]
+        elif transparent:
             # Transparent areas become white, as a viewer would show them on a page.
             rgba = np.asarray(band.convert("RGBA"), dtype=np.uint16)
             alpha = rgba[..., 3:4]
@@ -400,40 +416,47 @@ def decode(
     are judged from the header, before any pixel is decoded.
     """
     try:
-        with warnings.catch_warnings():
-            # Our own limits decide; Pillow's bomb warning from inside a plugin (GIF frames) is noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = _open(_without_oversized_png_text(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} pixels is over the limit of {max_pixels:,}")
-            if width < 1 or height < 1:
-                raise ImageError(f"empty image: {width}x{height}")
-            image.seek(0)  # first frame of a GIF, WebP or TIFF
-            channels, sample = sample_layout(image)
-            if image.format == "JPEG":  # decoded reduced for speed, and to fit max_decoded_bytes
-                side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
-                ratio = min_long_side / side if min_long_side and side > min_long_side else None
-                reduce = _jpeg_reduction(width, height, ratio, width * height * channels * sample, max_decoded_bytes)
-                if reduce > 1:
-                    image.draft(None, (width // reduce, height // reduce))
-            needed = image.size[0] * image.size[1] * channels * sample  # after draft: what really decodes
-            if needed > max_decoded_bytes:
-                raise ImageError(
-                    f"too large to decode: {width}x{height} pixels x {channels} channels x {8 * sample}-bit"
-                    f" is {needed / 1e6:,.0f} MB decoded, over the limit of {max_decoded_bytes / 1e6:,.0f} MB"
-                )
-            scale = image.size[0] / width
-            DECODE_BUDGET.acquire(needed)
-            try:
-                taken_at = _taken_at(image)  # may load the pixels (PNG EXIF can follow them): inside the budget
-                stored = image.size
-                ImageOps.exif_transpose(image, in_place=True)
-                if image.size != stored:  # a quarter turn: the upright image is height x width
-                    width, height = height, width
-                rgb = np.ascontiguousarray(_to_rgb(image))
-            finally:
-                DECODE_BUDGET.release(needed)
+        # No warnings.catch_warnings() here: it swaps the process-wide filter list and is not thread-safe.
+        # Pillow's open-time bomb check is bypassed (_open); its crop/GIF-frame checks see sizes already
+        # within max_pixels, so no DecompressionBombWarning is due at the default limit.
+        image = _open(_without_oversized_png_text(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"too large: {width}x{height} pixels is over the limit of {max_pixels:,}")
+        if width < 1 or height < 1:
+            raise ImageError(f"empty image: {width}x{height}")
+        image.seek(0)  # first frame of a GIF, WebP or TIFF
+        channels, sample = sample_layout(image)
+        if image.format == "JPEG":  # decoded reduced for speed, and to fit max_decoded_bytes
+            side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
+            ratio = min_long_side / side if min_long_side and side > min_long_side else None
+            reduce = _jpeg_reduction(width, height, ratio, width * height * channels * sample, max_decoded_bytes)
+            if reduce > 1:
+                image.draft(None, (width // reduce, height // reduce))
+        needed = image.size[0] * image.size[1] * channels * sample  # after draft: what really decodes
+        if needed > max_decoded_bytes:
+            reduced = f" (at {image.size[0]}x{image.size[1]})" if image.size != (width, height) else ""
+            raise ImageError(
+                f"too large to decode: {width}x{height} pixels x {channels} channels x {8 * sample}-bit"
+                f"{reduced} is {needed / 1e6:,.0f} MB decoded, over the limit of {max_decoded_bytes / 1e6:,.0f} MB"
+            )
+        scale = image.size[0] / width
+        charge = needed + 3 * image.size[0] * image.size[1]  # the decoded samples and the RGB result
+        owner = DECODE_BUDGET.acquire(charge)
+        try:
+            taken_at = _taken_at(image)  # may load the pixels (PNG EXIF can follow them): inside the budget
+            stored = image.size
+            ImageOps.exif_transpose(image, in_place=True)
+            if image.size != stored:  # a quarter turn: the upright image is height x width
+                width, height = height, width
+            rgb = np.ascontiguousarray(_to_rgb(image))
+            image.close()
+        except BaseException:
+            DECODE_BUDGET.release(charge, owner)
+            raise
+        # The samples are freed now; the result's share when the caller lets go of the array.
+        DECODE_BUDGET.release(charge - rgb.nbytes, owner)
+        weakref.finalize(rgb, DECODE_BUDGET.release, rgb.nbytes, owner)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

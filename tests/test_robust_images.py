@@ -3,6 +3,7 @@ size / mtime / content taken from one read."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import os
@@ -115,20 +116,58 @@ def test_a_jpeg_over_the_byte_limit_is_decoded_reduced_not_refused():
 
 def test_the_decode_budget_holds_back_what_does_not_fit_and_lets_an_oversized_one_run_alone():
     budget = DecodeBudget(100)
-    budget.acquire(60)
-    got = threading.Event()
-    waiter = threading.Thread(target=lambda: (budget.acquire(60), got.set()))
+    mine = budget.acquire(60)
+    got, tokens = threading.Event(), []
+    waiter = threading.Thread(target=lambda: (tokens.append(budget.acquire(60)), got.set()))
     waiter.start()
     assert not got.wait(0.3)  # 60 + 60 is over 100: it waits
-    budget.acquire(40)  # 60 + 40 fits
-    assert budget.in_use == 100
-    budget.release(60)
-    budget.release(40)
+    budget.release(60, mine)
     assert got.wait(10) and budget.in_use == 60
     waiter.join()
-    budget.release(60)
+    budget.release(60, tokens[0])
+    assert budget.in_use == 0
     budget.acquire(500)  # larger than the whole budget: runs when nothing else does
     assert budget.in_use == 500
+
+
+def test_a_thread_that_already_holds_a_charge_never_waits():
+    # The full-size fallback decode runs while the reduced copy is alive: waiting there could deadlock.
+    budget = DecodeBudget(100)
+    budget.acquire(90)
+    budget.acquire(90)
+    assert budget.in_use == 180
+
+
+def test_the_rgb_result_holds_its_share_of_the_budget_until_it_is_collected():
+    before = images.DECODE_BUDGET.in_use
+    decoded = decode(encode(synthetic(300, 200, mode="RGBA"), "PNG"))
+    assert images.DECODE_BUDGET.in_use == before + decoded.rgb.nbytes == before + 300 * 200 * 3
+    del decoded
+    gc.collect()
+    assert images.DECODE_BUDGET.in_use == before
+    with pytest.raises(ImageError):
+        decode(encode(synthetic(300, 200), "PNG")[:400])  # truncated: the charge is given back too
+    assert images.DECODE_BUDGET.in_use == before
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "L", "P", "LA", "CMYK"])
+def test_every_mode_converts_in_bands_to_the_same_rgb_as_a_whole_image_conversion(mode):
+    values = (np.arange(600 * 70).reshape(600, 70) * 37 % 60000).astype(np.uint16)
+    if mode in ("I;16", "I", "F"):
+        image = Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values)
+        scale = 257.0 if mode != "F" else 1.0
+        expected = np.clip(np.asarray(image, dtype=np.float32) / scale, 0, 255).astype(np.uint8)
+        expected = np.repeat(expected[..., None], 3, axis=2)
+    else:
+        image = synthetic(70, 600, mode=mode)
+        if mode == "LA":
+            expected = np.asarray(Image.alpha_composite(Image.new("RGBA", image.size, "white"),
+                                                        image.convert("RGBA")).convert("RGB")).astype(int)
+        else:
+            expected = np.asarray(image.convert("RGB"))
+    got = images._to_rgb(image)
+    assert got.shape == (600, 70, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected).max() <= 1
 
 
 def test_rgba_is_composited_on_white_in_bands_like_a_viewer():
