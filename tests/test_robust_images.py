@@ -12,6 +12,7 @@ import zlib
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from fakes import FakeDetector
 from imagefactory import PHOTOS, encode, png_header_only, png_zlib_bomb, synthetic
@@ -259,3 +260,32 @@ def test_a_file_that_keeps_changing_while_read_is_an_error_not_a_mixed_row(tmp_p
     monkeypatch.undo()
     data, file = read(next(scan([tmp_path])))
     assert file.bytes == len(data) == path.stat().st_size and zlib.crc32(data) == zlib.crc32(path.read_bytes())
+
+
+def test_a_file_rewritten_between_scan_and_scoring_is_recorded_as_read_and_skipped_next_run(tmp_path):
+    from fakes import FakeClassifier
+
+    from ferbatch.reports import OutDirLock
+    from ferbatch.scoring import commit_run, plan_run, run_metadata, run_scoring, score_shard, shard_plan
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    path = folder / "photo.jpg"
+    path.write_bytes(encode(synthetic(200, 120, seed=1), "JPEG"))
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    classifier, settings = FakeClassifier(), ScoreSettings()
+    with OutDirLock(out):
+        plan = plan_run([folder], out, classifier.version, "fake-detector")
+        new = encode(synthetic(300, 120, seed=2), "JPEG")  # rewritten while the run is going
+        path.write_bytes(new)
+        os.utime(path, (1_700_000_900, 1_700_000_900))
+        metadata = run_metadata(plan.run, settings)
+        shards = [score_shard(s, FakeDetector(), lambda: classifier, settings) for s in shard_plan(plan, 10, metadata)]
+        commit_run(plan, shards, metadata)
+    (row,) = pq.read_table(out / "images", columns=["bytes", "mtime", "image_id", "width"]).to_pylist()
+    assert row == {"bytes": len(new), "mtime": datetime.fromtimestamp(1_700_000_900, UTC),
+                   "image_id": hashlib.sha256(new).hexdigest(), "width": 300}
+    with pytest.MonkeyPatch.context() as patch:  # the cheap fingerprint must match: no content read at all
+        patch.setattr("ferbatch.scoring.read_bytes", lambda file: pytest.fail(f"re-read {file.path}"))
+        again = run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier, settings=settings)
+    assert (again.n_found, again.n_skipped, again.n_scored) == (1, 1, 0)
