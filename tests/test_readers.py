@@ -23,7 +23,7 @@ from imagefactory import encode, synthetic
 from PIL import Image
 
 import ferbatch.scoring
-from ferbatch.reports import TABLES
+from ferbatch.reports import ROW_GROUP, TABLES, TMP_SUFFIX, ReportWriter
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 SECOND_RUN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -40,8 +40,9 @@ def _photo(path: Path, width: int, taken: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> tuple[Path, dict[str, int], dict[str, set]]:
-    """Two runs into one folder, the second on another date; what the files themselves hold."""
+def reports(tmp_path_factory):
+    """Two runs into one folder, the second on another date, and a third still writing; what the committed
+    files themselves hold."""
     root = tmp_path_factory.mktemp("readers")
     folder, out = root / "in", root / "out"
     _photo(folder / "a" / "one.jpg", 150, "2024:05:06 14:30:00")
@@ -76,7 +77,18 @@ def reports(tmp_path_factory) -> tuple[Path, dict[str, int], dict[str, set]]:
                     v for v in stored.column(column).to_pylist() if v is not None)
     assert rows["images"] == 5 and rows["faces"] == 6  # FakeDetector: one face per 100 px of width
     assert any(v.year == 2026 and v.month == 1 for v in instants[("images", "scored_at")])
-    return out, rows, instants
+
+    # A third run is still writing while the readers read: its half-written file must not be seen.
+    writer = ReportWriter(out, "20260203T000000Z-abcdef", date(2026, 2, 3), {}, part="s0000")
+    row = pq.read_table(files_of(out, "images")[0], partitioning=None).to_pylist()[0]
+    writer.write("images", [row] * ROW_GROUP)  # one full row group reaches the file; no footer yet
+    assert list(out.rglob(f"*{TMP_SUFFIX}"))
+    yield out, rows, instants
+    writer.abort()
+
+
+def files_of(out: Path, table: str) -> list[Path]:
+    return sorted((out / table).glob("run_date=*/*.parquet"))
 
 
 
