@@ -4,9 +4,10 @@
 
 Until this change each Parquet file also held `run_date` as a date column, which pandas and pyarrow cannot
 merge with the `run_date=` folder name. This drops that column from every committed part under OUT's
-`images/`, `faces/` and `aggregates/` (only when it agrees with the folder name), each file rewritten to a
-temporary name and renamed over the old one, under the output folder's lock; rows, other columns, types
-and key-value metadata are kept. Files already without the column are left untouched, so it can be re-run.
+`images/`, `faces/` and `aggregates/` (only where it agrees with the folder name): each file is rewritten
+under a staging name outside the table folders and renamed over the old one, under the output folder's
+lock; rows, other columns, types and key-value metadata are kept. Files already without the column are
+left untouched, so it can be re-run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ferbatch.errors import FerbatchError
-from ferbatch.reports import TABLES, OutDirLock
+from ferbatch.reports import STAGING_DIR, TABLES, OutDirLock
 
 
 def drop_partition_column(out_dir: str | Path) -> list[Path]:
@@ -39,7 +40,8 @@ def drop_partition_column(out_dir: str | Path) -> list[Path]:
                 if data.num_rows and not pc.all(pc.equal(values.cast("date32"), folder_date)).as_py():
                     raise FerbatchError(f"{part}: run_date inside the file differs from its folder; left as is")
                 data = data.drop_columns(["run_date"]).replace_schema_metadata(schema.metadata)
-                staging = part.with_name(part.name + ".migrate")
+                staging = out_dir / STAGING_DIR / part.relative_to(out_dir).with_suffix(".parquet.migrate")
+                staging.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(data, staging, compression="snappy")
                 os.replace(staging, part)
                 rewritten.append(part)

@@ -196,3 +196,29 @@ def test_the_second_run_really_has_another_date(reports):
     out, _, _ = reports
     assert SECOND_RUN.date().isoformat() in _dates(out) and len(_dates(out)) == 2
     assert date.today().isoformat() in _dates(out) or datetime.now(UTC).date().isoformat() in _dates(out)
+
+
+def test_folders_written_with_run_date_inside_the_files_are_migrated_and_stay_incremental(tmp_path):
+    from ferbatch.migrate import main
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    _photo(folder / "a.jpg", 150)
+    classifier = FakeClassifier()
+    score = lambda: run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier,  # noqa: E731
+                                settings=ScoreSettings())
+    score()
+    for part in (out / "images").parent.glob("*/run_date=*/*.parquet"):  # as files were written before
+        table = pq.read_table(part, partitioning=None)
+        day = date.fromisoformat(part.parent.name.removeprefix("run_date="))
+        pq.write_table(table.add_column(1, "run_date", pa.array([day] * table.num_rows, pa.date32())), part)
+    with pytest.raises(pa.ArrowTypeError, match="run_date"):
+        pd.read_parquet(out / "images")
+    assert score().n_skipped == 1  # ferbatch itself reads old and new files alike
+
+    assert main([str(out)]) == 0
+    for table in TABLES:
+        assert len(pd.read_parquet(out / table)) == sum(pq.ParquetFile(f).metadata.num_rows
+                                                        for f in files_of(out, table))
+        assert all("run_date" not in pq.read_schema(f).names for f in files_of(out, table))
+    assert pq.read_schema(files_of(out, "images")[0]).metadata[b"ferbatch.run_id"]  # metadata kept
+    assert main([str(out)]) == 0 and score().n_skipped == 1
