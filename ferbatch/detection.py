@@ -58,6 +58,10 @@ class DetectorSettings:
     score_threshold: float = 0.8
     nms_threshold: float = 0.3
     min_face: int = 20  # pixels, in original coordinates
+    # Images at least this elongated (long side / short side) are also searched in overlapping tiles, so
+    # shrinking the long side to input_long_side cannot take their faces under what YuNet finds (a
+    # 10000x100 panorama shrunk whole would make a 100 px face 10 px).
+    tile_aspect: float = 2.0
 
 
 class YuNetDetector:
@@ -81,21 +85,67 @@ class YuNetDetector:
         detector.setInputSize((width, height))
         return detector
 
-    def detect(self, rgb: np.ndarray, scale: float = 1.0) -> list[Face]:
+    def _rows(self, rgb: np.ndarray) -> np.ndarray:
+        """YuNet's rows (box, 5 landmarks, score) in `rgb` coordinates, for a copy shrunk to input_long_side."""
         height, width = rgb.shape[:2]
         shrink = min(1.0, self.settings.input_long_side / max(height, width))
         small = rgb if shrink == 1.0 else cv2.resize(
             rgb, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA
         )
-        to_input = shrink * scale  # original coordinates -> detector input coordinates
-        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        bgr = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2BGR)
         _, rows = self._detector(bgr.shape[1], bgr.shape[0]).detect(bgr)
+        if rows is None:
+            return np.zeros((0, 15), np.float32)
+        rows = rows[:, :15].astype(np.float64)
+        rows[:, :14] /= shrink
+        return rows
+
+    def _tiled_rows(self, rgb: np.ndarray) -> np.ndarray:
+        """Rows from the whole image and from overlapping tiles along its long side, de-duplicated.
+
+        Tiles are as long as the short side or input_long_side, whichever is more, so each is shrunk no
+        more than a square photo of the short side would be. They overlap by the short side (at most half a
+        tile), so every face up to that size lies whole in some tile; a box touching a tile's inner edge
+        is a cut face and is dropped (its whole copy is in the neighbour). The whole-image pass keeps the
+        faces larger than the overlap. Then non-maximum suppression, as within one YuNet call.
+        """
+        height, width = rgb.shape[:2]
+        transposed = height > width
+        long_side, short_side = max(height, width), min(height, width)
+        tile = max(short_side, self.settings.input_long_side)
+        overlap = min(short_side, tile // 2)
+        starts = [*range(0, long_side - tile, tile - overlap), long_side - tile]
+        found = [self._rows(rgb)]
+        edge = 2.0  # pixels: a box this close to an inner tile edge is cut by it
+        for start in starts:
+            piece = rgb[start : start + tile] if transposed else rgb[:, start : start + tile]
+            rows = self._rows(piece)
+            lo, size = (rows[:, 1], rows[:, 3]) if transposed else (rows[:, 0], rows[:, 2])
+            cut = ((start > 0) & (lo < edge)) | ((start + tile < long_side) & (lo + size > tile - edge))
+            rows = rows[~cut]
+            rows[:, 1 if transposed else 0] += start
+            rows[:, slice(5, 14, 2) if transposed else slice(4, 14, 2)] += start
+            found.append(rows)
+        rows = np.concatenate(found)
+        if len(rows) < 2:
+            return rows
+        keep = cv2.dnn.NMSBoxes(rows[:, :4].tolist(), rows[:, 14].tolist(), self.settings.score_threshold,
+                                self.settings.nms_threshold)
+        return rows[np.asarray(keep, dtype=int).reshape(-1)]
+
+    def detect(self, rgb: np.ndarray, scale: float = 1.0) -> list[Face]:
+        height, width = rgb.shape[:2]
+        elongated = max(height, width) >= self.settings.tile_aspect * min(height, width)
+        if elongated and max(height, width) > self.settings.input_long_side:
+            rows = self._tiled_rows(rgb)
+        else:
+            rows = self._rows(rgb)
         faces = []
-        for row in rows if rows is not None else ():
-            x, y, w, h = (float(v) / to_input for v in row[:4])
+        for row in rows:  # rgb coordinates -> original coordinates
+            x, y, w, h = (float(v) / scale for v in row[:4])
             if min(w, h) < self.settings.min_face:
                 continue
-            landmarks = tuple((float(row[4 + 2 * i]) / to_input, float(row[5 + 2 * i]) / to_input) for i in range(5))
+            landmarks = tuple((float(row[4 + 2 * i]) / scale, float(row[5 + 2 * i]) / scale) for i in range(5))
             faces.append(Face(x, y, w, h, float(row[14]), landmarks))
         return sorted(faces, key=lambda f: (f.y, f.x))
 

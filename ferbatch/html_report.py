@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
@@ -63,6 +64,9 @@ class RunData:
 # ---------------------------------------------------------------- reading
 
 
+_RUN_DATE = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")
+
+
 def _files(out_dir: Path, table: str, run_id: str | None = None) -> list[str]:
     files = sorted((out_dir / table).glob("run_date=*/part-*.parquet"))
     if run_id is not None:  # part-<run_id>[-<shard>].parquet
@@ -74,7 +78,9 @@ def _read(out_dir: Path, table: str, run_id: str | None = None, columns: list[st
     files = _files(out_dir, table, run_id)
     if not files:
         return pd.DataFrame(columns=columns or [])
-    dataset = ds.dataset(files, format="parquet")  # run_date is a column in the files themselves
+    # run_date comes from the run_date=YYYY-MM-DD folder names (the files do not repeat it)
+    dataset = ds.dataset(files, format="parquet", partitioning=_RUN_DATE,
+                         partition_base_dir=str(out_dir / table))
     filter_ = ds.field("run_id") == run_id if run_id is not None else None
     return dataset.to_table(columns=columns, filter=filter_).to_pandas()
 

@@ -1,8 +1,13 @@
 """Find image files under one or more folders and decode them safely.
 
-Decoding goes through Pillow, which reads the header before the pixels (so oversized images and
-decompression bombs are refused cheaply), applies the EXIF orientation, and copes with grey, RGBA,
-palette, CMYK, 16-bit and multi-frame (first frame) images.
+Decoding goes through Pillow, which reads the header before the pixels, so oversized images and
+decompression bombs are refused cheaply: by pixel count (`max_pixels`, the product's only pixel limit;
+Pillow's own MAX_IMAGE_PIXELS guard is not consulted when opening) and by decoded bytes
+(`max_decoded_bytes`: width x height x channels x bytes per sample, as the header declares them). A
+process-wide budget lets only that many decoded bytes be in flight across threads at once. Decoding
+applies the EXIF orientation and copes with grey, RGBA, palette, CMYK, 16-bit and multi-frame (first
+frame) images. PNG text chunks too large for Pillow's text guard are left out before decoding: they
+hold no pixels, and must not make a valid image unreadable.
 """
 
 from __future__ import annotations
@@ -12,17 +17,28 @@ import hashlib
 import io
 import math
 import os
-import warnings
+import struct
+import threading
+import weakref
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
+# Decoded samples one image may need (width x height x channels x bytes per sample, from its header), and
+# the most in flight across a process's decoding threads: 134 MB is a 44 MP 8-bit RGB or 33 MP RGBA PNG;
+# a 616 KB 8900x8900 16-bit RGBA PNG "zlib bomb" would be 634 MB. A JPEG over it is decoded reduced (DCT
+# scaling) instead. Sized so a run stays under 1.5 GB peak RSS at the default 2 workers (README, Limits).
+DEFAULT_MAX_DECODED_BYTES = 128 * 2**20
+# Older cameras and editors write placeholder dates (0000:00:00, 0001:01:01); nothing was photographed
+# before 1826, so earlier dates are taken to be no date at all.
+_FIRST_PHOTOGRAPH_YEAR = 1826
 
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 36867
@@ -117,29 +133,71 @@ def _image_file(root: Path, relative: Path) -> ImageFile:
         stat = (root / relative).stat()
     except OSError:
         return ImageFile(root, relative, None, None)
-    return ImageFile(root, relative, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+    return ImageFile(root, relative, stat.st_size, _mtime(stat))
+
+
+def _mtime(stat: os.stat_result) -> datetime:
+    # One conversion for the scan and the read, so a fingerprint taken from either matches the other.
+    return datetime.fromtimestamp(stat.st_mtime, UTC)
 
 
 def read_bytes(file: ImageFile) -> bytes:
+    return read(file)[0]
+
+
+def read(file: ImageFile, attempts: int = 3) -> tuple[bytes, ImageFile]:
+    """The file's bytes, and `file` with `bytes` and `mtime` from the same open file descriptor.
+
+    The size and mtime are fstat'ed on the descriptor the bytes were read from, before and after the
+    read; when they differ (the file was rewritten in place while being read) it is read again. So a
+    row's bytes, mtime and image_id always describe the same content, whatever the scan saw earlier.
+    """
     try:
-        data = file.absolute.read_bytes()
+        with open(file.absolute, "rb") as handle:
+            for _ in range(attempts):
+                before = os.fstat(handle.fileno())
+                handle.seek(0)
+                data = handle.read()
+                after = os.fstat(handle.fileno())
+                same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+                if same and len(data) == after.st_size:
+                    break
+            else:
+                raise ImageError(f"unreadable: the file kept changing while it was read ({attempts} tries)")
     except PermissionError as exc:
         raise ImageError("unreadable: permission denied") from exc
     except FileNotFoundError as exc:
         raise ImageError("unreadable: missing file or broken symlink") from exc
+    except IsADirectoryError as exc:
+        raise ImageError("unreadable: a folder, not a file") from exc
     except OSError as exc:
         raise ImageError(f"unreadable: {exc.strerror or exc}") from exc
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return data
+    return data, ImageFile(file.root, file.path, after.st_size, _mtime(after))
 
 
 def image_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _utc_offset(text: str) -> timedelta:
+    """An EXIF OffsetTime ('+HH:MM' / '-HH:MM') within the real range of zones, -12:00 to +14:00."""
+    if len(text) != 6 or text[0] not in "+-" or text[3] != ":" or not (text[1:3] + text[4:6]).isdigit():
+        raise ValueError(f"not an offset: {text!r}")
+    hours, minutes = int(text[1:3]), int(text[4:6])
+    delta = timedelta(hours=hours, minutes=minutes)
+    if minutes > 59 or delta > timedelta(hours=14):
+        raise ValueError(f"impossible offset: {text!r}")
+    return delta if text[0] == "+" else -delta
+
+
 def _taken_at(image: Image.Image) -> datetime | None:
-    """EXIF DateTimeOriginal, as UTC when OffsetTimeOriginal says the zone, else taken to be UTC."""
+    """EXIF DateTimeOriginal, as UTC when OffsetTimeOriginal says the zone, else taken to be UTC.
+
+    None for a missing or impossible date (unparsable, before 1826, out of range once converted) or an
+    impossible offset (over 14 hours, minutes over 59): the date is dropped, the image is still scored.
+    """
     try:
         exif = image.getexif().get_ifd(_EXIF_IFD)
         text = exif.get(_DATETIME_ORIGINAL)
@@ -147,30 +205,198 @@ def _taken_at(image: Image.Image) -> datetime | None:
             return None
         taken = datetime.strptime(str(text).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
         offset = str(exif.get(_OFFSET_TIME_ORIGINAL) or "").strip("\x00 ")
-        if len(offset) == 6 and offset[0] in "+-":
-            sign = 1 if offset[0] == "+" else -1
-            delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
-            return (taken - sign * delta).replace(tzinfo=UTC)
+        if offset:
+            taken -= _utc_offset(offset)  # OverflowError near year 1 or 9999
+        if taken.year < _FIRST_PHOTOGRAPH_YEAR:
+            return None
         return taken.replace(tzinfo=UTC)
-    except (ValueError, TypeError, KeyError, OSError):
+    except (ValueError, TypeError, KeyError, OSError, OverflowError):
         return None  # a malformed date is no reason to lose the image
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _text_length(kind: bytes, body: bytes, limit: int) -> int:
+    """The length of a PNG text chunk's text, decompressing at most `limit` + 1 bytes of it."""
+    _, _, rest = body.partition(b"\0")
+    if kind == b"tEXt":
+        return len(rest)
+    if kind == b"zTXt":
+        compressed = rest[1:]
+    else:  # iTXt: compression flag, method, language\0, translated keyword\0, text
+        if len(rest) < 2 or rest[0] == 0:
+            return len(rest)
+        compressed = rest[2:].split(b"\0", 2)[-1]
+    try:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(compressed, limit + 1)
+    except zlib.error:
+        return 0  # Pillow ignores a text chunk it cannot inflate
+    return len(text) + (1 if inflater.unconsumed_tail else 0)
+
+
+def _without_oversized_png_text(data: bytes) -> bytes:
+    """PNG bytes without the text chunks that Pillow's text guard would refuse (so it would refuse the image).
+
+    Text chunks hold no pixels; the ones within PngImagePlugin.MAX_TEXT_CHUNK (each) and MAX_TEXT_MEMORY
+    (all together) are kept, so EXIF in a 'Raw profile type exif' chunk still gives the taken date. Only
+    chunk headers are walked; the bytes are copied only when a chunk is left out. Pillow's settings are read,
+    never changed.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    chunk_limit, memory_limit = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
+    dropped: list[tuple[int, int]] = []
+    memory, position = 0, len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 12 + length
+        if end > len(data):
+            break  # truncated: Pillow reports it
+        if kind in _PNG_TEXT_CHUNKS:
+            text = _text_length(kind, data[position + 8 : end - 4], chunk_limit)
+            if text > chunk_limit or memory + text > memory_limit:
+                dropped.append((position, end))
+            else:
+                memory += text
+        if kind == b"IEND":
+            break
+        position = end
+    if not dropped:
+        return data
+    pieces, kept_from = [], 0
+    for begin, end in dropped:
+        pieces.append(data[kept_from:begin])
+        kept_from = end
+    pieces.append(data[kept_from:])
+    return b"".join(pieces)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Image.open without Pillow's MAX_IMAGE_PIXELS bomb check: `decode` applies the product's own limits.
+
+    Pillow's check reads a process-wide setting; turning it off for everyone would also disarm it for
+    every other library in the process, so instead the format plugins are tried here as Image.open
+    tries them, and the header's size is judged by `max_pixels` and `max_decoded_bytes` before any
+    pixel is decoded.
+    """
+    Image.init()
+    prefix = data[:16]
+    fp = io.BytesIO(data)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = not accept or accept(prefix)
+        if not accepted or isinstance(accepted, str):
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+_MODE_SAMPLE_BYTES = {"I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def sample_layout(image: Image.Image) -> tuple[int, int]:
+    """(channels, bytes per sample) as the opened, not yet decoded, image declares them.
+
+    The bytes per sample come from the decoder's raw mode where the file stores more bits than the mode
+    keeps (a 16-bit RGBA PNG opens as 'RGBA' read from 'RGBA;16B').
+    """
+    sample = _MODE_SAMPLE_BYTES.get(image.mode, 1)
+    for tile in image.tile or ():
+        args = tile[3] if len(tile) > 3 else None
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
+        if isinstance(raw, str) and ";16" in raw:
+            sample = max(sample, 2)
+        elif isinstance(raw, str) and ";32" in raw:
+            sample = max(sample, 4)
+    return len(image.getbands()), sample
+
+
+class DecodeBudget:
+    """At most `limit` bytes of decoding work in flight across this process's threads.
+
+    A decode is charged its decoded samples plus the RGB result it returns; the result's share is given
+    back only when that array is garbage collected (after detection and cropping), so images waiting
+    their turn cannot pile full-size copies on top of each other at any --workers. An image larger than
+    `limit` runs alone. A thread that already holds a charge (the full-size fallback decode while the
+    reduced copy is still alive) never waits, so two such threads cannot wait on each other.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_use = limit, 0
+        self._holding: dict[int, int] = {}
+        self._changed = threading.Condition()
+
+    def acquire(self, amount: int) -> int:
+        """Wait for room for `amount`; returns the owner token to release with."""
+        owner = threading.get_ident()
+        with self._changed:
+            if not self._holding.get(owner):
+                self._changed.wait_for(lambda: self.in_use == 0 or self.in_use + amount <= self.limit)
+            self.in_use += amount
+            self._holding[owner] = self._holding.get(owner, 0) + amount
+        return owner
+
+    def release(self, amount: int, owner: int | None = None) -> None:
+        owner = threading.get_ident() if owner is None else owner
+        with self._changed:
+            self.in_use -= amount
+            left = self._holding.get(owner, 0) - amount
+            if left > 0:
+                self._holding[owner] = left
+            else:
+                self._holding.pop(owner, None)
+            self._changed.notify_all()
+
+
+DECODE_BUDGET = DecodeBudget(DEFAULT_MAX_DECODED_BYTES)
+
+
+_BAND = 256  # rows converted at a time, so a large image needs its own pixels and the result, no more
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        wide = np.asarray(image, dtype=np.float32)
-        scale = 257.0 if wide.max() > 255 else 1.0  # 16-bit to 8-bit; 'I' files may hold 8-bit values
-        grey = np.clip(wide / scale, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode == "F":
-        grey = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent areas become white, as a viewer would show them on a page.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    if image.mode == "RGB":
+        return np.asarray(image)
+    # Converted in bands of rows, so a large image needs its own pixels and the RGB result, not full-size
+    # intermediate copies (float32 samples, RGBA copy, white background, composite).
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    wide = image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+    if wide:  # 16-bit to 8-bit; 'I' files may hold 8-bit values; 'F' is clipped as is
+        divisor = 257.0 if image.mode != "F" and image.getextrema()[1] > 255 else 1.0
+    for top in range(0, height, _BAND):
+        band = image.crop((0, top, width, min(height, top + _BAND)))
+        if wide:
+            grey = np.clip(np.asarray(band, dtype=np.float32) / divisor, 0, 255).astype(np.uint8)
+            rgb[top : top + _BAND] = grey[..., None]
+        elif transparent:
+            # Transparent areas become white, as a viewer would show them on a page.
+            rgba = np.asarray(band.convert("RGBA"), dtype=np.uint16)
+            alpha = rgba[..., 3:4]
+            rgb[top : top + _BAND] = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        else:
+            rgb[top : top + _BAND] = np.asarray(band.convert("RGB"))
+    return rgb
+
+
+def _jpeg_reduction(width: int, height: int, ratio: float | None, full_bytes: int, max_bytes: int) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) for a JPEG: as Pillow's draft picks it for `ratio`, then
+    halved further while the decoded bytes would be over `max_bytes`."""
+    denominator = 1
+    if ratio is not None:
+        fits = min(width // math.ceil(width * ratio), height // math.ceil(height * ratio))
+        denominator = next(s for s in (8, 4, 2, 1) if fits >= s)
+    while full_bytes > max_bytes * denominator**2 and denominator < 8:
+        denominator *= 2
+    return denominator
 
 
 def decode(
@@ -179,32 +405,58 @@ def decode(
     *,
     min_long_side: int | None = None,
     known_id: str | None = None,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> DecodedImage:
     """Decode image bytes to upright RGB; raises ImageError with a short reason.
 
     With `min_long_side`, a larger JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
     keeps its long side at least that long: several times cheaper than a full decode and then a resize.
+    An elongated JPEG (long side at least twice the short side) keeps its short side that long instead,
+    so a panorama's faces are not shrunk away before detection. `max_pixels` and `max_decoded_bytes`
+    are judged from the header, before any pixel is decoded.
     """
     try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check below decides; Pillow still refuses true bombs (over 2x its limit).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} pixels is over the limit of {max_pixels:,}")
-            if width < 1 or height < 1:
-                raise ImageError(f"empty image: {width}x{height}")
-            image.seek(0)  # first frame of a GIF, WebP or TIFF
-            if min_long_side and image.format == "JPEG" and max(width, height) > min_long_side:
-                ratio = min_long_side / max(width, height)
-                image.draft(None, (math.ceil(width * ratio), math.ceil(height * ratio)))
-            scale = image.size[0] / width
-            taken_at = _taken_at(image)
-            transposed = ImageOps.exif_transpose(image)
-            if transposed.size != image.size:  # a quarter turn: the upright image is height x width
+        # No warnings.catch_warnings() here: it swaps the process-wide filter list and is not thread-safe.
+        # Pillow's open-time bomb check is bypassed (_open); its crop/GIF-frame checks see sizes already
+        # within max_pixels, so no DecompressionBombWarning is due at the default limit.
+        image = _open(_without_oversized_png_text(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"too large: {width}x{height} pixels is over the limit of {max_pixels:,}")
+        if width < 1 or height < 1:
+            raise ImageError(f"empty image: {width}x{height}")
+        image.seek(0)  # first frame of a GIF, WebP or TIFF
+        channels, sample = sample_layout(image)
+        if image.format == "JPEG":  # decoded reduced for speed, and to fit max_decoded_bytes
+            side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
+            ratio = min_long_side / side if min_long_side and side > min_long_side else None
+            reduce = _jpeg_reduction(width, height, ratio, width * height * channels * sample, max_decoded_bytes)
+            if reduce > 1:
+                image.draft(None, (width // reduce, height // reduce))
+        needed = image.size[0] * image.size[1] * channels * sample  # after draft: what really decodes
+        if needed > max_decoded_bytes:
+            reduced = f" (at {image.size[0]}x{image.size[1]})" if image.size != (width, height) else ""
+            raise ImageError(
+                f"too large to decode: {width}x{height} pixels x {channels} channels x {8 * sample}-bit"
+                f"{reduced} is {needed / 1e6:,.0f} MB decoded, over the limit of {max_decoded_bytes / 1e6:,.0f} MB"
+            )
+        scale = image.size[0] / width
+        charge = needed + 3 * image.size[0] * image.size[1]  # the decoded samples and the RGB result
+        owner = DECODE_BUDGET.acquire(charge)
+        try:
+            taken_at = _taken_at(image)  # may load the pixels (PNG EXIF can follow them): inside the budget
+            stored = image.size
+            ImageOps.exif_transpose(image, in_place=True)
+            if image.size != stored:  # a quarter turn: the upright image is height x width
                 width, height = height, width
-            rgb = _to_rgb(transposed)
+            rgb = np.ascontiguousarray(_to_rgb(image))
+            image.close()
+        except BaseException:
+            DECODE_BUDGET.release(charge, owner)
+            raise
+        # The samples are freed now; the result's share when the caller lets go of the array.
+        DECODE_BUDGET.release(charge - rgb.nbytes, owner)
+        weakref.finalize(rgb, DECODE_BUDGET.release, rgb.nbytes, owner)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -214,4 +466,4 @@ def decode(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"corrupt or truncated image: {reason}") from exc
-    return DecodedImage(known_id or image_id(data), np.ascontiguousarray(rgb), taken_at, width, height, scale)
+    return DecodedImage(known_id or image_id(data), rgb, taken_at, width, height, scale)

@@ -29,6 +29,7 @@ COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks 
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
+STAGING_DIR = ".ferbatch-staging"  # OUT/.ferbatch-staging/<table>/run_date=.../part-*.parquet.tmp
 ROW_GROUP = 4096
 PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -104,6 +105,7 @@ AGGREGATES_SCHEMA = pa.schema(
 )
 
 SCHEMAS = {"images": IMAGES_SCHEMA, "faces": FACES_SCHEMA, "aggregates": AGGREGATES_SCHEMA}
+RUN_DATE_PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")  # run_date=YYYY-MM-DD
 
 
 class Aggregator:
@@ -176,8 +178,9 @@ class ReportWriter:
         return self.out_dir / table / f"run_date={self.run_date.isoformat()}" / name
 
     def _tmp_path(self, table: str) -> Path:
-        final = self.final_path(table)
-        return final.with_name(final.name.removesuffix(".parquet") + TMP_SUFFIX)
+        # Staged outside the table folders: pandas, pyarrow, polars and Spark read every file under a folder.
+        final = self.final_path(table).relative_to(self.out_dir)
+        return self.out_dir / STAGING_DIR / final.with_name(final.name.removesuffix(".parquet") + TMP_SUFFIX)
 
     def write(self, table: str, rows: list[dict]) -> None:
         """Buffer rows; they reach the file in row groups of ROW_GROUP rows."""
@@ -197,8 +200,10 @@ class ReportWriter:
     def _open(self, table: str) -> None:
         tmp = self._tmp_path(table)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        schema = SCHEMAS[table].with_metadata(self.metadata)
-        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="zstd")
+        # run_date lives in the folder name only (as Spark and pyarrow write hive partitions), so every reader
+        # opens the folder with no options; snappy is the codec every BI reader (Power BI, Tableau, Spark) knows.
+        schema = SCHEMAS[table].remove(SCHEMAS[table].get_field_index("run_date")).with_metadata(self.metadata)
+        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="snappy")
 
     def close(self, tables: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """Finish the files; `tables` get a file even when empty. Returns (tmp, final) path pairs."""
@@ -255,6 +260,7 @@ def _roll_forward(manifest: Path) -> list[Path]:
     finals = []
     for tmp, final in json.loads(manifest.read_text()):
         if Path(tmp).exists():
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
         finals.append(Path(final))
     manifest.unlink()
@@ -284,7 +290,8 @@ def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
         _roll_forward(manifest)
     for staging in out_dir.glob(f"{MANIFEST_PREFIX}*.json.tmp"):
         staging.unlink(missing_ok=True)
-    leftovers = [p for table in TABLES for p in (out_dir / table).glob(f"run_date=*/*{TMP_SUFFIX}")]
+    leftovers = [p for table in TABLES for folder in (out_dir / table, out_dir / STAGING_DIR / table)
+                 for p in folder.glob(f"run_date=*/*{TMP_SUFFIX}")]
     committed = {_run_id_of(p) for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
     for table in TABLES:
         if table != "images":
@@ -331,7 +338,8 @@ def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:
     files = sorted(str(p) for p in folder.glob("run_date=*/*.parquet"))
     if not files:
         return None
-    return ds.dataset(files, schema=SCHEMAS[table], format="parquet")
+    return ds.dataset(files, schema=SCHEMAS[table], format="parquet", partitioning=RUN_DATE_PARTITIONING,
+                      partition_base_dir=str(folder))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
 from ferbatch.classifier import EmotionClassifier
 from ferbatch.detection import Face, FaceDetector, crop_face
-from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, as_text, decode, image_id, read_bytes, scan
+from ferbatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, as_text, decode, image_id, read, read_bytes, scan
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     TABLES,
@@ -79,7 +79,7 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: ScoreSettings) ->
     result = PreparedImage(file)
     clock = _Clock(result.seconds)
     try:
-        data = read_bytes(file)
+        data, result.file = read(file)  # bytes and mtime from the same read as the content (image_id)
         result.image_id = image_id(data)
         clock.lap("read")
         decoded = decode(data, settings.max_pixels, min_long_side=settings.decode_long_side, known_id=result.image_id)

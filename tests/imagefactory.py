@@ -86,7 +86,7 @@ def write_good_and_bad(folder: Path, huge_limit: int = 4_000_000) -> dict[str, s
     put("bad/truncated.jpg", full[: len(full) // 2], "corrupt or truncated")
     put("bad/random_bytes.jpg", np.random.default_rng(1).bytes(5000), "not an image")
     put("bad/text.png", b"this is a text file, not a PNG\n" * 20, "not an image")
-    put("bad/bomb.png", png_header_only(50_000, 50_000), "decompression bomb")
+    put("bad/bomb.png", png_header_only(50_000, 50_000), "too large")  # the product's pixel limit, not Pillow's
     side = int(huge_limit**0.5) + 50
     put("bad/huge.png", encode(Image.new("L", (side, side), 128), "PNG"), "too large")
 
@@ -108,3 +108,17 @@ def write_good_and_bad(folder: Path, huge_limit: int = 4_000_000) -> dict[str, s
         expected["bad/unreadable.jpg"] = "unreadable"
     (folder / "notes.txt").write_text("not an image suffix: ignored by the scan\n")
     return expected
+
+
+def png_zlib_bomb(width: int, height: int, bit_depth: int = 16, colour_type: int = 6) -> bytes:
+    """A valid PNG of zeros that compresses about 1000:1: 8900 x 8900 16-bit RGBA is a ~616 KB file that
+    decodes to 634 MB of samples (colour type 6 = RGBA, 2 = RGB, 0 = grey)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" * (1 + width * channels * bit_depth // 8)  # filter byte 0, then the samples
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

@@ -309,7 +309,7 @@ def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
 
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=3), "JPEG"))  # faces of 40-270 px
+    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 1600, seed=3), "JPEG"))  # faces of 40-270 px
     (file,) = scan([folder])
     reduced = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=960))
     full = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=None))
@@ -332,7 +332,7 @@ def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_pa
 
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=4), "JPEG"))
+    (folder / "big.jpg").write_bytes(encode(synthetic(2400, 1600, seed=4), "JPEG"))
     (file,) = scan([folder])
     reduced = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=960))
     full = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=None))

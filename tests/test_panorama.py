@@ -1,0 +1,84 @@
+"""Issue 12, case 8: the 20-pixel minimum face holds on very elongated images (real YuNet, tiled)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from imagefactory import PHOTOS, encode
+from PIL import Image
+
+from ferbatch.detection import DetectorSettings, YuNetDetector, default_detector_path
+from ferbatch.images import decode, scan
+from ferbatch.scoring import ScoreSettings, prepare
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return YuNetDetector(default_detector_path())
+
+
+@pytest.fixture(scope="module")
+def face_patch(yunet) -> np.ndarray:
+    """A 100x100 patch from a sample photo, centred on its face, scaled so the face box is 100 px tall."""
+    rgb = decode((PHOTOS / "fr_obama.jpg").read_bytes()).rgb
+    (face,) = yunet.detect(rgb)
+    k = 100 / face.h
+    small = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    top, left = round((face.y + face.h / 2) * k - 50), round((face.x + face.w / 2) * k - 50)
+    return np.ascontiguousarray(small[top : top + 100, left : left + 100])
+
+
+def _panorama(patch: np.ndarray, lefts: list[int], length: int = 10_000) -> np.ndarray:
+    pano = np.full((patch.shape[0], length, 3), 128, np.uint8)
+    for left in lefts:
+        pano[:, left : left + patch.shape[1]] = patch
+    return pano
+
+
+def test_a_100_px_face_in_a_10000x100_panorama_is_found_where_it_is(yunet, face_patch):
+    pano = _panorama(face_patch, [5000])
+    untiled = YuNetDetector(default_detector_path(), DetectorSettings(tile_aspect=float("inf")))
+    assert untiled.detect(pano) == []  # shrunk whole to 960 px, the face is under 10 px: what happened before
+    (face,) = yunet.detect(pano)
+    assert face.x >= 5000 and face.x + face.w <= 5100 and face.h > 60
+    assert all(5000 <= x <= 5100 and 0 <= y <= 100 for x, y in face.landmarks)
+
+
+def test_faces_on_tile_edges_and_image_ends_are_each_found_exactly_once(yunet, face_patch):
+    # 10000 x 100: tiles of 960 px every 860 px; 890 straddles the first tile's right edge.
+    lefts = [0, 890, 1700, 4300, 9900]
+    faces = yunet.detect(_panorama(face_patch, lefts))
+    assert len(faces) == len(lefts)
+    centres = sorted(f.x + f.w / 2 for f in faces)
+    assert all(abs(c - (left + 50)) < 25 for c, left in zip(centres, lefts, strict=True))
+
+
+def test_a_vertical_strip_is_tiled_along_its_long_side(yunet, face_patch):
+    strip = np.full((10_000, 100, 3), 128, np.uint8)  # 100 wide, 10000 tall, two upright faces
+    strip[3000:3100] = face_patch
+    strip[7000:7100] = face_patch
+    faces = yunet.detect(strip)
+    assert len(faces) == 2
+    assert 3000 <= faces[0].y + faces[0].h / 2 <= 3100 and 7000 <= faces[1].y + faces[1].h / 2 <= 7100
+
+
+def test_a_20_px_face_in_a_panorama_meets_the_minimum_face(yunet, face_patch):
+    # Scaled to a 40 px box (20 px would be at YuNet's own limit at any size): far under 10 px if shrunk whole.
+    small = cv2.resize(face_patch, (40, 40), interpolation=cv2.INTER_AREA)
+    (face,) = yunet.detect(_panorama(small, [6000], length=8000))
+    assert face.w >= 20 and 6000 <= face.x + face.w / 2 <= 6040
+
+
+def test_a_panorama_jpeg_is_not_reduced_away_and_its_face_is_scored(tmp_path, yunet, face_patch):
+    (tmp_path / "pano.jpg").write_bytes(encode(Image.fromarray(_panorama(face_patch, [5000])), "JPEG", quality=95))
+    prepared = prepare(next(scan([tmp_path])), yunet, ScoreSettings())  # decode_long_side 960, as in a run
+    assert prepared.error is None and (prepared.width, prepared.height) == (10_000, 100)
+    assert len(prepared.faces) == 1 and 5000 <= prepared.faces[0].x <= 5100
+    assert prepared.crops.shape == (1, 48, 48)
+
+
+def test_ordinary_photos_are_not_tiled(yunet, monkeypatch):
+    rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).rgb  # 2000 x 1428
+    monkeypatch.setattr(YuNetDetector, "_tiled_rows", lambda self, rgb: pytest.fail("tiled a 1.4:1 photo"))
+    assert len(yunet.detect(rgb)) == 3
