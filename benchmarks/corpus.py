@@ -31,7 +31,7 @@ class FaceTile:
 
 def face_tiles() -> list[FaceTile]:
     """One tile per face found by YuNet in the test photos, with some context around the face."""
-    from ferbatch.detection import DetectorSettings, YuNetDetector, default_detector_path
+    from ferbatch.scoring import DetectorSettings, YuNetDetector, default_detector_path
 
     detector = YuNetDetector(default_detector_path(), DetectorSettings(input_long_side=4000))
     tiles = []

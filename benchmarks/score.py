@@ -42,9 +42,8 @@ def _peak_rss_mb() -> float:
 
 
 def _components(models_dir: str | None, detector_size: int):
-    from ferbatch.components import Components
-    from ferbatch.detection import DetectorSettings, default_detector_path
     from ferbatch.registry import ModelRegistry, default_models_dir
+    from ferbatch.scoring import Components, DetectorSettings, default_detector_path
 
     registry = ModelRegistry(models_dir or default_models_dir())
     return Components(str(registry.root), registry.resolve(None), str(default_detector_path(registry.root)),
@@ -87,7 +86,7 @@ def _time_model_load(components) -> float:
     """Seconds to load the model and trace it once, measured on a fresh load after the run."""
     import numpy as np
 
-    from ferbatch.classifier import KerasClassifier
+    from ferbatch.scoring import KerasClassifier
 
     started = time.perf_counter()
     classifier = KerasClassifier.from_registry(components.models_dir, components.model_version)
@@ -102,11 +101,19 @@ def child_baseline(args: argparse.Namespace) -> dict:
     import cv2
     import numpy as np
 
-    from ferbatch.detection import crop_face
-    from ferbatch.images import ImageError, decode, read_bytes, scan
     from ferbatch.reports import ReportWriter
-    from ferbatch.scoring import PreparedImage, RunContext, ScoredImage, rows_for
-    from ferbatch.sentiment import SentimentMap
+    from ferbatch.scoring import (
+        ImageError,
+        PreparedImage,
+        RunContext,
+        ScoredImage,
+        SentimentMap,
+        crop_face,
+        decode,
+        read_bytes,
+        rows_for,
+        scan,
+    )
 
     # Default: no cap, detect on the full-resolution image; --baseline-detector-size caps it.
     components = _components(args.models_dir, args.baseline_detector_size or 100_000)
@@ -212,7 +219,7 @@ def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
     import duckdb
     from imagefactory import write_good_and_bad
 
-    from ferbatch.images import DEFAULT_MAX_PIXELS, as_text
+    from ferbatch.scoring import DEFAULT_MAX_PIXELS, as_text
 
     folder = work / "torture"
     shutil.copytree(corpus, folder, ignore=shutil.ignore_patterns("manifest.csv", "SETTINGS"))
@@ -243,7 +250,7 @@ def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
 
 
 def _files(folder: Path):
-    from ferbatch.images import scan
+    from ferbatch.scoring import scan
 
     return scan([folder])
 

@@ -92,7 +92,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     from ferbatch.training import preset
 
     preset(preset_name)  # fail on an unknown preset before anything starts
-    from flows.retrain import retrain
+    from ferbatch_flows.retrain import retrain
 
     hand_logging_to_prefect()
     result = retrain(
@@ -182,7 +182,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
     """
     from ferbatch.config import score_parameters
     from ferbatch.console import print_summary
-    from ferbatch.sentiment import SentimentMap
+    from ferbatch.scoring import SentimentMap
 
     parameters = score_parameters(
         _config(ctx), paths=[str(p) for p in paths] or None, out=str(out_dir) if out_dir else None,
@@ -190,7 +190,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
         exclude=list(exclude) or None, **options,
     )
     SentimentMap.with_overrides(parameters["sentiment_map"])  # a bad map fails before anything starts
-    from flows.score import score as score_flow
+    from ferbatch_flows.score import score as score_flow
 
     hand_logging_to_prefect()
     summary = score_flow(**parameters, model=version, rescore=rescore,
@@ -212,7 +212,7 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     from ferbatch.console import print_summary
 
     _config(ctx)  # a bad configuration fails here, before Prefect starts
-    from flows.nightly import nightly as nightly_flow
+    from ferbatch_flows.nightly import nightly as nightly_flow
 
     hand_logging_to_prefect()
     config_file = ctx.find_root().meta["config"][1]

@@ -11,11 +11,10 @@ TAGS = ["ferbatch"]
 
 def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -> list:
     """nightly on the configured cron schedule and time zone; score and retrain run on demand."""
+    from ferbatch_flows.nightly import nightly
+    from ferbatch_flows.retrain import retrain
+    from ferbatch_flows.score import score
     from prefect.schedules import Cron
-
-    from flows.nightly import nightly
-    from flows.retrain import retrain
-    from flows.score import score
 
     nightly_parameters = {"config_file": str(Path(config_file).resolve())} if config_file else {}
     # The ad hoc deployments default to the configuration too; a run may override any parameter.

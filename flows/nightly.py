@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferbatch_flows.retrain import retrain
+from ferbatch_flows.score import score
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -9,8 +11,6 @@ from ferbatch import retraining
 from ferbatch.config import load_config, retrain_parameters, score_parameters
 from ferbatch.registry import ModelRegistry, default_models_dir
 from ferbatch.training import preset
-from flows.retrain import retrain
-from flows.score import score
 
 decide_retrain = task(retraining.retrain_decision, name="check-training-data", cache_policy=NO_CACHE)
 

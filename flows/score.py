@@ -11,15 +11,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ferbatch import scoring
-from ferbatch.annotate import annotator
-from ferbatch.components import Components
 from ferbatch.console import progress_bar, summary_dict, summary_markdown
-from ferbatch.detection import DetectorSettings, default_detector_path
 from ferbatch.errors import FerbatchError
-from ferbatch.images import DEFAULT_MAX_PIXELS
 from ferbatch.registry import ModelRegistry, default_models_dir
 from ferbatch.reports import OutDirLock, abort_parts
-from ferbatch.sentiment import SentimentMap
+from ferbatch.scoring import (
+    DEFAULT_MAX_PIXELS,
+    Components,
+    DetectorSettings,
+    SentimentMap,
+    annotator,
+    default_detector_path,
+)
 
 RUNNERS = ("local", "dask")
 

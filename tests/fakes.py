@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ferbatch.detection import Face
+from ferbatch.scoring import Face
 
 
 class FakeDetector:

@@ -82,10 +82,9 @@ def test_prefect_yaml_deploys_to_a_process_pool_with_the_nightly_cron(tmp_path):
 
 
 def test_prefect_yaml_entrypoints_name_real_flows():
-    import importlib
+    from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load((PROJECT / "deploy" / "prefect.yaml").read_text())
     for deployment in spec["deployments"]:
-        module_path, _, name = deployment["entrypoint"].partition(":")
-        module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
-        assert getattr(module, name).name == deployment["entrypoint"].split(":")[1].split(".")[-1]
+        path, _, name = deployment["entrypoint"].partition(":")
+        assert load_flow_from_entrypoint(f"{PROJECT / path}:{name}").name == name  # loaded by file, as a worker does

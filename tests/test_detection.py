@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from imagefactory import PHOTO_FACES, PHOTOS, exif_rotated_jpeg
 
-from ferbatch.detection import Face, YuNetDetector, crop_face, default_detector_path, eye_angle
-from ferbatch.images import decode
+from ferbatch.scoring import Face, YuNetDetector, crop_face, decode, default_detector_path, eye_angle
 
 
 @pytest.fixture(scope="module")

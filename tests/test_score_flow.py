@@ -116,14 +116,13 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
 
 
 def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models_dir, monkeypatch):
+    import ferbatch_flows.score
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    import flows.score
     from ferbatch import scoring
-    from ferbatch.components import Components
-    from ferbatch.detection import DetectorSettings, default_detector_path
     from ferbatch.registry import ModelRegistry
+    from ferbatch.scoring import Components, DetectorSettings, default_detector_path
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -140,11 +139,12 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models
             raise RuntimeError("disk full")
         return real_score_shard(shard, *args, **kwargs)
 
-    monkeypatch.setattr(flows.score.scoring, "score_shard", fails_on_the_last_shard)
+    monkeypatch.setattr(ferbatch_flows.score.scoring, "score_shard", fails_on_the_last_shard)
 
     @flow  # tasks log to a flow run, as they do in the real score flow
     def score_three_shards() -> None:
-        flows.score.map_shards(ThreadPoolTaskRunner(max_workers=1), shards, components, scoring.ScoreSettings())
+        ferbatch_flows.score.map_shards(ThreadPoolTaskRunner(max_workers=1), shards, components,
+                                        scoring.ScoreSettings())
 
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()

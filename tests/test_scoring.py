@@ -16,11 +16,9 @@ import pytest
 from fakes import FakeClassifier, FakeDetector, PixelClassifier
 from imagefactory import encode, synthetic, write_good_and_bad
 
-from ferbatch.detection import Face
 from ferbatch.errors import FerbatchError
-from ferbatch.images import as_text
 from ferbatch.reports import TMP_SUFFIX, OutDirLock
-from ferbatch.scoring import ScoreSettings, image_probabilities, run_scoring
+from ferbatch.scoring import Face, ScoreSettings, as_text, image_probabilities, run_scoring
 
 SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=4)
 
@@ -226,13 +224,13 @@ def test_parts_of_a_run_killed_between_its_renames_are_removed_and_rescored_once
 
 
 def test_unchanged_files_are_recognised_without_reading_them(tmp_path, monkeypatch):
-    import ferbatch.scoring
+    import ferbatch.scoring._run
 
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
     _score(folder, tmp_path / "out")
     reads = []
-    original = ferbatch.scoring.read_bytes
-    monkeypatch.setattr(ferbatch.scoring, "read_bytes", lambda file: reads.append(file) or original(file))
+    original = ferbatch.scoring._run.read_bytes
+    monkeypatch.setattr(ferbatch.scoring._run, "read_bytes", lambda file: reads.append(file) or original(file))
     assert _score(folder, tmp_path / "out")[0].n_skipped == 2
     assert reads == []
 
@@ -265,7 +263,7 @@ def test_scoring_in_shards_writes_one_part_per_shard_and_the_same_rows_as_one_sh
 
 
 def test_a_run_that_dies_between_renames_is_finished_by_the_next_run(tmp_path, monkeypatch):
-    import ferbatch.reports
+    import ferbatch.reports._store
 
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250, "c.jpg": 300})
     real_replace, calls = os.replace, []
@@ -276,10 +274,10 @@ def test_a_run_that_dies_between_renames_is_finished_by_the_next_run(tmp_path, m
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(ferbatch.reports.os, "replace", dies_on_the_third_rename)
+    monkeypatch.setattr(ferbatch.reports._store.os, "replace", dies_on_the_third_rename)
     with pytest.raises(KeyboardInterrupt):
         _score(folder, tmp_path / "out", shard_size=2)
-    monkeypatch.setattr(ferbatch.reports.os, "replace", real_replace)
+    monkeypatch.setattr(ferbatch.reports._store.os, "replace", real_replace)
     assert list((tmp_path / "out").glob(".ferbatch-commit-*.json"))  # the manifest survived the crash
 
     second, loads = _score(folder, tmp_path / "out")
@@ -304,8 +302,7 @@ def test_a_failing_shard_leaves_no_files_behind(tmp_path):
 
 
 def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
-    from ferbatch.images import scan
-    from ferbatch.scoring import prepare
+    from ferbatch.scoring import prepare, scan
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -320,9 +317,7 @@ def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
 
 
 def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_path):
-    from ferbatch.detection import Face
-    from ferbatch.images import scan
-    from ferbatch.scoring import prepare
+    from ferbatch.scoring import Face, prepare, scan
 
     class OneBigFace:
         name = "one-big-face"

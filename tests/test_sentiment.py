@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import FerbatchError
-from ferbatch.sentiment import SentimentMap
+from ferbatch.scoring import SentimentMap
 
 
 def test_default_score_is_happy_minus_the_negative_emotions():

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ferbatch.classifier import KerasClassifier
-from ferbatch.detection import DetectorSettings, YuNetDetector
+from ferbatch.scoring._classifier import KerasClassifier
+from ferbatch.scoring._detection import DetectorSettings, YuNetDetector
 
 
 @dataclass(frozen=True)

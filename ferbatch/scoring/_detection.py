@@ -131,5 +131,5 @@ def crop_face(grey: np.ndarray, face: Face, margin: float = 0.0, size: int = IMA
 def default_detector_path(models_dir: str | Path | None = None) -> Path:
     """The YuNet model in `models_dir`, else the one shipped in the project's models/."""
     candidates = [Path(models_dir) / YUNET_FILE] if models_dir else []
-    candidates.append(Path(__file__).resolve().parent.parent / "models" / YUNET_FILE)
+    candidates.append(Path(__file__).resolve().parents[2] / "models" / YUNET_FILE)
     return next((p for p in candidates if p.is_file()), candidates[0])

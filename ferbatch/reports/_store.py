@@ -1,9 +1,4 @@
-"""Parquet reports: `faces/`, `images/` and `aggregates/` datasets, hive-partitioned by run_date.
-
-Each run writes one file per table and shard, `run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`,
-streamed to a `.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a
-half-written file or a half-committed run.
-"""
+"""The output folder's files: streaming writers, the commit protocol, recovery, the lock and the scored index."""
 
 from __future__ import annotations
 
@@ -11,7 +6,7 @@ import fcntl
 import json
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,140 +16,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._schemas import SCHEMAS, TABLES
 
-TABLES = ("images", "faces", "aggregates")
 COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
 ROW_GROUP = 4096
-PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
-UTC_US = pa.timestamp("us", tz="UTC")
 _PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
-
-_PROBABILITIES = [pa.field(name, pa.float32()) for name in PROBABILITY_COLUMNS]
-
-IMAGES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("scored_at", UTC_US, nullable=False),
-        pa.field("root", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("folder", pa.string(), nullable=False),
-        pa.field("image_id", pa.string()),  # null only when the file could not be read at all
-        pa.field("bytes", pa.int64()),
-        pa.field("mtime", UTC_US),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("taken_at", UTC_US),
-        pa.field("status", pa.string(), nullable=False),  # ok | no_face | error
-        pa.field("error", pa.string()),
-        pa.field("n_faces", pa.int32(), nullable=False),
-        pa.field("emotion", pa.string()),
-        pa.field("sentiment", pa.string()),
-        pa.field("sentiment_score", pa.float32()),
-        *_PROBABILITIES,
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("detector", pa.string(), nullable=False),
-    ]
-)
-
-FACES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("face_index", pa.int32(), nullable=False),
-        pa.field("x", pa.int32(), nullable=False),
-        pa.field("y", pa.int32(), nullable=False),
-        pa.field("w", pa.int32(), nullable=False),
-        pa.field("h", pa.int32(), nullable=False),
-        pa.field("det_score", pa.float32(), nullable=False),
-        *_PROBABILITIES,
-        pa.field("emotion", pa.string(), nullable=False),
-        pa.field("sentiment", pa.string(), nullable=False),
-        pa.field("sentiment_score", pa.float32(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-)
-
-GROUP_BYS = ("all", "folder", "taken_date")
-AGGREGATES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("group_by", pa.string(), nullable=False),
-        pa.field("group_value", pa.string()),  # null taken_date: images without an EXIF date
-        pa.field("n_images", pa.int64(), nullable=False),
-        pa.field("n_ok", pa.int64(), nullable=False),
-        pa.field("n_no_face", pa.int64(), nullable=False),
-        pa.field("n_error", pa.int64(), nullable=False),
-        pa.field("n_faces", pa.int64(), nullable=False),
-        pa.field("share_positive", pa.float64()),
-        pa.field("share_negative", pa.float64()),
-        pa.field("share_neutral", pa.float64()),
-        pa.field("mean_sentiment_score", pa.float64()),
-        *[pa.field(f"n_{name.lower()}", pa.int64(), nullable=False) for name in CLASS_NAMES],
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-)
-
-SCHEMAS = {"images": IMAGES_SCHEMA, "faces": FACES_SCHEMA, "aggregates": AGGREGATES_SCHEMA}
-
-
-class Aggregator:
-    """Running per-group counts, so aggregates cost nothing per image kept in memory."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str | None], Counter] = defaultdict(Counter)
-        self._score_sums: dict[tuple[str, str | None], float] = defaultdict(float)
-
-    def add(self, row: dict) -> None:
-        taken = row.get("taken_at")
-        keys = [("all", "all"), ("folder", row["folder"]), ("taken_date", taken.date().isoformat() if taken else None)]
-        for key in keys:
-            counts = self._counts[key]
-            counts["n_images"] += 1
-            counts[f"n_{row['status']}"] += 1
-            counts["n_faces"] += row["n_faces"]
-            if row["status"] == "ok":
-                counts[f"sentiment_{row['sentiment']}"] += 1
-                counts[f"n_{row['emotion'].lower()}"] += 1
-                self._score_sums[key] += row["sentiment_score"]
-
-    def merge(self, other: Aggregator) -> None:
-        for key, counts in other._counts.items():
-            self._counts[key].update(counts)
-        for key, total in other._score_sums.items():
-            self._score_sums[key] += total
-
-    def rows(self, run_id: str, run_date: date, model_version: str) -> list[dict]:
-        rows = []
-        order = {name: i for i, name in enumerate(GROUP_BYS)}
-        for key in sorted(self._counts, key=lambda k: (order[k[0]], k[1] is None, k[1] or "")):
-            counts, n_ok = self._counts[key], self._counts[key]["n_ok"]
-            rows.append(
-                {
-                    "run_id": run_id, "run_date": run_date, "group_by": key[0], "group_value": key[1],
-                    "n_images": counts["n_images"], "n_ok": n_ok, "n_no_face": counts["n_no_face"],
-                    "n_error": counts["n_error"], "n_faces": counts["n_faces"],
-                    **{f"share_{s}": (counts[f"sentiment_{s}"] / n_ok if n_ok else None)
-                       for s in ("positive", "negative", "neutral")},
-                    "mean_sentiment_score": self._score_sums[key] / n_ok if n_ok else None,
-                    **{f"n_{name.lower()}": counts[f"n_{name.lower()}"] for name in CLASS_NAMES},
-                    "model_version": model_version,
-                }
-            )
-        if not rows:  # a run that scored nothing still leaves its mark
-            rows.append({"run_id": run_id, "run_date": run_date, "group_by": "all", "group_value": "all",
-                         **dict.fromkeys(("n_images", "n_ok", "n_no_face", "n_error", "n_faces"), 0),
-                         **{f"n_{name.lower()}": 0 for name in CLASS_NAMES}, "model_version": model_version})
-        return rows
-
 
 class ReportWriter:
     """Streams rows into `.tmp` files, one per table, named `part-<run_id>[-<part>].parquet` once committed.

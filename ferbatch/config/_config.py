@@ -20,8 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
-from ferbatch.images import DEFAULT_MAX_PIXELS
-from ferbatch.sentiment import SENTIMENTS
+from ferbatch.scoring import DEFAULT_MAX_PIXELS, SENTIMENTS
 
 CONFIG_ENV = "FERBATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "ferbatch.toml"

@@ -1,0 +1,52 @@
+"""Scoring: image files -> faces -> emotions and sentiment -> rows in the reports.
+
+Public surface: `run_scoring` and its settings, the detector and classifier protocols with their real
+implementations, the sentiment map, and the image helpers the training side reuses.
+"""
+
+from ferbatch.scoring._annotate import annotator
+from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
+from ferbatch.scoring._components import Components
+from ferbatch.scoring._detection import (
+    DetectorSettings,
+    Face,
+    FaceDetector,
+    YuNetDetector,
+    crop_face,
+    default_detector_path,
+    eye_angle,
+)
+from ferbatch.scoring._images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageError,
+    ImageFile,
+    as_text,
+    decode,
+    read_bytes,
+    scan,
+)
+from ferbatch.scoring._pipeline import PreparedImage, ScoredImage, ScoreSettings, image_probabilities, prepare
+from ferbatch.scoring._run import (
+    RunContext,
+    RunSummary,
+    Shard,
+    ShardResult,
+    commit_run,
+    plan_run,
+    rows_for,
+    run_metadata,
+    run_scoring,
+    score_shard,
+    shard_plan,
+)
+from ferbatch.scoring._sentiment import DEFAULT_MAP, SENTIMENTS, SentimentMap
+
+__all__ = [
+    "DEFAULT_MAP", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "SENTIMENTS", "Components", "DetectorSettings",
+    "EmotionClassifier", "Face", "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PreparedImage",
+    "RunContext", "RunSummary", "ScoreSettings", "ScoredImage", "SentimentMap", "Shard", "ShardResult",
+    "YuNetDetector", "annotator", "as_text", "commit_run", "crop_face", "decode", "default_detector_path",
+    "eye_angle", "image_probabilities", "plan_run", "prepare", "read_bytes", "rows_for", "run_metadata",
+    "run_scoring", "scan", "score_shard", "shard_plan",
+]
