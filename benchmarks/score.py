@@ -56,22 +56,24 @@ def child_real(args: argparse.Namespace) -> dict:
     components = _components(args.models_dir, args.detector_size)
     loads = []
 
-    def load():
-        loads.append(time.perf_counter())
-        return components.classifier()
+    class Counting:  # the real components, counting classifier loads
+        model_version = components.model_version
+        detector = components.detector
+
+        def classifier(self):
+            loads.append(time.perf_counter())
+            return components.classifier()
 
     settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None)
     started = time.perf_counter()
-    first = run_scoring([args.corpus], args.out, components.detector(), components.model_version, load,
-                        settings=settings)
+    first = run_scoring([args.corpus], args.out, Counting(), settings=settings)
     first_s = time.perf_counter() - started
     load_s = 0.0
     if loads:  # the model load and first trace happen inside the run: measure them apart
         load_s = _time_model_load(components)
     loads_before_rerun = len(loads)
     started = time.perf_counter()
-    second = run_scoring([args.corpus], args.out, components.detector(), components.model_version, load,
-                         settings=settings)
+    second = run_scoring([args.corpus], args.out, Counting(), settings=settings)
     rerun_s = time.perf_counter() - started
     return {
         "images": first.n_scored, "faces": first.n_faces, "errors": first.status_counts.get("error", 0),
@@ -184,8 +186,7 @@ def child_score_once(args: argparse.Namespace) -> dict:
 
     components = _components(args.models_dir, args.detector_size)
     settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None, chunk_images=16)
-    summary = run_scoring([args.corpus], args.out, components.detector(), components.model_version,
-                          components.classifier, settings=settings, shard_size=args.shard_size)
+    summary = run_scoring([args.corpus], args.out, components, settings=settings, shard_size=args.shard_size)
     return {"scored": summary.n_scored, "status": dict(summary.status_counts),
             "errors": dict(summary.error_reasons), "peak_rss_mb": _peak_rss_mb()}
 

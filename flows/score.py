@@ -1,9 +1,8 @@
-"""The `score` flow: scan folders, score the new images shard by shard on a task runner, commit the reports."""
+"""The `score` flow: wiring of ferbatch.scoring.run_scoring onto a Prefect task runner, plus its artifacts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,70 +13,41 @@ from ferbatch import scoring
 from ferbatch.console import progress_bar, summary_dict, summary_markdown
 from ferbatch.errors import FerbatchError
 from ferbatch.registry import ModelRegistry, default_models_dir
-from ferbatch.reports import OutDirLock, abort_parts
-from ferbatch.scoring import (
-    DEFAULT_MAX_PIXELS,
-    Components,
-    DetectorSettings,
-    SentimentMap,
-    annotator,
-    default_detector_path,
-)
+from ferbatch.scoring import DEFAULT_MAX_PIXELS, Components, DetectorSettings, SentimentMap, default_detector_path
 
 RUNNERS = ("local", "dask")
 
-scan_images = task(scoring.plan_run, name="scan", cache_policy=NO_CACHE)
-write_reports = task(scoring.commit_run, name="aggregate-and-commit", cache_policy=NO_CACHE)
-
 
 @task(name="score-shard", cache_policy=NO_CACHE)
-def score_shard(
-    shard: scoring.Shard,
-    components: Components,
-    settings: scoring.ScoreSettings,
-    annotate: str | None = None,
-    on_image: Callable[[scoring.ScoredImage], None] | None = None,
-) -> scoring.ShardResult:
+def score_shard(shard: scoring.Shard, scorer: scoring.ShardScorer) -> scoring.ShardResult:
     """Runs wherever the task runner puts it; the detector and model are built once per process."""
-    draw = annotator(annotate, shard.run.sentiment) if annotate else None
-
-    def after_image(scored: scoring.ScoredImage) -> None:
-        if draw:
-            draw(scored)
-        if on_image:
-            on_image(scored)
-
-    return scoring.score_shard(shard, components.detector(), components.classifier, settings, after_image)
+    return scorer(shard)
 
 
-def map_shards(
-    runner: TaskRunner,
-    shards: list[scoring.Shard],
-    components: Components,
-    settings: scoring.ScoreSettings,
-    annotate: str | None = None,
-    on_image: Callable[[scoring.ScoredImage], None] | None = None,
-) -> list[scoring.ShardResult]:
-    """Map the shard task over `runner`; if any shard fails, drop every shard's files.
+def shard_mapper(runner: TaskRunner, progress: bool = False) -> scoring.ShardMapper:
+    """Maps the shard task over `runner`, waiting for every shard so none is still writing at cleanup.
 
     The runner is entered here rather than being the flow's, so the `runner` parameter can choose it
     at run time (also in deployments), and the file lists never become flow-run parameters.
     """
-    with runner:
-        futures = runner.map(score_shard, {
-            "shard": shards, "components": unmapped(components), "settings": unmapped(settings),
-            "annotate": unmapped(annotate), "on_image": unmapped(on_image),
-        })
-        results, failures = [], []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:  # wait for the rest, so no shard is still writing when we clean up
-                failures.append(exc)
-    if failures:
-        abort_parts([move for result in results for move in result.moves])
-        raise failures[0]
-    return results
+
+    def map_shards(scorer: scoring.ShardScorer, shards: list[scoring.Shard]) -> list:
+        local = isinstance(runner, ThreadPoolTaskRunner)
+        n_images = sum(len(shard.files) for shard in shards)
+        print(f"scoring {n_images} image(s) in {len(shards)} shard(s) on the {'local' if local else 'dask'} runner")
+        with progress_bar(n_images, progress and local) as advance, runner:
+            if local and progress:
+                scorer = replace(scorer, on_image=lambda _: advance())
+            futures = runner.map(score_shard, {"shard": shards, "scorer": unmapped(scorer)})
+            outcomes = []
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except Exception as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    return map_shards
 
 
 def task_runner(runner: str, dask_address: str | None = None, dask_workers: int = 2) -> TaskRunner:
@@ -122,34 +92,23 @@ def score(
     progress: bool = False,
 ) -> dict:
     """Score the faces in every new image under `paths` into Parquet reports under `out`."""
-    runner_for_shards = task_runner(runner, dask_address, dask_workers)
+    mapper = shard_mapper(task_runner(runner, dask_address, dask_workers), progress)
     registry = ModelRegistry(models_dir or default_models_dir())
-    version = registry.resolve(model)
-    sentiment = SentimentMap.with_overrides(sentiment_map)
-    components = Components(
-        str(registry.root), version, str(default_detector_path(registry.root)),
-        DetectorSettings(input_long_side=detector_size, score_threshold=score_threshold, min_face=min_face),
-        batch_size, flip_tta,
-    )
-    detector = components.detector()
+    detector_settings = DetectorSettings(input_long_side=detector_size, score_threshold=score_threshold,
+                                         min_face=min_face)
+    components = Components(str(registry.root), registry.resolve(model), str(default_detector_path(registry.root)),
+                            detector_settings, batch_size, flip_tta)
     settings = scoring.ScoreSettings(max_pixels=max_pixels, workers=workers, decode_long_side=detector_size)
-    with OutDirLock(out):  # one run at a time per output folder, from scan to commit
-        plan = scan_images(paths, out, version, detector.name, sentiment=sentiment, include=include or (),
-                           exclude=exclude or (), rescore=rescore, skip_dirs=[annotate] if annotate else ())
-        metadata = scoring.run_metadata(plan.run, settings, flip_tta=flip_tta, batch_size=batch_size,
-                                        detector_settings=asdict(detector.settings), runner=runner)
-        shards = scoring.shard_plan(plan, shard_size, metadata)
-        results: list[scoring.ShardResult] = []
-        if shards:
-            print(f"scoring {len(plan.todo)} image(s) in {len(shards)} shard(s) on the {runner} runner")
-            with progress_bar(len(plan.todo), progress and runner == "local") as advance:
-                results = map_shards(runner_for_shards, shards, components, settings, annotate,
-                                     (lambda _: advance()) if runner == "local" else None)
-        committed = write_reports(plan, results, metadata)
-        summary = summary_dict(committed)
-        create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
-        create_table_artifact(
-            [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
-            key="score-aggregates", description="Aggregates of this run",
-        )
-        return summary
+    committed = scoring.run_scoring(
+        paths, out, components, settings=settings, sentiment=SentimentMap.with_overrides(sentiment_map),
+        include=include or (), exclude=exclude or (), rescore=rescore, annotate=annotate, shard_size=shard_size,
+        map_shards=mapper, metadata={"flip_tta": flip_tta, "batch_size": batch_size,
+                                     "detector_settings": asdict(detector_settings), "runner": runner},
+    )
+    summary = summary_dict(committed)
+    create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
+    create_table_artifact(
+        [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
+        key="score-aggregates", description="Aggregates of this run",
+    )
+    return summary

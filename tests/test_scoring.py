@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from fakes import FakeClassifier, FakeDetector, PixelClassifier
+from fakes import FakeClassifier, FakeComponents, FakeDetector, PixelClassifier
 from imagefactory import encode, synthetic, write_good_and_bad
 
 from ferbatch.errors import FerbatchError
@@ -32,15 +32,9 @@ def _photos(folder: Path, widths: dict[str, int]) -> Path:
 
 
 def _score(folder, out, classifier=None, **kwargs):
-    classifier = classifier or FakeClassifier()
-    loads = []
-
-    def load():
-        loads.append(1)
-        return classifier
-
-    summary = run_scoring([folder], out, FakeDetector(), classifier.version, load, settings=SETTINGS, **kwargs)
-    return summary, loads
+    components = FakeComponents(classifier)
+    summary = run_scoring([folder], out, components, settings=SETTINGS, **kwargs)
+    return summary, components.loads
 
 
 def _table(out: Path, name: str):
@@ -156,12 +150,11 @@ def test_aggregates_count_by_all_folder_and_taken_date(tmp_path):
 _KILLABLE = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from fakes import FakeClassifier, FakeDetector, PixelClassifier
+from fakes import FakeClassifier, FakeComponents
 from ferbatch.scoring import ScoreSettings, run_scoring
-classifier = FakeClassifier(delay=0.2)
 def progress(_):
     print("scored", flush=True)
-run_scoring([{folder!r}], {out!r}, FakeDetector(), classifier.version, lambda: classifier,
+run_scoring([{folder!r}], {out!r}, FakeComponents(FakeClassifier(delay=0.2)),
             settings=ScoreSettings(chunk_images=2), on_image=progress)
 print("done", flush=True)
 """
@@ -199,10 +192,10 @@ def test_error_rows_for_missing_bytes_have_no_image_id(tmp_path):
 def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
     _photos(folder / "checked", {"a.jpg": 250})  # e.g. --annotate in/checked
-    summary, _ = _score(folder, folder / "out", skip_dirs=[folder / "checked"])
+    summary, _ = _score(folder, folder / "out", annotate=str(folder / "checked"))
     assert summary.n_found == 1
     (folder / "out" / "stray.jpg").write_bytes((folder / "a.jpg").read_bytes())
-    assert _score(folder, folder / "out", skip_dirs=[folder / "checked"])[0].n_found == 1
+    assert _score(folder, folder / "out", annotate=str(folder / "checked"))[0].n_found == 1
 
 
 def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):
@@ -255,7 +248,7 @@ def test_scoring_in_shards_writes_one_part_per_shard_and_the_same_rows_as_one_sh
     sharded, loads = _score(folder, tmp_path / "sharded", classifier=PixelClassifier(), shard_size=2)
     assert len(sharded.files["images"]) == 3 and len(sharded.files["faces"]) == 3
     assert len(whole.files["images"]) == 1
-    assert loads == [1, 1, 1]  # run_scoring hands each shard the loader; Components caches the real model
+    assert loads == [1, 1, 1]  # each shard asks for the classifier; Components caches the real model
     for single, parts in zip(_rows(tmp_path / "whole"), _rows(tmp_path / "sharded"), strict=True):
         pd.testing.assert_frame_equal(single, parts)
     aggregates = [_table(tmp_path / name, "aggregates").drop(columns=["run_id"]) for name in ("whole", "sharded")]

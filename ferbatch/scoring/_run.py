@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from ferbatch.reports import (
     recover_interrupted_runs,
     scored_index,
 )
+from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import FaceDetector
 from ferbatch.scoring._images import ImageError, ImageFile, as_text, image_id, read_bytes, scan
@@ -299,35 +301,85 @@ def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[st
     return summary
 
 
+class ScoringComponents(Protocol):
+    """What a run builds its detector and classifier from, once per process (see `Components`)."""
+
+    model_version: str
+
+    def detector(self) -> FaceDetector: ...
+
+    def classifier(self) -> EmotionClassifier: ...
+
+
+@dataclass(frozen=True)
+class ShardScorer:
+    """Scores one shard wherever a shard mapper runs it (picklable when `on_image` is None)."""
+
+    components: ScoringComponents
+    settings: ScoreSettings
+    annotate: str | None = None  # folder for annotated copies of the images with faces
+    on_image: Callable[[ScoredImage], None] | None = None
+
+    def __call__(self, shard: Shard) -> ShardResult:
+        draw = annotator(self.annotate, shard.run.sentiment) if self.annotate else None
+
+        def after_image(scored: ScoredImage) -> None:
+            if draw:
+                draw(scored)
+            if self.on_image:
+                self.on_image(scored)
+
+        return score_shard(shard, self.components.detector(), self.components.classifier, self.settings,
+                           after_image if draw or self.on_image else None)
+
+
+# Runs the scorer over the shards; returns each shard's result or the exception it raised, in shard order.
+# A mapper may stop at the first failure; run_scoring drops the files of every shard when one failed.
+ShardMapper = Callable[[ShardScorer, list[Shard]], list["ShardResult | BaseException"]]
+
+
+def map_sequential(scorer: ShardScorer, shards: list[Shard]) -> list[ShardResult | BaseException]:
+    """One shard after another in this process, stopping at the first failure."""
+    outcomes: list[ShardResult | BaseException] = []
+    for shard in shards:
+        try:
+            outcomes.append(scorer(shard))
+        except BaseException as exc:
+            outcomes.append(exc)
+            break
+    return outcomes
+
+
 def run_scoring(
     roots: Sequence[str | Path],
     out_dir: str | Path,
-    detector: FaceDetector,
-    model_version: str,
-    load_classifier: Callable[[], EmotionClassifier],
+    components: ScoringComponents,
     *,
     settings: ScoreSettings = _DEFAULT_SETTINGS,
     sentiment: SentimentMap | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     rescore: bool = False,
-    skip_dirs: Sequence[str | Path] = (),
+    annotate: str | None = None,
     on_image: Callable[[ScoredImage], None] | None = None,
     shard_size: int = 500,
+    map_shards: ShardMapper = map_sequential,
+    metadata: dict[str, object] | None = None,
 ) -> RunSummary:
-    """plan_run -> score_shard (each shard, in order) -> commit_run under the output folder's lock.
+    """Lock the output folder, plan the run, score its shards through `map_shards`, commit the reports.
 
-    The in-process path for callers without Prefect; the `score` flow maps the shards over a task runner.
+    The one path through a scoring run: the `score` flow passes a mapper built on its task runner.
+    `metadata` adds key-values to the run's Parquet metadata. If any shard fails, no shard's files remain.
     """
-    with OutDirLock(out_dir):
-        plan = plan_run(roots, out_dir, model_version, detector.name, sentiment=sentiment, include=include,
-                        exclude=exclude, rescore=rescore, skip_dirs=skip_dirs)
-        metadata = run_metadata(plan.run, settings)
-        results: list[ShardResult] = []
-        try:
-            for shard in shard_plan(plan, shard_size, metadata):
-                results.append(score_shard(shard, detector, load_classifier, settings, on_image))
-        except BaseException:
+    with OutDirLock(out_dir):  # one run at a time per output folder, from scan to commit
+        plan = plan_run(roots, out_dir, components.model_version, components.detector().name, sentiment=sentiment,
+                        include=include, exclude=exclude, rescore=rescore, skip_dirs=[annotate] if annotate else ())
+        run_meta = run_metadata(plan.run, settings, **(metadata or {}))
+        shards = shard_plan(plan, shard_size, run_meta)
+        outcomes = map_shards(ShardScorer(components, settings, annotate, on_image), shards) if shards else []
+        results = [outcome for outcome in outcomes if isinstance(outcome, ShardResult)]
+        failures = [outcome for outcome in outcomes if not isinstance(outcome, ShardResult)]
+        if failures or len(results) < len(shards):
             abort_parts([move for result in results for move in result.moves])
-            raise
-        return commit_run(plan, results, metadata)
+            raise failures[0] if failures else RuntimeError("the shard mapper returned too few results")
+        return commit_run(plan, results, run_meta)
