@@ -41,19 +41,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _components(models_dir: str | None, detector_size: int):
-    from ferbatch.registry import ModelRegistry, default_models_dir
-    from ferbatch.scoring import Components, DetectorSettings, default_detector_path
+def _settings(args: argparse.Namespace, detector_size: int | None = None):
+    """The scoring settings this child measures, and the pipeline internals it varies."""
+    from ferbatch.config import ScoreSettings
+    from ferbatch.scoring import PipelineSettings
 
-    registry = ModelRegistry(models_dir or default_models_dir())
-    return Components(str(registry.root), registry.resolve(None), str(default_detector_path(registry.root)),
-                      DetectorSettings(input_long_side=detector_size))
+    settings = ScoreSettings(folders=[args.corpus], out=args.out, workers=args.workers,
+                             detector_size=detector_size or args.detector_size, shard_size=args.shard_size)
+    return settings, PipelineSettings.from_settings(settings, decode_long_side=args.decode_long_side or None)
+
+
+def _components(args: argparse.Namespace, detector_size: int | None = None):
+    from ferbatch.scoring import Components
+
+    return Components.for_run(_settings(args, detector_size)[0], models_dir=args.models_dir)
 
 
 def child_real(args: argparse.Namespace) -> dict:
-    from ferbatch.scoring import ScoreSettings, run_scoring
+    from ferbatch.scoring import run_scoring
 
-    components = _components(args.models_dir, args.detector_size)
+    components = _components(args)
     loads = []
 
     class Counting:  # the real components, counting classifier loads
@@ -64,16 +71,16 @@ def child_real(args: argparse.Namespace) -> dict:
             loads.append(time.perf_counter())
             return components.classifier()
 
-    settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None)
+    settings, pipeline = _settings(args)
     started = time.perf_counter()
-    first = run_scoring([args.corpus], args.out, Counting(), settings=settings)
+    first = run_scoring(settings, Counting(), pipeline=pipeline)
     first_s = time.perf_counter() - started
     load_s = 0.0
     if loads:  # the model load and first trace happen inside the run: measure them apart
         load_s = _time_model_load(components)
     loads_before_rerun = len(loads)
     started = time.perf_counter()
-    second = run_scoring([args.corpus], args.out, Counting(), settings=settings)
+    second = run_scoring(settings, Counting(), pipeline=pipeline)
     rerun_s = time.perf_counter() - started
     return {
         "images": first.n_scored, "faces": first.n_faces, "errors": first.status_counts.get("error", 0),
@@ -118,7 +125,7 @@ def child_baseline(args: argparse.Namespace) -> dict:
     )
 
     # Default: no cap, detect on the full-resolution image; --baseline-detector-size caps it.
-    components = _components(args.models_dir, args.baseline_detector_size or 100_000)
+    components = _components(args, args.baseline_detector_size or 100_000)
     detector = components.detector()
     started = time.perf_counter()
     model = components.classifier().model
@@ -169,7 +176,7 @@ def child_baseline(args: argparse.Namespace) -> dict:
 def child_classify(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    components = _components(args.models_dir, args.detector_size)
+    components = _components(args)
     classifier = components.classifier()
     faces = np.random.default_rng(0).integers(0, 256, (8192, 48, 48), dtype=np.uint8)
     classifier.predict(faces[:256])
@@ -182,11 +189,12 @@ def child_classify(args: argparse.Namespace) -> dict:
 
 def child_score_once(args: argparse.Namespace) -> dict:
     """One plain run (the torture mode kills this one)."""
-    from ferbatch.scoring import ScoreSettings, run_scoring
+    from dataclasses import replace
 
-    components = _components(args.models_dir, args.detector_size)
-    settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None, chunk_images=16)
-    summary = run_scoring([args.corpus], args.out, components, settings=settings, shard_size=args.shard_size)
+    from ferbatch.scoring import run_scoring
+
+    settings, pipeline = _settings(args)
+    summary = run_scoring(settings, _components(args), pipeline=replace(pipeline, chunk_images=16))
     return {"scored": summary.n_scored, "status": dict(summary.status_counts),
             "errors": dict(summary.error_reasons), "peak_rss_mb": _peak_rss_mb()}
 
@@ -291,6 +299,9 @@ def _table(results: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ferbatch.config import ScoreSettings
+
+    defaults = ScoreSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="Photos in the corpus.")
     parser.add_argument("--seed", type=int, default=0)
@@ -299,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "real, baseline, classify, torture.")
     parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
     parser.add_argument("--models-dir", default=None)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--detector-size", type=int, default=960)
-    parser.add_argument("--shard-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--detector-size", type=int, default=defaults.detector_size)
+    parser.add_argument("--shard-size", type=int, default=defaults.shard_size)
     parser.add_argument("--decode-long-side", type=int, default=None,
                         help="Reduced JPEG decode for the real path (default: the detector size; 0: full-size "
                         "decode, to measure that lever).")

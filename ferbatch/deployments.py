@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferbatch.config import FerbatchConfig, retrain_parameters, score_parameters
+from ferbatch.config import FerbatchConfig, retrain_parameters
 
 TAGS = ["ferbatch"]
 
@@ -18,7 +18,8 @@ def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -
 
     nightly_parameters = {"config_file": str(Path(config_file).resolve())} if config_file else {}
     # The ad hoc deployments default to the configuration too; a run may override any parameter.
-    score_defaults = score_parameters(config, require_paths=False)
+    score_defaults = {"settings": config.score.model_dump(mode="json"), "sentiment": config.sentiment,
+                      "models_dir": str(config.models_dir) if config.models_dir else None}
     retrain_defaults = retrain_parameters(config)
     return [
         nightly.to_deployment(

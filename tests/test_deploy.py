@@ -51,7 +51,7 @@ def test_serve_deployments_carry_the_configured_schedule_and_zone(tmp_path):
     assert (next_run.hour, next_run.minute) == (2, 0)
     assert timedelta(0) < next_run - datetime.now(ZoneInfo("Asia/Tokyo")) <= timedelta(days=1)
     score = _read_back("score/score").parameters
-    assert (score["paths"], score["batch_size"]) == ([str(tmp_path / "photos")], 64)
+    assert (score["settings"]["folders"], score["settings"]["batch_size"]) == ([str(tmp_path / "photos")], 64)
     assert _read_back("retrain/retrain").parameters == {
         "data": str(tmp_path / "fer.csv"), "models_dir": str(tmp_path / "m"), "preset_name": "smoke", "tolerance": 0.0}
     assert not _read_back("score/score").schedules

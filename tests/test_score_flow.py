@@ -138,8 +138,9 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path):
 
     @flow  # tasks log to a flow run, as they do in the real score flow
     def score_three_shards() -> None:
-        run_scoring([folder], tmp_path / "out", FakeComponents(BreaksOnTheLastShard()), settings=ScoreSettings(),
-                    shard_size=1, map_shards=shard_mapper(ThreadPoolTaskRunner(max_workers=1)))
+        run_scoring(ScoreSettings(folders=[folder], out=tmp_path / "out", shard_size=1),
+                    FakeComponents(BreaksOnTheLastShard()),
+                    map_shards=shard_mapper(ThreadPoolTaskRunner(max_workers=1)))
 
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()

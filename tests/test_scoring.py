@@ -18,9 +18,10 @@ from imagefactory import encode, synthetic, write_good_and_bad
 
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import TMP_SUFFIX, OutDirLock
-from ferbatch.scoring import Face, ScoreSettings, as_text, image_probabilities, run_scoring
+from ferbatch.scoring import Face, PipelineSettings, ScoreSettings, as_text, image_probabilities, run_scoring
 
-SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=4)
+SETTINGS = ScoreSettings(max_pixels=4_000_000)
+PIPELINE = PipelineSettings.from_settings(SETTINGS, chunk_images=4)
 
 
 def _photos(folder: Path, widths: dict[str, int]) -> Path:
@@ -31,9 +32,10 @@ def _photos(folder: Path, widths: dict[str, int]) -> Path:
     return folder
 
 
-def _score(folder, out, classifier=None, **kwargs):
+def _score(folder, out, classifier=None, shard_size=None, **kwargs):
     components = FakeComponents(classifier)
-    summary = run_scoring([folder], out, components, settings=SETTINGS, **kwargs)
+    settings = SETTINGS.with_overrides(folders=[folder], out=out, shard_size=shard_size)
+    summary = run_scoring(settings, components, pipeline=PIPELINE, **kwargs)
     return summary, components.loads
 
 
@@ -151,11 +153,12 @@ _KILLABLE = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from fakes import FakeClassifier, FakeComponents
-from ferbatch.scoring import ScoreSettings, run_scoring
+from ferbatch.scoring import PipelineSettings, ScoreSettings, run_scoring
 def progress(_):
     print("scored", flush=True)
-run_scoring([{folder!r}], {out!r}, FakeComponents(FakeClassifier(delay=0.2)),
-            settings=ScoreSettings(chunk_images=2), on_image=progress)
+settings = ScoreSettings(folders=[{folder!r}], out={out!r})
+run_scoring(settings, FakeComponents(FakeClassifier(delay=0.2)),
+            pipeline=PipelineSettings.from_settings(settings, chunk_images=2), on_image=progress)
 print("done", flush=True)
 """
 
@@ -301,8 +304,8 @@ def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
     folder.mkdir()
     (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=3), "JPEG"))  # faces of 40-270 px
     (file,) = scan([folder])
-    reduced = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=960))
-    full = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=None))
+    reduced = prepare(file, FakeDetector(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=960))
+    full = prepare(file, FakeDetector(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=None))
     assert len(reduced.faces) == len(full.faces) == 24
     assert reduced.faces == full.faces
     assert reduced.seconds["decode"] > 0 and set(reduced.seconds) == {"read", "decode", "detect", "crop"}
@@ -322,8 +325,8 @@ def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_pa
     folder.mkdir()
     (folder / "big.jpg").write_bytes(encode(synthetic(2400, 300, seed=4), "JPEG"))
     (file,) = scan([folder])
-    reduced = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=960))
-    full = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=None))
+    reduced = prepare(file, OneBigFace(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=960))
+    full = prepare(file, OneBigFace(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=None))
     assert not np.array_equal(reduced.crops, full.crops)  # really cropped from the other image
     assert np.abs(reduced.crops.astype(int) - full.crops.astype(int)).mean() < 3
 

@@ -4,6 +4,7 @@ Public surface: `run_scoring` and its settings, the detector and classifier prot
 implementations, the sentiment map, and the image helpers the training side reuses.
 """
 
+from ferbatch.config import ScoreSettings
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
 from ferbatch.scoring._components import Components
@@ -17,7 +18,6 @@ from ferbatch.scoring._detection import (
     eye_angle,
 )
 from ferbatch.scoring._images import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageError,
     ImageFile,
@@ -26,7 +26,7 @@ from ferbatch.scoring._images import (
     read_bytes,
     scan,
 )
-from ferbatch.scoring._pipeline import PreparedImage, ScoredImage, ScoreSettings, image_probabilities, prepare
+from ferbatch.scoring._pipeline import PipelineSettings, PreparedImage, ScoredImage, image_probabilities, prepare
 from ferbatch.scoring._run import (
     RunContext,
     RunSummary,
@@ -44,49 +44,13 @@ from ferbatch.scoring._run import (
     score_shard,
     shard_plan,
 )
-from ferbatch.scoring._sentiment import DEFAULT_MAP, SENTIMENTS, SentimentMap
+from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
-    "DEFAULT_MAP",
-    "DEFAULT_MAX_PIXELS",
-    "IMAGE_SUFFIXES",
-    "SENTIMENTS",
-    "Components",
-    "DetectorSettings",
-    "EmotionClassifier",
-    "Face",
-    "FaceDetector",
-    "ImageError",
-    "ImageFile",
-    "KerasClassifier",
-    "PreparedImage",
-    "RunContext",
-    "RunSummary",
-    "ScoreSettings",
-    "ScoredImage",
-    "ScoringComponents",
-    "SentimentMap",
-    "Shard",
-    "ShardMapper",
-    "ShardResult",
-    "ShardScorer",
-    "YuNetDetector",
-    "annotator",
-    "as_text",
-    "commit_run",
-    "crop_face",
-    "decode",
-    "default_detector_path",
-    "eye_angle",
-    "image_probabilities",
-    "map_sequential",
-    "plan_run",
-    "prepare",
-    "read_bytes",
-    "rows_for",
-    "run_metadata",
-    "run_scoring",
-    "scan",
-    "score_shard",
-    "shard_plan",
+    "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face", "FaceDetector", "ImageError",
+    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "RunSummary", "ScoreSettings",
+    "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer",
+    "YuNetDetector", "annotator", "as_text", "commit_run", "crop_face", "decode", "default_detector_path",
+    "eye_angle", "image_probabilities", "map_sequential", "parse_sentiment_map", "plan_run", "prepare", "read_bytes",
+    "rows_for", "run_metadata", "run_scoring", "scan", "score_shard", "shard_plan",
 ]

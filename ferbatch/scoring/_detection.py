@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ferbatch.classes import IMAGE_SIZE
+from ferbatch.config import ScoreSettings
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 
@@ -50,20 +51,23 @@ class FaceDetector(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DetectorSettings:
-    # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p
-    # benchmark corpus, in under half the time of 1280 px (benchmarks/score.py; the README has figures).
-    input_long_side: int = 960
-    score_threshold: float = 0.8
+    input_long_side: int
+    score_threshold: float
     nms_threshold: float = 0.3
-    min_face: int = 20  # pixels, in original coordinates
+    min_face: int  # pixels, in original coordinates
+
+    @classmethod
+    def from_settings(cls, settings: ScoreSettings) -> DetectorSettings:
+        return cls(input_long_side=settings.detector_size, score_threshold=settings.score_threshold,
+                   min_face=settings.min_face)
 
 
 class YuNetDetector:
     """cv2.FaceDetectorYN on a copy resized to at most `input_long_side`; one instance per thread."""
 
-    def __init__(self, model_path: str | Path, settings: DetectorSettings = DetectorSettings()) -> None:
+    def __init__(self, model_path: str | Path, settings: DetectorSettings) -> None:
         self.model_path = str(model_path)
         if not Path(self.model_path).is_file():
             raise FileNotFoundError(f"face detector model not found: {self.model_path}")

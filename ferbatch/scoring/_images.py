@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ferbatch.config import DEFAULT_MAX_PIXELS
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
 
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 36867

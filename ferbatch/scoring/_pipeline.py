@@ -20,26 +20,35 @@ import cv2
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
+from ferbatch.config import ScoreSettings
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import Face, FaceDetector, crop_face
-from ferbatch.scoring._images import DEFAULT_MAX_PIXELS, ImageError, ImageFile, decode, image_id, read_bytes
+from ferbatch.scoring._images import ImageError, ImageFile, decode, image_id, read_bytes
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ScoreSettings:
+@dataclass(frozen=True, kw_only=True)
+class PipelineSettings:
+    """How the pipeline treats each image: the scoring settings' share, plus fixed internals."""
+
     crop_margin: float = 0.0  # the detector box itself frames faces about as FER2013 does (checked by eye)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int
     # JPEGs are decoded at reduced size down to this long side (None: always full size); match the
     # detector's input size, since the detector would shrink the image to that anyway.
-    decode_long_side: int | None = 960
+    decode_long_side: int | None
     # Faces smaller than this in the reduced copy are cropped from a full decode instead. Measured on
     # the benchmark corpus, top-1 agreement of reduced and full crops is 0.91 at 24-48 px and 0.93
     # above; mean |p| difference 0.021 vs 0.013 (README, Benchmarks).
     min_crop_source: int = 24
-    workers: int = 2
+    workers: int
     chunk_images: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: ScoreSettings, **overrides: object) -> PipelineSettings:
+        values = {"max_pixels": settings.max_pixels, "decode_long_side": settings.detector_size,
+                  "workers": settings.workers}
+        return cls(**{**values, **overrides})
 
 
 @dataclass
@@ -57,7 +66,7 @@ class PreparedImage:
     seconds: Counter = field(default_factory=Counter)  # per stage, this image's share
 
 
-def prepare(file: ImageFile, detector: FaceDetector, settings: ScoreSettings) -> PreparedImage:
+def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings) -> PreparedImage:
     """Decode, detect and crop one image; every failure becomes `error`, never an exception."""
     result = PreparedImage(file)
     clock = _Clock(result.seconds)
@@ -116,7 +125,7 @@ def score_images(
     files: Iterable[ImageFile],
     detector: FaceDetector,
     classifier: EmotionClassifier,
-    settings: ScoreSettings = ScoreSettings(),
+    settings: PipelineSettings,
 ) -> Iterator[ScoredImage]:
     """Prepared and classified images, in input order, one chunk at a time.
 

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.config import ScoreSettings
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     TABLES,
@@ -30,14 +31,13 @@ from ferbatch.reports import (
 )
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
-from ferbatch.scoring._detection import FaceDetector
+from ferbatch.scoring._detection import DetectorSettings, FaceDetector
 from ferbatch.scoring._images import ImageError, ImageFile, as_text, image_id, read_bytes, scan
-from ferbatch.scoring._pipeline import ScoredImage, ScoreSettings, image_probabilities, score_images
+from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DEFAULT_SETTINGS = ScoreSettings()
 
 
 @dataclass
@@ -222,10 +222,12 @@ def shard_plan(plan: ScorePlan, shard_size: int, metadata: dict[str, str]) -> li
             for i, start in enumerate(range(0, len(plan.todo), shard_size))]
 
 
-def run_metadata(run: RunContext, settings: ScoreSettings, **extra: object) -> dict[str, str]:
+def run_metadata(run: RunContext, settings: ScoreSettings, pipeline: PipelineSettings) -> dict[str, str]:
     """Key-value metadata stored in every Parquet file of the run."""
     return metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
-                         sentiment_map=run.sentiment.mapping, settings=settings.__dict__, **extra)
+                         sentiment_map=run.sentiment.mapping, settings=asdict(pipeline), flip_tta=settings.flip_tta,
+                         batch_size=settings.batch_size,
+                         detector_settings=asdict(DetectorSettings.from_settings(settings)), runner=settings.runner)
 
 
 @dataclass
@@ -242,7 +244,7 @@ def score_shard(
     shard: Shard,
     detector: FaceDetector,
     load_classifier: Callable[[], EmotionClassifier],
-    settings: ScoreSettings = _DEFAULT_SETTINGS,
+    settings: PipelineSettings,
     on_image: Callable[[ScoredImage], None] | None = None,
 ) -> ShardResult:
     """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet."""
@@ -316,7 +318,7 @@ class ShardScorer:
     """Scores one shard wherever a shard mapper runs it (picklable when `on_image` is None)."""
 
     components: ScoringComponents
-    settings: ScoreSettings
+    settings: PipelineSettings
     annotate: str | None = None  # folder for annotated copies of the images with faces
     on_image: Callable[[ScoredImage], None] | None = None
 
@@ -351,35 +353,33 @@ def map_sequential(scorer: ShardScorer, shards: list[Shard]) -> list[ShardResult
 
 
 def run_scoring(
-    roots: Sequence[str | Path],
-    out_dir: str | Path,
+    settings: ScoreSettings,
     components: ScoringComponents,
     *,
-    settings: ScoreSettings = _DEFAULT_SETTINGS,
     sentiment: SentimentMap | None = None,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
     rescore: bool = False,
     annotate: str | None = None,
     on_image: Callable[[ScoredImage], None] | None = None,
-    shard_size: int = 500,
     map_shards: ShardMapper = map_sequential,
-    metadata: dict[str, object] | None = None,
+    pipeline: PipelineSettings | None = None,
 ) -> RunSummary:
-    """Lock the output folder, plan the run, score its shards through `map_shards`, commit the reports.
+    """Score the new images under `settings.folders` into reports under `settings.out`.
 
-    The one path through a scoring run: the `score` flow passes a mapper built on its task runner.
-    `metadata` adds key-values to the run's Parquet metadata. If any shard fails, no shard's files remain.
+    The one path through a scoring run: lock the output folder, plan, score the shards through
+    `map_shards` (the `score` flow passes one built on its task runner), commit. If any shard fails,
+    no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
     """
-    with OutDirLock(out_dir):  # one run at a time per output folder, from scan to commit
-        plan = plan_run(roots, out_dir, components.model_version, components.detector().name, sentiment=sentiment,
-                        include=include, exclude=exclude, rescore=rescore, skip_dirs=[annotate] if annotate else ())
-        run_meta = run_metadata(plan.run, settings, **(metadata or {}))
-        shards = shard_plan(plan, shard_size, run_meta)
-        outcomes = map_shards(ShardScorer(components, settings, annotate, on_image), shards) if shards else []
+    pipeline = pipeline or PipelineSettings.from_settings(settings)
+    with OutDirLock(settings.out):  # one run at a time per output folder, from scan to commit
+        plan = plan_run(settings.folders, settings.out, components.model_version, components.detector().name,
+                        sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
+                        skip_dirs=[annotate] if annotate else ())
+        metadata = run_metadata(plan.run, settings, pipeline)
+        shards = shard_plan(plan, settings.shard_size, metadata)
+        outcomes = map_shards(ShardScorer(components, pipeline, annotate, on_image), shards) if shards else []
         results = [outcome for outcome in outcomes if isinstance(outcome, ShardResult)]
         failures = [outcome for outcome in outcomes if not isinstance(outcome, ShardResult)]
         if failures or len(results) < len(shards):
             abort_parts([move for result in results for move in result.moves])
             raise failures[0] if failures else RuntimeError("the shard mapper returned too few results")
-        return commit_run(plan, results, run_meta)
+        return commit_run(plan, results, metadata)
