@@ -110,7 +110,7 @@ def child_baseline(args: argparse.Namespace) -> dict:
     import cv2
     import numpy as np
 
-    from ferbatch.reports import ReportWriter
+    from ferbatch.reports import ReportStore
     from ferbatch.scoring import (
         ImageError,
         PreparedImage,
@@ -132,7 +132,7 @@ def child_baseline(args: argparse.Namespace) -> dict:
     stages = dict.fromkeys(("read", "decode", "detect", "crop", "classify", "write"), 0.0)
     now = datetime.now(UTC)
     run = RunContext("baseline", now.date(), now, components.model_version, detector.name, SentimentMap())
-    writer = ReportWriter(args.out, "20000101T000000Z-000000", now.date(), {})
+    writer = ReportStore(args.out).writer("20000101T000000Z-000000", now.date(), {})
     n_images = n_faces = 0
     for file in scan([args.corpus]):
         t = time.perf_counter()

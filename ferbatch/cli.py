@@ -277,9 +277,9 @@ def show_config(ctx: click.Context, as_json: bool) -> None:
 def report(out_dir: Path, as_json: bool) -> None:
     """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
     from ferbatch.console import print_aggregates
-    from ferbatch.reports import latest_aggregates
+    from ferbatch.reports import ReportStore
 
-    table = latest_aggregates(out_dir)
+    table = ReportStore(out_dir).latest_aggregates()
     if table is None:
         raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
     rows = table.to_pylist()

@@ -17,7 +17,7 @@ from fakes import FakeClassifier, FakeComponents, FakeDetector, PixelClassifier
 from imagefactory import encode, synthetic, write_good_and_bad
 
 from ferbatch.errors import FerbatchError
-from ferbatch.reports import TMP_SUFFIX, OutDirLock
+from ferbatch.reports import TMP_SUFFIX, ReportStore
 from ferbatch.scoring import Face, PipelineSettings, ScoreSettings, as_text, image_probabilities, run_scoring
 
 SETTINGS = ScoreSettings(max_pixels=4_000_000)
@@ -203,7 +203,8 @@ def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(t
 
 def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
-    with OutDirLock(tmp_path / "out"), pytest.raises(FerbatchError, match="another ferbatch run is writing"):
+    busy = pytest.raises(FerbatchError, match="another ferbatch run is writing")
+    with ReportStore(tmp_path / "out").open_run(), busy:
         _score(folder, tmp_path / "out")
     assert _score(folder, tmp_path / "out")[0].n_scored == 1  # the lock is released with its holder
 

@@ -14,21 +14,9 @@ from ferbatch.reports._schemas import (
     SCHEMAS,
     TABLES,
 )
-from ferbatch.reports._store import (
-    TMP_SUFFIX,
-    OutDirLock,
-    ReportWriter,
-    ScoredIndex,
-    abort_parts,
-    commit_parts,
-    latest_aggregates,
-    metadata_json,
-    recover_interrupted_runs,
-    scored_index,
-)
+from ferbatch.reports._store import TMP_SUFFIX, ReportStore, ReportWriter, ScoredIndex, metadata_json
 
 __all__ = [
     "AGGREGATES_SCHEMA", "FACES_SCHEMA", "IMAGES_SCHEMA", "PROBABILITY_COLUMNS", "SCHEMAS", "TABLES", "TMP_SUFFIX",
-    "Aggregator", "OutDirLock", "ReportWriter", "ScoredIndex", "abort_parts", "commit_parts", "latest_aggregates",
-    "metadata_json", "recover_interrupted_runs", "scored_index",
+    "Aggregator", "ReportStore", "ReportWriter", "ScoredIndex", "metadata_json",
 ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,6 +22,8 @@ import pyarrow.parquet as pq
 from ferbatch.errors import FerbatchError
 from ferbatch.reports._schemas import SCHEMAS, TABLES
 
+log = logging.getLogger(__name__)
+
 COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
@@ -30,7 +35,7 @@ class ReportWriter:
     """Streams rows into `.tmp` files, one per table, named `part-<run_id>[-<part>].parquet` once committed.
 
     A run may have several writers (one per shard, possibly in other processes); `close()` hands back
-    the (tmp, final) pairs and `commit_parts` makes all of a run's files visible together.
+    the (tmp, final) pairs and `ReportStore.commit` makes all of a run's files visible together.
     """
 
     def __init__(
@@ -100,11 +105,11 @@ def _commit_order(move: tuple[str, str]) -> int:
     return COMMIT_ORDER.index(Path(move[1]).parent.parent.name)
 
 
-def commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
+def _commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
     """Rename a run's finished `.tmp` files into place, `images` parts last.
 
     The list is written to a manifest first, so if the process dies between renames the next run
-    finishes them (`recover_interrupted_runs`): a run is either wholly visible or not at all.
+    finishes them (`_recover_interrupted_runs`): a run is either wholly visible or not at all.
     """
     out_dir = Path(out_dir)
     moves = sorted(moves, key=_commit_order)
@@ -131,7 +136,7 @@ def _roll_forward(manifest: Path) -> list[Path]:
     return finals
 
 
-def abort_parts(moves: list[tuple[str, str]]) -> None:
+def _abort_parts(moves: list[tuple[str, str]]) -> None:
     """Delete the `.tmp` files of a run that will not be committed."""
     for tmp, _ in moves:
         Path(tmp).unlink(missing_ok=True)
@@ -142,12 +147,12 @@ def _run_id_of(part: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
+def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     """Tidy what killed runs left: finish commits that had begun, delete everything else unfinished.
 
     A run whose manifest exists had all its files written; its renames are completed. Then `.tmp`
     files and parts of runs without an `images` part are removed. Call only while holding
-    `OutDirLock`, so no live run's files are mistaken for leftovers.
+    `_OutDirLock`, so no live run's files are mistaken for leftovers.
     """
     out_dir = Path(out_dir)
     for manifest in sorted(out_dir.glob(f"{MANIFEST_PREFIX}*.json")):
@@ -165,7 +170,7 @@ def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     return leftovers
 
 
-class OutDirLock:
+class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
     The operating system releases it when the process ends, however it ends.
@@ -175,7 +180,7 @@ class OutDirLock:
         self.path = Path(out_dir) / LOCK_FILE
         self._handle = None
 
-    def __enter__(self) -> OutDirLock:
+    def __enter__(self) -> _OutDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -215,7 +220,7 @@ class ScoredIndex:
         return image_id in self.image_ids
 
 
-def scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
+def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     dataset = _dataset(out_dir, "images")
     if dataset is None:
         return ScoredIndex(frozenset(), frozenset())
@@ -232,7 +237,7 @@ def scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     return ScoredIndex(ids, fingerprints)
 
 
-def latest_aggregates(out_dir: str | Path) -> pa.Table | None:
+def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     """The aggregates of the most recent run that scored images (else of the most recent run)."""
     dataset = _dataset(out_dir, "aggregates")
     if dataset is None:
@@ -245,3 +250,45 @@ def latest_aggregates(out_dir: str | Path) -> pa.Table | None:
 
 def metadata_json(**values: object) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+class ReportStore:
+    """The output folder and its protocol, so callers never sequence the steps themselves.
+
+    `open_run()` takes the folder's lock and tidies what killed runs left; inside it a run reads the
+    `scored_index`, streams each shard through its own `writer` (in any process: a store is just a
+    path), then `commit`s every finished file at once, or `abort`s them. Readers see whole runs only.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def __repr__(self) -> str:
+        return f"ReportStore({str(self.out_dir)!r})"
+
+    @contextmanager
+    def open_run(self) -> Iterator[ReportStore]:
+        """One run at a time per folder, from scan to commit; refused with a clear message when taken."""
+        with _OutDirLock(self.out_dir):
+            leftovers = _recover_interrupted_runs(self.out_dir)
+            if leftovers:
+                log.info("removed %d file(s) left by an interrupted run", len(leftovers))
+            yield self
+
+    def scored_index(self, model_version: str) -> ScoredIndex:
+        """What the folder already holds for `model_version` (call inside `open_run`)."""
+        return _scored_index(self.out_dir, model_version)
+
+    def writer(self, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None) -> ReportWriter:
+        return ReportWriter(self.out_dir, run_id, run_date, metadata, part=part)
+
+    def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
+        """Make a run's finished files visible together; returns their final paths."""
+        return _commit_parts(self.out_dir, run_id, moves)
+
+    def abort(self, moves: list[tuple[str, str]]) -> None:
+        """Delete the finished but uncommitted files of a run that will not be committed."""
+        _abort_parts(moves)
+
+    def latest_aggregates(self) -> pa.Table | None:
+        return _latest_aggregates(self.out_dir)

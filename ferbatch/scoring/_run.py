@@ -20,14 +20,9 @@ from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     TABLES,
     Aggregator,
-    OutDirLock,
-    ReportWriter,
+    ReportStore,
     ScoredIndex,
-    abort_parts,
-    commit_parts,
     metadata_json,
-    recover_interrupted_runs,
-    scored_index,
 )
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
@@ -156,7 +151,7 @@ class ScorePlan:
     """What a run will score: the new files under the roots, and the run's identity."""
 
     run: RunContext
-    out_dir: Path
+    store: ReportStore
     todo: list[ImageFile]
     n_found: int
     n_skipped: int
@@ -165,7 +160,7 @@ class ScorePlan:
 
 def plan_run(
     roots: Sequence[str | Path],
-    out_dir: str | Path,
+    store: ReportStore,
     model_version: str,
     detector_name: str,
     *,
@@ -177,26 +172,22 @@ def plan_run(
 ) -> ScorePlan:
     """Scan the roots and keep what `out_dir` does not already hold for this model version.
 
-    Call while holding `OutDirLock(out_dir)`. `out_dir` and `skip_dirs` are never scanned, so output
+    Call inside `store.open_run()`. The store's folder and `skip_dirs` are never scanned, so output
     inside an input folder is not scored next run.
     """
     started = time.perf_counter()
     now = datetime.now(UTC)
-    out_dir = Path(out_dir)
-    leftovers = recover_interrupted_runs(out_dir)
-    if leftovers:
-        log.info("removed %d file(s) left by an interrupted run", len(leftovers))
-    index = ScoredIndex(frozenset(), frozenset()) if rescore else scored_index(out_dir, model_version)
+    index = ScoredIndex(frozenset(), frozenset()) if rescore else store.scored_index(model_version)
     todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
     n_found = 0
-    for file in scan(roots, include, exclude, skip_dirs=[out_dir, *skip_dirs]):
+    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs]):
         n_found += 1
         if _is_new(file, index):
             todo.append(file)
     log.info("%d image(s) found, %d already scored with model %s, %d to score",
              n_found, n_found - len(todo), model_version, len(todo))
     run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
-    return ScorePlan(run, out_dir, todo, n_found, n_found - len(todo), started)
+    return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
 
 
 @dataclass(frozen=True)
@@ -204,7 +195,7 @@ class Shard:
     """A slice of a plan's files that one task scores into its own Parquet parts."""
 
     run: RunContext
-    out_dir: Path
+    store: ReportStore
     index: int
     files: list[ImageFile]
     metadata: dict[str, str]
@@ -218,7 +209,7 @@ def shard_plan(plan: ScorePlan, shard_size: int, metadata: dict[str, str]) -> li
     """Split the files to score into shards of at most `shard_size` images (none when nothing is new)."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
-    return [Shard(plan.run, plan.out_dir, i, plan.todo[start : start + shard_size], metadata)
+    return [Shard(plan.run, plan.store, i, plan.todo[start : start + shard_size], metadata)
             for i, start in enumerate(range(0, len(plan.todo), shard_size))]
 
 
@@ -249,8 +240,8 @@ def score_shard(
 ) -> ShardResult:
     """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet."""
     run = shard.run
-    summary = RunSummary(run.run_id, run.run_date, shard.out_dir, run.model_version)
-    writer = ReportWriter(shard.out_dir, run.run_id, run.run_date, shard.metadata, part=shard.name)
+    summary = RunSummary(run.run_id, run.run_date, shard.store.out_dir, run.model_version)
+    writer = shard.store.writer(run.run_id, run.run_date, shard.metadata, part=shard.name)
     aggregator = Aggregator()
     try:
         classifier = load_classifier()
@@ -277,14 +268,14 @@ def score_shard(
 def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[str, str]) -> RunSummary:
     """Write the aggregates of all shards, then make every file of the run visible together."""
     run = plan.run
-    summary = RunSummary(run.run_id, run.run_date, plan.out_dir, run.model_version,
+    summary = RunSummary(run.run_id, run.run_date, plan.store.out_dir, run.model_version,
                          n_found=plan.n_found, n_skipped=plan.n_skipped)
     aggregator = Aggregator()
     for shard in sorted(shards, key=lambda s: s.index):
         summary.merge(shard.summary)
         aggregator.merge(shard.aggregator)
     moves = [move for shard in shards for move in shard.moves]
-    writer = ReportWriter(plan.out_dir, run.run_id, run.run_date, metadata)
+    writer = plan.store.writer(run.run_id, run.run_date, metadata)
     try:
         summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
         writer.write("aggregates", summary.aggregates)
@@ -292,10 +283,10 @@ def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[st
         moves += writer.close(tables=("aggregates",) if shards else TABLES)
     except BaseException:
         writer.abort()
-        abort_parts(moves)
+        plan.store.abort(moves)
         raise
     # From here on the files are complete: a failure mid-commit leaves the manifest for the next run to finish.
-    finals = commit_parts(plan.out_dir, run.run_id, moves)
+    finals = plan.store.commit(run.run_id, moves)
     summary.files = {}
     for path in finals:
         summary.files.setdefault(path.parent.parent.name, []).append(path)
@@ -370,8 +361,8 @@ def run_scoring(
     no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
     """
     pipeline = pipeline or PipelineSettings.from_settings(settings)
-    with OutDirLock(settings.out):  # one run at a time per output folder, from scan to commit
-        plan = plan_run(settings.folders, settings.out, components.model_version, components.detector().name,
+    with ReportStore(settings.out).open_run() as store:
+        plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
                         skip_dirs=[annotate] if annotate else ())
         metadata = run_metadata(plan.run, settings, pipeline)
@@ -380,6 +371,6 @@ def run_scoring(
         results = [outcome for outcome in outcomes if isinstance(outcome, ShardResult)]
         failures = [outcome for outcome in outcomes if not isinstance(outcome, ShardResult)]
         if failures or len(results) < len(shards):
-            abort_parts([move for result in results for move in result.moves])
+            store.abort([move for result in results for move in result.moves])
             raise failures[0] if failures else RuntimeError("the shard mapper returned too few results")
         return commit_run(plan, results, metadata)
