@@ -11,7 +11,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ferbatch import scoring
 from ferbatch.config import ScoreSettings
-from ferbatch.console import progress_bar, summary_dict, summary_markdown
+from ferbatch.console import progress_bar, summary_markdown
 from ferbatch.errors import FerbatchError
 
 
@@ -81,7 +81,7 @@ def score(
         sentiment=scoring.SentimentMap.with_overrides(sentiment), rescore=rescore, annotate=annotate,
         map_shards=shard_mapper(task_runner(settings), progress),
     )
-    summary = summary_dict(committed)
+    summary = committed.to_dict()
     create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
     create_table_artifact(
         [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],

@@ -341,3 +341,16 @@ def test_recovery_never_deletes_files_it_did_not_write(tmp_path):
         path.write_bytes(b"someone else's file")
     _score(folder, tmp_path / "out")
     assert all(path.exists() for path in strangers)
+
+
+def test_typed_rows_match_the_schemas_and_the_summary_shares_match_the_aggregates(tmp_path):
+    from ferbatch.reports import FACES_SCHEMA, IMAGES_SCHEMA, FaceRow, ImageRow
+
+    assert [f for f in ImageRow.__dataclass_fields__] == IMAGES_SCHEMA.names
+    assert [f for f in FaceRow.__dataclass_fields__] == FACES_SCHEMA.names
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350, "c.jpg": 250, "d.jpg": 90})
+    summary, _ = _score(folder, tmp_path / "out")
+    everything = next(row for row in summary.aggregates if row["group_by"] == "all")
+    as_json = summary.to_dict()
+    for sentiment in ("positive", "negative", "neutral"):
+        assert as_json[f"share_{sentiment}"] == everything[f"share_{sentiment}"]

@@ -6,6 +6,7 @@ half-written file or a half-committed run.
 """
 
 from ferbatch.reports._aggregates import Aggregator
+from ferbatch.reports._rows import FaceRow, ImageRow, RunSummary, sentiment_shares
 from ferbatch.reports._schemas import (
     AGGREGATES_SCHEMA,
     FACES_SCHEMA,
@@ -18,5 +19,6 @@ from ferbatch.reports._store import TMP_SUFFIX, ReportStore, ReportWriter, Score
 
 __all__ = [
     "AGGREGATES_SCHEMA", "FACES_SCHEMA", "IMAGES_SCHEMA", "PROBABILITY_COLUMNS", "SCHEMAS", "TABLES", "TMP_SUFFIX",
-    "Aggregator", "ReportStore", "ReportWriter", "ScoredIndex", "metadata_json",
+    "Aggregator", "FaceRow", "ImageRow", "ReportStore", "ReportWriter", "RunSummary", "ScoredIndex", "metadata_json",
+    "sentiment_shares",
 ]

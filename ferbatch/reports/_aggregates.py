@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from datetime import date
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.reports._rows import ImageRow, sentiment_shares
 from ferbatch.reports._schemas import GROUP_BYS
 
 
@@ -16,18 +17,18 @@ class Aggregator:
         self._counts: dict[tuple[str, str | None], Counter] = defaultdict(Counter)
         self._score_sums: dict[tuple[str, str | None], float] = defaultdict(float)
 
-    def add(self, row: dict) -> None:
-        taken = row.get("taken_at")
-        keys = [("all", "all"), ("folder", row["folder"]), ("taken_date", taken.date().isoformat() if taken else None)]
+    def add(self, row: ImageRow) -> None:
+        taken = row.taken_at
+        keys = [("all", "all"), ("folder", row.folder), ("taken_date", taken.date().isoformat() if taken else None)]
         for key in keys:
             counts = self._counts[key]
             counts["n_images"] += 1
-            counts[f"n_{row['status']}"] += 1
-            counts["n_faces"] += row["n_faces"]
-            if row["status"] == "ok":
-                counts[f"sentiment_{row['sentiment']}"] += 1
-                counts[f"n_{row['emotion'].lower()}"] += 1
-                self._score_sums[key] += row["sentiment_score"]
+            counts[f"n_{row.status}"] += 1
+            counts["n_faces"] += row.n_faces
+            if row.status == "ok":
+                counts[row.sentiment] += 1
+                counts[f"n_{row.emotion.lower()}"] += 1
+                self._score_sums[key] += row.sentiment_score
 
     def merge(self, other: Aggregator) -> None:
         for key, counts in other._counts.items():
@@ -45,8 +46,7 @@ class Aggregator:
                     "run_id": run_id, "run_date": run_date, "group_by": key[0], "group_value": key[1],
                     "n_images": counts["n_images"], "n_ok": n_ok, "n_no_face": counts["n_no_face"],
                     "n_error": counts["n_error"], "n_faces": counts["n_faces"],
-                    **{f"share_{s}": (counts[f"sentiment_{s}"] / n_ok if n_ok else None)
-                       for s in ("positive", "negative", "neutral")},
+                    **{f"share_{s}": share for s, share in sentiment_shares(counts, n_ok).items()},
                     "mean_sentiment_score": self._score_sums[key] / n_ok if n_ok else None,
                     **{f"n_{name.lower()}": counts[f"n_{name.lower()}"] for name in CLASS_NAMES},
                     "model_version": model_version,

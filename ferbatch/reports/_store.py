@@ -8,7 +8,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._rows import FaceRow, ImageRow
 from ferbatch.reports._schemas import SCHEMAS, TABLES
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,10 @@ class ReportWriter:
         final = self.final_path(table)
         return final.with_name(final.name.removesuffix(".parquet") + TMP_SUFFIX)
 
-    def write(self, table: str, rows: list[dict]) -> None:
+    def write(self, table: str, rows: Sequence[ImageRow | FaceRow | dict]) -> None:
         """Buffer rows; they reach the file in row groups of ROW_GROUP rows."""
         buffer = self._buffers[table]
-        buffer.extend(rows)
+        buffer.extend(row if isinstance(row, dict) else row.record() for row in rows)
         if len(buffer) >= ROW_GROUP:
             self._flush(table)
 

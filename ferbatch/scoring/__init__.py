@@ -29,7 +29,6 @@ from ferbatch.scoring._images import (
 from ferbatch.scoring._pipeline import PipelineSettings, PreparedImage, ScoredImage, image_probabilities, prepare
 from ferbatch.scoring._run import (
     RunContext,
-    RunSummary,
     ScoringComponents,
     Shard,
     ShardMapper,
@@ -48,7 +47,7 @@ from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
     "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face", "FaceDetector", "ImageError",
-    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "RunSummary", "ScoreSettings",
+    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings",
     "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer",
     "YuNetDetector", "annotator", "as_text", "commit_run", "crop_face", "decode", "default_detector_path",
     "eye_angle", "image_probabilities", "map_sequential", "parse_sentiment_map", "plan_run", "prepare", "read_bytes",

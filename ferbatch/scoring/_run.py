@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +19,10 @@ from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     TABLES,
     Aggregator,
+    FaceRow,
+    ImageRow,
     ReportStore,
+    RunSummary,
     ScoredIndex,
     metadata_json,
 )
@@ -45,91 +47,46 @@ class RunContext:
     sentiment: SentimentMap
 
 
-def rows_for(scored: ScoredImage, run: RunContext) -> tuple[dict, list[dict]]:
+def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceRow]]:
     """The images-table row and the faces-table rows of one scored image."""
     item, file = scored.prepared, scored.prepared.file
     status = "error" if item.error else ("ok" if item.faces else "no_face")
-    image = {
-        "run_id": run.run_id, "run_date": run.run_date, "scored_at": run.scored_at,
-        "root": file.root_text, "path": file.path_text, "folder": as_text(Path(file.folder)) if file.folder else "",
-        "image_id": item.image_id, "bytes": file.bytes, "mtime": file.mtime,
-        "width": item.width, "height": item.height, "taken_at": item.taken_at,
-        "status": status, "error": item.error, "n_faces": len(item.faces),
-        "emotion": None, "sentiment": None, "sentiment_score": None,
-        **dict.fromkeys(PROBABILITY_COLUMNS),
-        "model_version": run.model_version, "detector": run.detector,
-    }
-    faces = []
+    faces: list[FaceRow] = []
+    verdict: dict = {"emotion": None, "sentiment": None, "sentiment_score": None,
+                     **dict.fromkeys(PROBABILITY_COLUMNS)}
     if status == "ok":
         top = scored.probabilities.argmax(axis=1)
         face_scores = run.sentiment.score(scored.probabilities)
         face_labels = run.sentiment.label(top)
         for index, (face, probabilities) in enumerate(zip(item.faces, scored.probabilities, strict=True)):
-            faces.append({
-                "run_id": run.run_id, "run_date": run.run_date, "image_id": item.image_id,
-                "path": file.path_text, "face_index": index,
-                "x": round(face.x), "y": round(face.y), "w": round(face.w), "h": round(face.h),
-                "det_score": face.score,
-                **{column: float(p) for column, p in zip(PROBABILITY_COLUMNS, probabilities, strict=True)},
-                "emotion": CLASS_NAMES[top[index]], "sentiment": face_labels[index],
-                "sentiment_score": float(face_scores[index]), "model_version": run.model_version,
-            })
+            faces.append(FaceRow(
+                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, path=file.path_text,
+                face_index=index, x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
+                det_score=face.score, **_probabilities(probabilities), emotion=CLASS_NAMES[top[index]],
+                sentiment=face_labels[index], sentiment_score=float(face_scores[index]),
+                model_version=run.model_version,
+            ))
         mean = image_probabilities(item.faces, scored.probabilities)
         emotion = int(mean.argmax())
-        image.update({
-            "emotion": CLASS_NAMES[emotion],
-            "sentiment": run.sentiment.label(np.array([emotion]))[0],
-            "sentiment_score": float(run.sentiment.score(mean[None])[0]),
-            **{column: float(p) for column, p in zip(PROBABILITY_COLUMNS, mean, strict=True)},
-        })
+        verdict = {"emotion": CLASS_NAMES[emotion], "sentiment": run.sentiment.label(np.array([emotion]))[0],
+                   "sentiment_score": float(run.sentiment.score(mean[None])[0]), **_probabilities(mean)}
+    image = ImageRow(
+        run_id=run.run_id, run_date=run.run_date, scored_at=run.scored_at, root=file.root_text,
+        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else "", image_id=item.image_id,
+        bytes=file.bytes, mtime=file.mtime, width=item.width, height=item.height, taken_at=item.taken_at,
+        status=status, error=item.error, n_faces=len(item.faces), **verdict, model_version=run.model_version,
+        detector=run.detector,
+    )
     return image, faces
+
+
+def _probabilities(values: np.ndarray) -> dict[str, float]:
+    return {column: float(p) for column, p in zip(PROBABILITY_COLUMNS, values, strict=True)}
 
 
 def new_run_id(now: datetime) -> str:
     """Sorts by time; the random tail keeps two runs started in the same second apart."""
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    run_date: date
-    out_dir: Path
-    model_version: str | None
-    n_found: int = 0
-    n_skipped: int = 0
-    n_scored: int = 0
-    n_faces: int = 0
-    status_counts: Counter = field(default_factory=Counter)
-    sentiment_counts: Counter = field(default_factory=Counter)
-    error_reasons: Counter = field(default_factory=Counter)
-    files: dict[str, list[Path]] = field(default_factory=dict)  # table -> committed parts
-    # Seconds per stage summed over images; decode and detect run in threads, so these add up to more
-    # than the wall time when threads overlap.
-    stage_seconds: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-    aggregates: list[dict] = field(default_factory=list)
-
-    def add(self, image_row: dict) -> None:
-        self.n_scored += 1
-        self.n_faces += image_row["n_faces"]
-        self.status_counts[image_row["status"]] += 1
-        if image_row["sentiment"]:
-            self.sentiment_counts[image_row["sentiment"]] += 1
-        if image_row["error"]:
-            self.error_reasons[image_row["error"].split(":")[0]] += 1
-
-    def merge(self, other: RunSummary) -> None:
-        self.n_scored += other.n_scored
-        self.n_faces += other.n_faces
-        self.status_counts.update(other.status_counts)
-        self.sentiment_counts.update(other.sentiment_counts)
-        self.error_reasons.update(other.error_reasons)
-        self.stage_seconds.update(other.stage_seconds)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.n_scored / self.seconds if self.seconds else 0.0
 
 
 def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
