@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -328,5 +329,15 @@ def list_models(models_dir: Path | None) -> None:
         )
 
 
+# Defaults for the `ferbatch` process, set before TensorFlow or Prefect load (importing ferbatch changes nothing).
+_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise here
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "ferbatch",  # ferbatch's own log lines go to Prefect's run logs too
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # keep Prefect quiet on offline machines
+}
+
+
 def main() -> None:
+    for name, value in _ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     cli()

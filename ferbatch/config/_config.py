@@ -34,13 +34,15 @@ class TrainSection(_Section):
     data: Path | None = Field(None, description="FER2013 CSV; without it the nightly run does not retrain.")
     labels: Path | None = Field(None, description="FER+ vote file: train on FER+ majority labels.")
     extra_folder: Path | None = None
-    preset: str = "default"
+    # Not validated when left at its default, so loading a configuration imports no Keras (`ferbatch.training`
+    # does); a preset named in the file or the environment is checked against the recipes.
+    preset: str = Field("default", validate_default=False)
     tolerance: float = Field(0.0, ge=0)
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from ferbatch.training import PRESETS  # late: keeps `config show` from importing Keras
+        from ferbatch.training import PRESETS  # imports Keras: only for a preset the configuration names
 
         if value not in PRESETS:
             raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted(PRESETS))}")
