@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
 from ferbatch.config import DEFAULT_BATCH_SIZE
 
 
+@runtime_checkable
 class EmotionClassifier(Protocol):
     version: str
 

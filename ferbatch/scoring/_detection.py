@@ -9,7 +9,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ class Face:
         return Face(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score, landmarks)
 
 
+@runtime_checkable
 class FaceDetector(Protocol):
     name: str
 

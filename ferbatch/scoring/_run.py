@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -251,6 +251,7 @@ def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[st
     return summary
 
 
+@runtime_checkable
 class ScoringComponents(Protocol):
     """What a run builds its detector and classifier from, once per process (see `Components`)."""
 
