@@ -34,7 +34,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))  # the bad-file factory the torture test uses
 
 
 def _peak_rss_mb() -> float:
@@ -225,8 +224,15 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
 
 def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
     """The corpus plus one of every bad kind per 100 photos; each file checked; then SIGKILL and re-run."""
+    import importlib.util
+
     import duckdb
-    from imagefactory import write_good_and_bad
+
+    # The torture test's bad-file factory, loaded from its file rather than putting tests/ on sys.path.
+    spec = importlib.util.spec_from_file_location("imagefactory", HERE.parent / "tests" / "imagefactory.py")
+    imagefactory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(imagefactory)
+    write_good_and_bad = imagefactory.write_good_and_bad
 
     from ferbatch.scoring import DEFAULT_MAX_PIXELS, as_text
 
