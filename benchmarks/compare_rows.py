@@ -44,6 +44,7 @@ def compare(before: Path, after: Path) -> list[str]:
         else:
             if metadata(before, table) != metadata(after, table):
                 problems.append(f"{table}: Parquet metadata differs")
+                continue
             print(f"{table}: {len(new)} rows, {len(new.columns)} columns identical (ignoring {', '.join(IGNORED)})")
     return problems
 
