@@ -234,7 +234,8 @@ def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
     spec.loader.exec_module(imagefactory)
     write_good_and_bad = imagefactory.write_good_and_bad
 
-    from ferbatch.scoring import DEFAULT_MAX_PIXELS, as_text
+    from ferbatch.config import DEFAULT_MAX_PIXELS
+    from ferbatch.scoring import as_text
 
     folder = work / "torture"
     shutil.copytree(corpus, folder, ignore=shutil.ignore_patterns("manifest.csv", "SETTINGS"))

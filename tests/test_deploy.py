@@ -85,6 +85,11 @@ def test_prefect_yaml_entrypoints_name_real_flows():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load((PROJECT / "deploy" / "prefect.yaml").read_text())
-    for deployment in spec["deployments"]:
-        path, _, name = deployment["entrypoint"].partition(":")
-        assert load_flow_from_entrypoint(f"{PROJECT / path}:{name}").name == name  # loaded by file, as a worker does
+    try:
+        for deployment in spec["deployments"]:
+            path, _, name = deployment["entrypoint"].partition(":")
+            assert load_flow_from_entrypoint(f"{PROJECT / path}:{name}").name == name  # by file, as a worker does
+    finally:  # the loader registers the files under their bare names ('score'): leave those free for others
+        for module_name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", "")).startswith(str(PROJECT / "flows")) and "." not in module_name:
+                del sys.modules[module_name]
