@@ -1,11 +1,11 @@
 """Scoring: image files -> faces -> emotions and sentiment -> rows in the reports.
 
-Public surface: `run_scoring` and its settings, the detector and classifier protocols with their real
-implementations, the sentiment map, and the image helpers the training side reuses.
+Public surface: `run_scoring` and its shard mapper contract, the detector, classifier and components
+protocols with their real implementations, the sentiment map, the pipeline's settings and pieces the
+benchmarks reuse, and the image helpers the training side reuses. The run's steps stay private.
 """
 
 from ferbatch.config import ScoreSettings
-from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
 from ferbatch.scoring._components import Components
 from ferbatch.scoring._detection import (
@@ -34,22 +34,16 @@ from ferbatch.scoring._run import (
     ShardMapper,
     ShardResult,
     ShardScorer,
-    commit_run,
     map_sequential,
-    plan_run,
     rows_for,
-    run_metadata,
     run_scoring,
-    score_shard,
-    shard_plan,
 )
 from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
     "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face", "FaceDetector", "ImageError",
-    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings",
-    "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer",
-    "YuNetDetector", "annotator", "as_text", "commit_run", "crop_face", "decode", "default_detector_path",
-    "eye_angle", "image_probabilities", "map_sequential", "parse_sentiment_map", "plan_run", "prepare", "read_bytes",
-    "rows_for", "run_metadata", "run_scoring", "scan", "score_shard", "shard_plan",
+    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings", "ScoredImage",
+    "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer", "YuNetDetector",
+    "as_text", "crop_face", "decode", "default_detector_path", "eye_angle", "image_probabilities", "map_sequential",
+    "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
 ]
