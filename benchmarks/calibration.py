@@ -19,10 +19,10 @@ import numpy as np
 
 from ferbatch.calibration import biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.classifier import KerasClassifier
 from ferbatch.data import load_fer2013
 from ferbatch.evaluation import classification_metrics
 from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.scoring import KerasClassifier
 
 
 def _summary(labels: np.ndarray, predicted: np.ndarray) -> dict:

@@ -17,8 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from ferbatch.classifier import KerasClassifier
 from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.scoring import KerasClassifier
 
 
 def main() -> None:

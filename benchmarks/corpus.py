@@ -31,9 +31,11 @@ class FaceTile:
 
 def face_tiles() -> list[FaceTile]:
     """One tile per face found by YuNet in the test photos, with some context around the face."""
-    from ferbatch.detection import DetectorSettings, YuNetDetector, default_detector_path
+    from ferbatch.config import ScoreSettings
+    from ferbatch.scoring import DetectorSettings, YuNetDetector, default_detector_path
 
-    detector = YuNetDetector(default_detector_path(), DetectorSettings(input_long_side=4000))
+    settings = DetectorSettings.from_settings(ScoreSettings(detector_size=4000))
+    detector = YuNetDetector(default_detector_path(), settings)
     tiles = []
     for path in sorted(PHOTOS.glob("*")):
         bgr = cv2.imread(str(path))

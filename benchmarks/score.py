@@ -34,45 +34,52 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))  # the bad-file factory the torture test uses
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _components(models_dir: str | None, detector_size: int):
-    from ferbatch.components import Components
-    from ferbatch.detection import DetectorSettings, default_detector_path
-    from ferbatch.registry import ModelRegistry, default_models_dir
+def _settings(args: argparse.Namespace, detector_size: int | None = None):
+    """The scoring settings this child measures, and the pipeline internals it varies."""
+    from ferbatch.config import ScoreSettings
+    from ferbatch.scoring import PipelineSettings
 
-    registry = ModelRegistry(models_dir or default_models_dir())
-    return Components(str(registry.root), registry.resolve(None), str(default_detector_path(registry.root)),
-                      DetectorSettings(input_long_side=detector_size))
+    settings = ScoreSettings(folders=[args.corpus], out=args.out, workers=args.workers,
+                             detector_size=detector_size or args.detector_size, shard_size=args.shard_size)
+    return settings, PipelineSettings.from_settings(settings, decode_long_side=args.decode_long_side or None)
+
+
+def _components(args: argparse.Namespace, detector_size: int | None = None):
+    from ferbatch.scoring import Components
+
+    return Components.for_run(_settings(args, detector_size)[0], models_dir=args.models_dir)
 
 
 def child_real(args: argparse.Namespace) -> dict:
-    from ferbatch.scoring import ScoreSettings, run_scoring
+    from ferbatch.scoring import run_scoring
 
-    components = _components(args.models_dir, args.detector_size)
+    components = _components(args)
     loads = []
 
-    def load():
-        loads.append(time.perf_counter())
-        return components.classifier()
+    class Counting:  # the real components, counting classifier loads
+        model_version = components.model_version
+        detector = components.detector
 
-    settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None)
+        def classifier(self):
+            loads.append(time.perf_counter())
+            return components.classifier()
+
+    settings, pipeline = _settings(args)
     started = time.perf_counter()
-    first = run_scoring([args.corpus], args.out, components.detector(), components.model_version, load,
-                        settings=settings)
+    first = run_scoring(settings, Counting(), pipeline=pipeline)
     first_s = time.perf_counter() - started
     load_s = 0.0
     if loads:  # the model load and first trace happen inside the run: measure them apart
         load_s = _time_model_load(components)
     loads_before_rerun = len(loads)
     started = time.perf_counter()
-    second = run_scoring([args.corpus], args.out, components.detector(), components.model_version, load,
-                         settings=settings)
+    second = run_scoring(settings, Counting(), pipeline=pipeline)
     rerun_s = time.perf_counter() - started
     return {
         "images": first.n_scored, "faces": first.n_faces, "errors": first.status_counts.get("error", 0),
@@ -87,7 +94,7 @@ def _time_model_load(components) -> float:
     """Seconds to load the model and trace it once, measured on a fresh load after the run."""
     import numpy as np
 
-    from ferbatch.classifier import KerasClassifier
+    from ferbatch.scoring import KerasClassifier
 
     started = time.perf_counter()
     classifier = KerasClassifier.from_registry(components.models_dir, components.model_version)
@@ -102,21 +109,29 @@ def child_baseline(args: argparse.Namespace) -> dict:
     import cv2
     import numpy as np
 
-    from ferbatch.detection import crop_face
-    from ferbatch.images import ImageError, decode, read_bytes, scan
-    from ferbatch.reports import ReportWriter
-    from ferbatch.scoring import PreparedImage, RunContext, ScoredImage, rows_for
-    from ferbatch.sentiment import SentimentMap
+    from ferbatch.reports import ReportStore
+    from ferbatch.scoring import (
+        ImageError,
+        PreparedImage,
+        RunContext,
+        ScoredImage,
+        SentimentMap,
+        crop_face,
+        decode,
+        read_bytes,
+        rows_for,
+        scan,
+    )
 
     # Default: no cap, detect on the full-resolution image; --baseline-detector-size caps it.
-    components = _components(args.models_dir, args.baseline_detector_size or 100_000)
+    components = _components(args, args.baseline_detector_size or 100_000)
     detector = components.detector()
     started = time.perf_counter()
     model = components.classifier().model
     stages = dict.fromkeys(("read", "decode", "detect", "crop", "classify", "write"), 0.0)
     now = datetime.now(UTC)
     run = RunContext("baseline", now.date(), now, components.model_version, detector.name, SentimentMap())
-    writer = ReportWriter(args.out, "20000101T000000Z-000000", now.date(), {})
+    writer = ReportStore(args.out).writer("20000101T000000Z-000000", now.date(), {})
     n_images = n_faces = 0
     for file in scan([args.corpus]):
         t = time.perf_counter()
@@ -160,7 +175,7 @@ def child_baseline(args: argparse.Namespace) -> dict:
 def child_classify(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    components = _components(args.models_dir, args.detector_size)
+    components = _components(args)
     classifier = components.classifier()
     faces = np.random.default_rng(0).integers(0, 256, (8192, 48, 48), dtype=np.uint8)
     classifier.predict(faces[:256])
@@ -173,12 +188,12 @@ def child_classify(args: argparse.Namespace) -> dict:
 
 def child_score_once(args: argparse.Namespace) -> dict:
     """One plain run (the torture mode kills this one)."""
-    from ferbatch.scoring import ScoreSettings, run_scoring
+    from dataclasses import replace
 
-    components = _components(args.models_dir, args.detector_size)
-    settings = ScoreSettings(workers=args.workers, decode_long_side=args.decode_long_side or None, chunk_images=16)
-    summary = run_scoring([args.corpus], args.out, components.detector(), components.model_version,
-                          components.classifier, settings=settings, shard_size=args.shard_size)
+    from ferbatch.scoring import run_scoring
+
+    settings, pipeline = _settings(args)
+    summary = run_scoring(settings, _components(args), pipeline=replace(pipeline, chunk_images=16))
     return {"scored": summary.n_scored, "status": dict(summary.status_counts),
             "errors": dict(summary.error_reasons), "peak_rss_mb": _peak_rss_mb()}
 
@@ -209,10 +224,18 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
 
 def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
     """The corpus plus one of every bad kind per 100 photos; each file checked; then SIGKILL and re-run."""
-    import duckdb
-    from imagefactory import write_good_and_bad
+    import importlib.util
 
-    from ferbatch.images import DEFAULT_MAX_PIXELS, as_text
+    import duckdb
+
+    # The torture test's bad-file factory, loaded from its file rather than putting tests/ on sys.path.
+    spec = importlib.util.spec_from_file_location("imagefactory", HERE.parent / "tests" / "imagefactory.py")
+    imagefactory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(imagefactory)
+    write_good_and_bad = imagefactory.write_good_and_bad
+
+    from ferbatch.config import DEFAULT_MAX_PIXELS
+    from ferbatch.scoring import as_text
 
     folder = work / "torture"
     shutil.copytree(corpus, folder, ignore=shutil.ignore_patterns("manifest.csv", "SETTINGS"))
@@ -243,7 +266,7 @@ def torture(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
 
 
 def _files(folder: Path):
-    from ferbatch.images import scan
+    from ferbatch.scoring import scan
 
     return scan([folder])
 
@@ -283,6 +306,9 @@ def _table(results: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ferbatch.config import ScoreSettings
+
+    defaults = ScoreSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="Photos in the corpus.")
     parser.add_argument("--seed", type=int, default=0)
@@ -291,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "real, baseline, classify, torture.")
     parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
     parser.add_argument("--models-dir", default=None)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--detector-size", type=int, default=960)
-    parser.add_argument("--shard-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--detector-size", type=int, default=defaults.detector_size)
+    parser.add_argument("--shard-size", type=int, default=defaults.shard_size)
     parser.add_argument("--decode-long-side", type=int, default=None,
                         help="Reduced JPEG decode for the real path (default: the detector size; 0: full-size "
                         "decode, to measure that lever).")

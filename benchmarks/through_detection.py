@@ -21,10 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferbatch.classifier import KerasClassifier
 from ferbatch.data import load_fer2013
-from ferbatch.detection import DetectorSettings, YuNetDetector, crop_face, default_detector_path
 from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.scoring import DetectorSettings, KerasClassifier, YuNetDetector, crop_face, default_detector_path
 
 MARGINS = (-0.1, -0.075, -0.05, -0.025, 0.0)
 SHIFTS = (-0.04, 0.0, 0.04)
@@ -75,7 +74,8 @@ def main() -> None:
     registry = ModelRegistry(args.models_dir or default_models_dir())
     classifier = KerasClassifier(registry.load_model(args.model), registry.resolve(args.model))
     detector = YuNetDetector(default_detector_path(registry.root),
-                             DetectorSettings(input_long_side=args.canvas, score_threshold=args.score_threshold))
+                             DetectorSettings(input_long_side=args.canvas, score_threshold=args.score_threshold,
+                                              min_face=20))
     data = load_fer2013(args.data)
     report: dict = {"model": classifier.version, "upscale": args.upscale, "canvas": args.canvas,
                     "score_threshold": args.score_threshold}

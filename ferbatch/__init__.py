@@ -1,10 +1,5 @@
 """ferbatch: facial-sentiment scoring of image folders, with its own FER2013 CNN."""
 
-import os
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise for a batch tool's users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
 from ferbatch.errors import FerbatchError
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.logs import configure_logging, hand_logging_to_prefect
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_SCORE_DEFAULTS = ScoreSettings()  # for the help texts
 
 
 class _Group(click.Group):
@@ -100,7 +103,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     from ferbatch.training import recipe
 
     recipe(preset_name)  # fail on an unknown preset before anything starts
-    from flows.retrain import retrain
+    from ferbatch_flows.retrain import retrain
 
     hand_logging_to_prefect()
     result = retrain(
@@ -165,11 +168,15 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 @click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
 @_models_dir_option
 @click.option("--rescore", is_flag=True, help="Score images again even if this model already scored them.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Faces per classifier call [default: 256].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help=f"Faces per classifier call [default: {_SCORE_DEFAULTS.batch_size}].")
 @click.option("--detector-size", type=click.IntRange(min=64),
-              help="Long side in pixels of the copy the face detector sees [default: 960].")
-@click.option("--min-face", type=click.IntRange(min=1), help="Smallest face side kept, in original pixels [20].")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), help="Face detector confidence threshold [0.8].")
+              help="Long side in pixels of the copy the face detector sees "
+                   f"[default: {_SCORE_DEFAULTS.detector_size}].")
+@click.option("--min-face", type=click.IntRange(min=1),
+              help=f"Smallest face side kept, in original pixels [{_SCORE_DEFAULTS.min_face}].")
+@click.option("--score-threshold", type=click.FloatRange(0, 1),
+              help=f"Face detector confidence threshold [{_SCORE_DEFAULTS.score_threshold}].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
@@ -178,39 +185,45 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 @click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write copies of the images with boxes and labels drawn into this folder.")
 @click.option("--max-pixels", type=click.IntRange(min=1),
-              help="Images with more pixels become error rows (decompression bomb guard) [80000000].")
-@click.option("--workers", type=click.IntRange(min=1), help="Threads decoding and detecting per process [2].")
+              help="Images with more pixels become error rows (decompression bomb guard) "
+                   f"[{_SCORE_DEFAULTS.max_pixels}].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help=f"Threads decoding and detecting per process [{_SCORE_DEFAULTS.workers}].")
 @click.option("--runner", type=click.Choice(["local", "dask"]), default=None,
-              help="Where shards run: in this process, or on Dask via prefect-dask [local].")
+              help=f"Where shards run: in this process, or on Dask via prefect-dask [{_SCORE_DEFAULTS.runner}].")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT",
               help="Dask scheduler for --runner dask (default: a LocalCluster on 127.0.0.1).")
-@click.option("--dask-workers", type=click.IntRange(min=1), help="LocalCluster worker processes [2].")
-@click.option("--shard-size", type=click.IntRange(min=1), help="Images per shard (one Parquet part each) [500].")
+@click.option("--dask-workers", type=click.IntRange(min=1),
+              help=f"LocalCluster worker processes [{_SCORE_DEFAULTS.dask_workers}].")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help=f"Images per shard (one Parquet part each) [{_SCORE_DEFAULTS.shard_size}].")
 @click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_context
 def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, version: str | None,
           models_dir: Path | None, rescore: bool, include: tuple[str, ...], exclude: tuple[str, ...],
-          annotate: Path | None, fail_on_error: bool, as_json: bool, **options: object) -> None:
+          sentiment_map: str | None, annotate: Path | None, fail_on_error: bool, as_json: bool,
+          **options: object) -> None:
     """Score the faces in image folders into Parquet reports (the `score` flow).
 
     Without PATHS, scores the configured score.folders; unset options come from the configuration.
     """
-    from ferbatch.config import score_parameters
     from ferbatch.console import print_summary
-    from ferbatch.sentiment import SentimentMap
+    from ferbatch.scoring import SentimentMap, parse_sentiment_map
 
-    parameters = score_parameters(
-        _config(ctx), paths=[str(p) for p in paths] or None, out=str(out_dir) if out_dir else None,
-        models_dir=str(models_dir) if models_dir else None, include=list(include) or None,
-        exclude=list(exclude) or None, **options,
-    )
-    SentimentMap.with_overrides(parameters["sentiment_map"])  # a bad map fails before anything starts
-    from flows.score import score as score_flow
+    config = _config(ctx)
+    settings = config.score.with_overrides(
+        folders=list(paths) or None, out=out_dir, include=list(include) or None, exclude=list(exclude) or None,
+        **options,
+    ).require_folders()
+    sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
+    SentimentMap.with_overrides(sentiment)  # a bad map fails before anything starts
+    from ferbatch_flows.score import score as score_flow
 
     hand_logging_to_prefect()
-    summary = score_flow(**parameters, model=version, rescore=rescore,
-                         annotate=str(annotate) if annotate else None, progress=sys.stderr.isatty())
+    models_dir = models_dir or config.models_dir
+    summary = score_flow(settings, sentiment, model=version, models_dir=str(models_dir) if models_dir else None,
+                         rescore=rescore, annotate=str(annotate) if annotate else None, progress=sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -228,7 +241,7 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     from ferbatch.console import print_summary
 
     _config(ctx)  # a bad configuration fails here, before Prefect starts
-    from flows.nightly import nightly as nightly_flow
+    from ferbatch_flows.nightly import nightly as nightly_flow
 
     hand_logging_to_prefect()
     config_file = ctx.find_root().meta["config"][1]
@@ -288,9 +301,9 @@ def report(out_dir: Path, as_json: bool, html_file: Path | None) -> None:
         click.echo(f"wrote {write_html_report(out_dir, html_file)}")
         return
     from ferbatch.console import print_aggregates
-    from ferbatch.reports import latest_aggregates
+    from ferbatch.reports import ReportStore
 
-    table = latest_aggregates(out_dir)
+    table = ReportStore(out_dir).latest_aggregates()
     if table is None:
         raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
     rows = table.to_pylist()
@@ -368,5 +381,15 @@ def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir
                f"{card['training_config']['epochs']}, {card['bytes'] / 1e6:.1f} MB")
 
 
+# Defaults for the `ferbatch` process, set before TensorFlow or Prefect load (importing ferbatch changes nothing).
+_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise here
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "ferbatch",  # ferbatch's own log lines go to Prefect's run logs too
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # keep Prefect quiet on offline machines
+}
+
+
 def main() -> None:
+    for name, value in _ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     cli()

@@ -11,7 +11,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.scoring import RunSummary
 
 
 @contextmanager
@@ -30,32 +29,6 @@ def _console() -> Console:
     """Rich's console; wide enough for the tables when output goes to a file or pipe, not a terminal."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
-
-
-def summary_dict(summary: RunSummary) -> dict:
-    """A JSON-ready run summary (flow return value, artifacts, the CLI's table)."""
-    n_ok = summary.status_counts.get("ok", 0)
-    return {
-        "run_id": summary.run_id,
-        "run_date": summary.run_date.isoformat(),
-        "out_dir": str(summary.out_dir),
-        "model_version": summary.model_version,
-        "images_found": summary.n_found,
-        "already_scored": summary.n_skipped,
-        "scored": summary.n_scored,
-        "ok": n_ok,
-        "no_face": summary.status_counts.get("no_face", 0),
-        "error": summary.status_counts.get("error", 0),
-        "faces": summary.n_faces,
-        "share_positive": summary.sentiment_counts.get("positive", 0) / n_ok if n_ok else None,
-        "share_negative": summary.sentiment_counts.get("negative", 0) / n_ok if n_ok else None,
-        "share_neutral": summary.sentiment_counts.get("neutral", 0) / n_ok if n_ok else None,
-        "top_errors": dict(summary.error_reasons.most_common(5)),
-        "seconds": round(summary.seconds, 2),
-        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in summary.stage_seconds.items()},
-        "images_per_second": round(summary.images_per_second, 2),
-        "files": {table: [str(path) for path in paths] for table, paths in summary.files.items()},
-    }
 
 
 def _share(value: float | None) -> str:

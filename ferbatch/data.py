@@ -18,7 +18,7 @@ import pandas as pd
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, SPLITS
 from ferbatch.errors import DataError
-from ferbatch.images import IMAGE_SUFFIXES, ImageError, ImageFile, decode, read_bytes
+from ferbatch.scoring import IMAGE_SUFFIXES, ImageError, ImageFile, decode, read_bytes
 
 log = logging.getLogger(__name__)
 

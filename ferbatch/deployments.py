@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferbatch.config import FerbatchConfig, retrain_parameters, score_parameters
+from ferbatch.config import FerbatchConfig, retrain_parameters
 
 TAGS = ["ferbatch"]
 
 
 def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -> list:
     """nightly on the configured cron schedule and time zone; score and retrain run on demand."""
+    from ferbatch_flows.nightly import nightly
+    from ferbatch_flows.retrain import retrain
+    from ferbatch_flows.score import score
     from prefect.schedules import Cron
-
-    from flows.nightly import nightly
-    from flows.retrain import retrain
-    from flows.score import score
 
     nightly_parameters = {"config_file": str(Path(config_file).resolve())} if config_file else {}
     # The ad hoc deployments default to the configuration too; a run may override any parameter.
-    score_defaults = score_parameters(config, require_paths=False)
+    score_defaults = {"settings": config.score.model_dump(mode="json"), "sentiment": config.sentiment,
+                      "models_dir": str(config.models_dir) if config.models_dir else None}
     retrain_defaults = retrain_parameters(config)
     return [
         nightly.to_deployment(

@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import RegistryError
+
+if TYPE_CHECKING:  # Keras loads TensorFlow: only the functions that need it import it
+    import keras
 
 CURRENT_FILE = "current.json"
 MODEL_FILE = "model.keras"
@@ -181,6 +183,8 @@ class ModelRegistry:
         return self.root / self.resolve(version) / MODEL_FILE
 
     def load_model(self, version: str | None = None) -> keras.Model:
+        import keras
+
         return keras.saving.load_model(self.model_path(version), compile=False)
 
     def new_version_name(self, architecture: str) -> str:
@@ -235,6 +239,8 @@ class ModelRegistry:
 
 
 def runtime_versions() -> dict[str, str]:
+    import keras
+
     versions = {"keras": keras.__version__, "backend": keras.backend.backend(), "python": platform.python_version()}
     try:
         import tensorflow as tf

@@ -17,12 +17,12 @@ import keras
 from ferbatch import plots
 from ferbatch.calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
 from ferbatch.evaluation import classification_metrics, evaluate_splits
 from ferbatch.model import INPUT_CONTRACT, serving_model
 from ferbatch.registry import ModelRegistry, Promotion, build_card, runtime_versions
+from ferbatch.scoring import KerasClassifier
 from ferbatch.training import EnsembleRecipe, TrainConfig, TrainResult, preset, same_architecture, train
 
 log = logging.getLogger(__name__)

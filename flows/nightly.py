@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from ferbatch_flows.retrain import retrain
+from ferbatch_flows.score import score
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch import retraining
-from ferbatch.config import load_config, retrain_parameters, score_parameters
+from ferbatch.config import load_config, retrain_parameters
 from ferbatch.registry import ModelRegistry, default_models_dir
 from ferbatch.training import recipe
-from flows.retrain import retrain
-from flows.score import score
 
 decide_retrain = task(retraining.retrain_decision, name="check-training-data", cache_policy=NO_CACHE)
 
@@ -22,7 +22,7 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")
     registry = ModelRegistry(config.models_dir or default_models_dir())
-    score_kwargs = score_parameters(config, models_dir=str(registry.root))  # no folders: fail before training
+    settings = config.score.require_folders()  # no folders: fail before training
     train = config.train
     retrained = None
     if train.data is None:
@@ -36,5 +36,5 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
             retrained = retrain(**{**retrain_parameters(config), "models_dir": str(registry.root)})
         else:
             logger.info("retrain skipped: %s", decision.reason)
-    scored = score(**score_kwargs)
+    scored = score(settings, config.sentiment, models_dir=str(registry.root))
     return {"retrain": {"ran": decision.retrain, "reason": decision.reason, "result": retrained}, "score": scored}

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ferbatch.detection import Face
+from ferbatch.scoring import Face
 
 
 class FakeDetector:
@@ -46,3 +46,20 @@ class PixelClassifier:
         logits = np.stack([np.cos(means / 17.0 + k) for k in range(7)], axis=1)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class FakeComponents:
+    """A run's detector and classifier loader, as `ferbatch.scoring.Components` builds them; counts loads."""
+
+    def __init__(self, classifier=None, detector=None) -> None:
+        self._classifier = classifier or FakeClassifier()
+        self._detector = detector or FakeDetector()
+        self.model_version = self._classifier.version
+        self.loads: list[int] = []
+
+    def detector(self):
+        return self._detector
+
+    def classifier(self):
+        self.loads.append(1)
+        return self._classifier

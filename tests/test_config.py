@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ferbatch.cli import cli
-from ferbatch.config import load_config, score_parameters
+from ferbatch.config import load_config
 from ferbatch.errors import FerbatchError
 
 CONFIG = """
@@ -112,20 +112,20 @@ def test_a_wrong_environment_value_names_the_variable(monkeypatch):
         load_config(None)
 
 
-def test_score_parameters_take_command_line_values_over_the_configuration(config_file):
+def test_command_line_values_override_the_configured_score_settings(config_file):
     config, _ = load_config(config_file)
-    parameters = score_parameters(config, out="/cli/out", batch_size=None, runner="local")
-    assert parameters["out"] == "/cli/out"
-    assert parameters["batch_size"] == 128
-    assert parameters["runner"] == "local"
-    assert parameters["sentiment_map"] == "Surprise=positive"
-    assert parameters["paths"] == [str(p) for p in config.score.folders]
+    settings = config.score.with_overrides(out="/cli/out", batch_size=None, runner="local")
+    assert settings.out == Path("/cli/out")
+    assert settings.batch_size == 128
+    assert settings.runner == "local"
+    assert settings.folders == config.score.folders
+    assert config.sentiment == {"Surprise": "positive"}  # passed to the flow as it is, no string round trip
 
 
 def test_scoring_with_no_folders_anywhere_is_a_clear_error():
     config, _ = load_config(None)
     with pytest.raises(FerbatchError, match="no folders to score"):
-        score_parameters(config)
+        config.score.require_folders()
 
 
 def test_config_show_prints_the_effective_configuration_as_toml(config_file, monkeypatch):

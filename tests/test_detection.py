@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from imagefactory import PHOTO_FACES, PHOTOS, exif_rotated_jpeg
 
-from ferbatch.detection import Face, YuNetDetector, crop_face, default_detector_path, eye_angle
-from ferbatch.images import decode
+from ferbatch.config import ScoreSettings
+from ferbatch.scoring import DetectorSettings, Face, YuNetDetector, crop_face, decode, default_detector_path, eye_angle
 
 
 @pytest.fixture(scope="module")
 def yunet():
-    return YuNetDetector(default_detector_path())
+    return YuNetDetector(default_detector_path(), DetectorSettings.from_settings(ScoreSettings()))
 
 
 @pytest.mark.parametrize(("name", "count"), sorted(PHOTO_FACES.items()))
@@ -32,7 +32,7 @@ def test_an_exif_rotated_copy_gives_the_same_faces(yunet):
 
 def test_boxes_are_in_original_coordinates_whatever_the_detector_size(yunet):
     rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).rgb
-    small = YuNetDetector(default_detector_path(), yunet.settings.__class__(input_long_side=800))
+    small = YuNetDetector(default_detector_path(), DetectorSettings.from_settings(ScoreSettings(detector_size=800)))
     for a, b in zip(yunet.detect(rgb), small.detect(rgb), strict=True):
         assert abs(a.x - b.x) < 12 and abs(a.w - b.w) < 15
 

@@ -49,7 +49,7 @@ def tiny_ensemble(monkeypatch):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_ensemble_preset_trains_its_members_in_chunks_then_registers_one_model(tiny_ensemble, tmp_path):
-    from flows.retrain import retrain
+    from ferbatch_flows.retrain import retrain
 
     common = {"data": str(SAMPLE_CSV), "models_dir": str(tmp_path), "preset_name": tiny_ensemble}
     first = retrain(**common, stop_after_minutes=1e-6)  # the first member stops after one of its two epochs

@@ -14,25 +14,26 @@ from pathlib import Path
 import pytest
 from browser import Chromium, chromium_binary
 from click.testing import CliRunner
-from fakes import FakeDetector, PixelClassifier
+from fakes import FakeComponents, PixelClassifier
 from imagefactory import PHOTOS, encode, synthetic, write_good_and_bad
 from PIL import Image
 
 from ferbatch.cli import cli
 from ferbatch.errors import FerbatchError
 from ferbatch.html_report import latest_run_id, load_run, write_html_report
-from ferbatch.reports import latest_aggregates
-from ferbatch.scoring import ScoreSettings, run_scoring
+from ferbatch.reports import ReportStore
+from ferbatch.scoring import PipelineSettings, ScoreSettings, run_scoring
 
-SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=8)
+SETTINGS = ScoreSettings(max_pixels=4_000_000)
+PIPELINE = PipelineSettings.from_settings(SETTINGS, chunk_images=8)
 SCREENSHOTS = Path(os.environ.get("FERBATCH_TEST_SCREENSHOTS", "")) if os.environ.get(
     "FERBATCH_TEST_SCREENSHOTS") else None
 
 
 def _score(folder: Path, out: Path, rescore: bool = False):
     classifier = PixelClassifier()
-    return run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier, settings=SETTINGS,
-                       rescore=rescore)
+    return run_scoring(SETTINGS.with_overrides(folders=[folder], out=out), FakeComponents(classifier), rescore=rescore,
+                       pipeline=PIPELINE)
 
 
 def _dated_jpeg(width: int, value: int, taken: str, seed: int) -> bytes:
@@ -68,7 +69,7 @@ def scored(tmp_path_factory) -> Path:
 
 
 def test_the_page_shows_the_run_report_picks_with_every_chart_and_loads_nothing(scored, tmp_path):
-    expected_run = latest_aggregates(scored).column("run_id")[0].as_py()
+    expected_run = ReportStore(scored).latest_aggregates().column("run_id")[0].as_py()
     assert latest_run_id(scored) == expected_run
     run = load_run(scored)
     images = run.images

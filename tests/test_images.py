@@ -7,7 +7,7 @@ import pytest
 from imagefactory import PHOTOS, encode, exif_rotated_jpeg, synthetic, write_good_and_bad
 from PIL import Image
 
-from ferbatch.images import ImageError, decode, scan
+from ferbatch.scoring import ImageError, decode, scan
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_taken_at_comes_from_exif_date_time_original_with_its_offset():
 
 
 def test_unreadable_and_empty_files_are_image_errors(tmp_path):
-    from ferbatch.images import ImageFile, read_bytes
+    from ferbatch.scoring import ImageFile, read_bytes
 
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageError, match="empty file"):

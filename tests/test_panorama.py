@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 from imagefactory import PHOTOS, encode
 from PIL import Image
 
-from ferbatch.detection import DetectorSettings, YuNetDetector, default_detector_path
-from ferbatch.images import decode, scan
-from ferbatch.scoring import ScoreSettings, prepare
+from ferbatch.scoring import (
+    DetectorSettings,
+    PipelineSettings,
+    ScoreSettings,
+    YuNetDetector,
+    decode,
+    default_detector_path,
+    prepare,
+    scan,
+)
+
+PIPELINE = PipelineSettings.from_settings(ScoreSettings())
 
 
 @pytest.fixture(scope="module")
 def yunet():
-    return YuNetDetector(default_detector_path())
+    return YuNetDetector(default_detector_path(), DetectorSettings.from_settings(ScoreSettings()))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +49,8 @@ def _panorama(patch: np.ndarray, lefts: list[int], length: int = 10_000) -> np.n
 
 def test_a_100_px_face_in_a_10000x100_panorama_is_found_where_it_is(yunet, face_patch):
     pano = _panorama(face_patch, [5000])
-    untiled = YuNetDetector(default_detector_path(), DetectorSettings(tile_aspect=float("inf")))
+    whole_only = replace(DetectorSettings.from_settings(ScoreSettings()), tile_aspect=float("inf"))
+    untiled = YuNetDetector(default_detector_path(), whole_only)
     assert untiled.detect(pano) == []  # shrunk whole to 960 px, the face is under 10 px: what happened before
     (face,) = yunet.detect(pano)
     assert face.x >= 5000 and face.x + face.w <= 5100 and face.h > 60
@@ -72,7 +84,7 @@ def test_a_20_px_face_in_a_panorama_meets_the_minimum_face(yunet, face_patch):
 
 def test_a_panorama_jpeg_is_not_reduced_away_and_its_face_is_scored(tmp_path, yunet, face_patch):
     (tmp_path / "pano.jpg").write_bytes(encode(Image.fromarray(_panorama(face_patch, [5000])), "JPEG", quality=95))
-    prepared = prepare(next(scan([tmp_path])), yunet, ScoreSettings())  # decode_long_side 960, as in a run
+    prepared = prepare(next(scan([tmp_path])), yunet, PIPELINE)  # decode_long_side 960, as in a run
     assert prepared.error is None and (prepared.width, prepared.height) == (10_000, 100)
     assert len(prepared.faces) == 1 and 5000 <= prepared.faces[0].x <= 5100
     assert prepared.crops.shape == (1, 48, 48)

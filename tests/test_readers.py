@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from fakes import FakeClassifier, FakeDetector
+from fakes import FakeClassifier, FakeComponents
 from imagefactory import encode, synthetic
 from PIL import Image
 
 import ferbatch.scoring
-from ferbatch.reports import ROW_GROUP, TABLES, TMP_SUFFIX, ReportWriter
+from ferbatch.reports import TABLES, TMP_SUFFIX, ReportWriter
+from ferbatch.reports._store import ROW_GROUP
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 SECOND_RUN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -50,7 +51,7 @@ def reports(tmp_path_factory):
     _photo(folder / "none.jpg", 90)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     classifier = FakeClassifier()
-    run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier, settings=ScoreSettings())
+    run_scoring(ScoreSettings(folders=[folder], out=out), FakeComponents(classifier))
 
     class SecondRunClock(datetime):
         @classmethod
@@ -59,8 +60,8 @@ def reports(tmp_path_factory):
 
     _photo(folder / "b" / "two.jpg", 250, "2025:12:31 23:59:59")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ferbatch.scoring, "datetime", SecondRunClock)
-        run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier, settings=ScoreSettings())
+        patch.setattr(ferbatch.scoring._run, "datetime", SecondRunClock)
+        run_scoring(ScoreSettings(folders=[folder], out=out), FakeComponents(classifier))
 
     rows, instants = {}, {}
     for table in TABLES:
@@ -204,8 +205,7 @@ def test_folders_written_with_run_date_inside_the_files_are_migrated_and_stay_in
     folder, out = tmp_path / "in", tmp_path / "out"
     _photo(folder / "a.jpg", 150)
     classifier = FakeClassifier()
-    score = lambda: run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier,  # noqa: E731
-                                settings=ScoreSettings())
+    score = lambda: run_scoring(ScoreSettings(folders=[folder], out=out), FakeComponents(classifier))  # noqa: E731
     score()
     for part in (out / "images").parent.glob("*/run_date=*/*.parquet"):  # as files were written before
         table = pq.read_table(part, partitioning=None)

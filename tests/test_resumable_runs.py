@@ -97,7 +97,7 @@ def test_init_from_starts_from_the_given_weights(sample_data, tmp_path, models_d
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_the_retrain_flow_stops_at_its_deadline_and_resume_from_finishes_and_cleans_up(tmp_path):
-    from flows.retrain import retrain
+    from ferbatch_flows.retrain import retrain
 
     common = {"data": str(SAMPLE_CSV), "models_dir": str(tmp_path)}
     stopped = retrain(**common, preset_name="smoke", stop_after_minutes=1e-6)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_retrain_flow_registers_a_promoted_version_with_a_complete_card(tmp_path):
-    from flows.retrain import retrain
+    from ferbatch_flows.retrain import retrain
 
     result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path), preset_name="smoke",
                      overrides={"epochs": 1, "calibration": "macro_f1"})

@@ -20,7 +20,7 @@ def test_calibrate_does_nothing_for_a_recipe_without_calibration(models_dir, sam
 
 
 def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(models_dir, sample_data):
-    from ferbatch.classifier import KerasClassifier
+    from ferbatch.scoring import KerasClassifier
 
     model = ModelRegistry(models_dir).load_model()
     faces, labels = sample_data.subset("PublicTest")

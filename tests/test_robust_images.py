@@ -18,9 +18,11 @@ from fakes import FakeDetector
 from imagefactory import PHOTOS, encode, png_header_only, png_zlib_bomb, synthetic
 from PIL import Image, ImageFile, PngImagePlugin
 
-from ferbatch import images
-from ferbatch.images import DecodeBudget, ImageError, decode, read, scan
-from ferbatch.scoring import ScoreSettings, prepare
+from ferbatch.scoring import ImageError, PipelineSettings, ScoreSettings, decode, prepare, scan
+from ferbatch.scoring import _images as images
+from ferbatch.scoring._images import DecodeBudget, read
+
+PIPELINE = PipelineSettings.from_settings(ScoreSettings())
 
 
 def _jpeg_with_exif_date(date: str, offset: str | None) -> bytes:
@@ -66,7 +68,7 @@ def test_an_overflowing_exif_date_is_scored_not_an_error_row(tmp_path):
     (tmp_path / "old.jpg").write_bytes(_jpeg_with_exif_date("0001:01:01 00:00:00", "+01:00"))
     (tmp_path / "late.jpg").write_bytes(_jpeg_with_exif_date("9999:12:31 23:00:00", "-14:00"))
     for file in scan([tmp_path]):
-        prepared = prepare(file, FakeDetector(), ScoreSettings())
+        prepared = prepare(file, FakeDetector(), PIPELINE)
         assert prepared.error is None and prepared.taken_at is None and prepared.width == 64
 
 
@@ -91,7 +93,7 @@ def test_a_png_zlib_bomb_under_the_pixel_limit_is_refused_by_its_decoded_bytes_b
 
 def test_a_zlib_bomb_in_a_folder_is_one_error_row_with_a_clear_reason(tmp_path, zlib_bomb):
     (tmp_path / "bomb.png").write_bytes(zlib_bomb)
-    prepared = prepare(next(scan([tmp_path])), FakeDetector(), ScoreSettings())
+    prepared = prepare(next(scan([tmp_path])), FakeDetector(), PIPELINE)
     assert prepared.error.startswith("too large to decode: 8900x8900")
     assert prepared.image_id == hashlib.sha256(zlib_bomb).hexdigest() and prepared.width is None
 
@@ -235,7 +237,7 @@ def test_bytes_mtime_and_image_id_come_from_the_same_read(tmp_path):
     new = encode(synthetic(300, 120, seed=2), "JPEG")  # rewritten after the scan, before the read
     path.write_bytes(new)
     os.utime(path, (1_700_000_500.25, 1_700_000_500.25))
-    prepared = prepare(scanned, FakeDetector(), ScoreSettings())
+    prepared = prepare(scanned, FakeDetector(), PIPELINE)
     assert prepared.image_id == hashlib.sha256(new).hexdigest()
     assert prepared.file.bytes == len(new) != scanned.bytes
     assert prepared.file.mtime == datetime.fromtimestamp(1_700_000_500.25, UTC) != scanned.mtime
@@ -263,29 +265,29 @@ def test_a_file_that_keeps_changing_while_read_is_an_error_not_a_mixed_row(tmp_p
 
 
 def test_a_file_rewritten_between_scan_and_scoring_is_recorded_as_read_and_skipped_next_run(tmp_path):
-    from fakes import FakeClassifier
+    from fakes import FakeClassifier, FakeComponents
 
-    from ferbatch.reports import OutDirLock
-    from ferbatch.scoring import commit_run, plan_run, run_metadata, run_scoring, score_shard, shard_plan
+    from ferbatch.scoring import map_sequential, run_scoring
 
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     path = folder / "photo.jpg"
     path.write_bytes(encode(synthetic(200, 120, seed=1), "JPEG"))
     os.utime(path, (1_700_000_000, 1_700_000_000))
-    classifier, settings = FakeClassifier(), ScoreSettings()
-    with OutDirLock(out):
-        plan = plan_run([folder], out, classifier.version, "fake-detector")
-        new = encode(synthetic(300, 120, seed=2), "JPEG")  # rewritten while the run is going
+    new = encode(synthetic(300, 120, seed=2), "JPEG")
+
+    def rewrite_then_score(scorer, shards):  # the run has scanned; the file changes before it is read
         path.write_bytes(new)
         os.utime(path, (1_700_000_900, 1_700_000_900))
-        metadata = run_metadata(plan.run, settings)
-        shards = [score_shard(s, FakeDetector(), lambda: classifier, settings) for s in shard_plan(plan, 10, metadata)]
-        commit_run(plan, shards, metadata)
+        return map_sequential(scorer, shards)
+
+    classifier = FakeClassifier()
+    settings = ScoreSettings(folders=[folder], out=out)
+    run_scoring(settings, FakeComponents(classifier), map_shards=rewrite_then_score)
     (row,) = pq.read_table(out / "images", columns=["bytes", "mtime", "image_id", "width"]).to_pylist()
     assert row == {"bytes": len(new), "mtime": datetime.fromtimestamp(1_700_000_900, UTC),
                    "image_id": hashlib.sha256(new).hexdigest(), "width": 300}
     with pytest.MonkeyPatch.context() as patch:  # the cheap fingerprint must match: no content read at all
-        patch.setattr("ferbatch.scoring.read_bytes", lambda file: pytest.fail(f"re-read {file.path}"))
-        again = run_scoring([folder], out, FakeDetector(), classifier.version, lambda: classifier, settings=settings)
+        patch.setattr("ferbatch.scoring._run.read_bytes", lambda file: pytest.fail(f"re-read {file.path}"))
+        again = run_scoring(settings, FakeComponents(classifier))
     assert (again.n_found, again.n_skipped, again.n_scored) == (1, 1, 0)

@@ -115,37 +115,33 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
     assert empty.exit_code == 1 and "no aggregates found" in empty.output
 
 
-def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models_dir, monkeypatch):
+def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path):
+    """The flow's shard mapper (task runner, waiting for every shard) under the one run_scoring, with fakes."""
+    from fakes import FakeClassifier, FakeComponents
+    from ferbatch_flows.score import shard_mapper
+    from imagefactory import encode, synthetic
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    import flows.score
-    from ferbatch import scoring
-    from ferbatch.components import Components
-    from ferbatch.detection import DetectorSettings, default_detector_path
-    from ferbatch.registry import ModelRegistry
+    from ferbatch.scoring import ScoreSettings, run_scoring
 
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("fr_obama.jpg", "fr_biden.jpg", "fer_justin.jpg"):
-        shutil.copy(PHOTOS / name, folder / name)
-    version = ModelRegistry(models_dir).resolve(None)
-    components = Components(str(models_dir), version, str(default_detector_path()), DetectorSettings())
-    plan = scoring.plan_run([folder], tmp_path / "out", version, "yunet")
-    shards = scoring.shard_plan(plan, 1, {})
-    real_score_shard = scoring.score_shard
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(encode(synthetic(150 + 100 * i, 120, seed=i), "JPEG"))
 
-    def fails_on_the_last_shard(shard, *args, **kwargs):
-        if shard.index == 2:
-            raise RuntimeError("disk full")
-        return real_score_shard(shard, *args, **kwargs)
-
-    monkeypatch.setattr(flows.score.scoring, "score_shard", fails_on_the_last_shard)
+    class BreaksOnTheLastShard(FakeClassifier):
+        def predict(self, faces):
+            if len(self.calls) == 2:
+                raise RuntimeError("disk full")
+            return super().predict(faces)
 
     @flow  # tasks log to a flow run, as they do in the real score flow
     def score_three_shards() -> None:
-        flows.score.map_shards(ThreadPoolTaskRunner(max_workers=1), shards, components, scoring.ScoreSettings())
+        run_scoring(ScoreSettings(folders=[folder], out=tmp_path / "out", shard_size=1),
+                    FakeComponents(BreaksOnTheLastShard()),
+                    map_shards=shard_mapper(ThreadPoolTaskRunner(max_workers=1)))
 
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".ferbatch.lock"]

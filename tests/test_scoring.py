@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from fakes import FakeClassifier, FakeDetector, PixelClassifier
+from fakes import FakeClassifier, FakeComponents, FakeDetector, PixelClassifier
 from imagefactory import encode, synthetic, write_good_and_bad
 
-from ferbatch.detection import Face
 from ferbatch.errors import FerbatchError
-from ferbatch.images import as_text
-from ferbatch.reports import TMP_SUFFIX, OutDirLock
-from ferbatch.scoring import ScoreSettings, image_probabilities, run_scoring
+from ferbatch.reports import TMP_SUFFIX, ReportStore
+from ferbatch.scoring import Face, PipelineSettings, ScoreSettings, as_text, image_probabilities, run_scoring
 
-SETTINGS = ScoreSettings(max_pixels=4_000_000, chunk_images=4)
+SETTINGS = ScoreSettings(max_pixels=4_000_000)
+PIPELINE = PipelineSettings.from_settings(SETTINGS, chunk_images=4)
 
 
 def _photos(folder: Path, widths: dict[str, int]) -> Path:
@@ -33,16 +32,11 @@ def _photos(folder: Path, widths: dict[str, int]) -> Path:
     return folder
 
 
-def _score(folder, out, classifier=None, **kwargs):
-    classifier = classifier or FakeClassifier()
-    loads = []
-
-    def load():
-        loads.append(1)
-        return classifier
-
-    summary = run_scoring([folder], out, FakeDetector(), classifier.version, load, settings=SETTINGS, **kwargs)
-    return summary, loads
+def _score(folder, out, classifier=None, shard_size=None, **kwargs):
+    components = FakeComponents(classifier)
+    settings = SETTINGS.with_overrides(folders=[folder], out=out, shard_size=shard_size)
+    summary = run_scoring(settings, components, pipeline=PIPELINE, **kwargs)
+    return summary, components.loads
 
 
 def _table(out: Path, name: str):
@@ -158,13 +152,13 @@ def test_aggregates_count_by_all_folder_and_taken_date(tmp_path):
 _KILLABLE = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from fakes import FakeClassifier, FakeDetector, PixelClassifier
-from ferbatch.scoring import ScoreSettings, run_scoring
-classifier = FakeClassifier(delay=0.2)
+from fakes import FakeClassifier, FakeComponents
+from ferbatch.scoring import PipelineSettings, ScoreSettings, run_scoring
 def progress(_):
     print("scored", flush=True)
-run_scoring([{folder!r}], {out!r}, FakeDetector(), classifier.version, lambda: classifier,
-            settings=ScoreSettings(chunk_images=2), on_image=progress)
+settings = ScoreSettings(folders=[{folder!r}], out={out!r})
+run_scoring(settings, FakeComponents(FakeClassifier(delay=0.2)),
+            pipeline=PipelineSettings.from_settings(settings, chunk_images=2), on_image=progress)
 print("done", flush=True)
 """
 
@@ -201,15 +195,16 @@ def test_error_rows_for_missing_bytes_have_no_image_id(tmp_path):
 def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
     _photos(folder / "checked", {"a.jpg": 250})  # e.g. --annotate in/checked
-    summary, _ = _score(folder, folder / "out", skip_dirs=[folder / "checked"])
+    summary, _ = _score(folder, folder / "out", annotate=str(folder / "checked"))
     assert summary.n_found == 1
     (folder / "out" / "stray.jpg").write_bytes((folder / "a.jpg").read_bytes())
-    assert _score(folder, folder / "out", skip_dirs=[folder / "checked"])[0].n_found == 1
+    assert _score(folder, folder / "out", annotate=str(folder / "checked"))[0].n_found == 1
 
 
 def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
-    with OutDirLock(tmp_path / "out"), pytest.raises(FerbatchError, match="another ferbatch run is writing"):
+    busy = pytest.raises(FerbatchError, match="another ferbatch run is writing")
+    with ReportStore(tmp_path / "out").open_run(), busy:
         _score(folder, tmp_path / "out")
     assert _score(folder, tmp_path / "out")[0].n_scored == 1  # the lock is released with its holder
 
@@ -226,13 +221,13 @@ def test_parts_of_a_run_killed_between_its_renames_are_removed_and_rescored_once
 
 
 def test_unchanged_files_are_recognised_without_reading_them(tmp_path, monkeypatch):
-    import ferbatch.scoring
+    import ferbatch.scoring._run
 
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
     _score(folder, tmp_path / "out")
     reads = []
-    original = ferbatch.scoring.read_bytes
-    monkeypatch.setattr(ferbatch.scoring, "read_bytes", lambda file: reads.append(file) or original(file))
+    original = ferbatch.scoring._run.read_bytes
+    monkeypatch.setattr(ferbatch.scoring._run, "read_bytes", lambda file: reads.append(file) or original(file))
     assert _score(folder, tmp_path / "out")[0].n_skipped == 2
     assert reads == []
 
@@ -257,7 +252,7 @@ def test_scoring_in_shards_writes_one_part_per_shard_and_the_same_rows_as_one_sh
     sharded, loads = _score(folder, tmp_path / "sharded", classifier=PixelClassifier(), shard_size=2)
     assert len(sharded.files["images"]) == 3 and len(sharded.files["faces"]) == 3
     assert len(whole.files["images"]) == 1
-    assert loads == [1, 1, 1]  # run_scoring hands each shard the loader; Components caches the real model
+    assert loads == [1, 1, 1]  # each shard asks for the classifier; Components caches the real model
     for single, parts in zip(_rows(tmp_path / "whole"), _rows(tmp_path / "sharded"), strict=True):
         pd.testing.assert_frame_equal(single, parts)
     aggregates = [_table(tmp_path / name, "aggregates").drop(columns=["run_id"]) for name in ("whole", "sharded")]
@@ -265,7 +260,7 @@ def test_scoring_in_shards_writes_one_part_per_shard_and_the_same_rows_as_one_sh
 
 
 def test_a_run_that_dies_between_renames_is_finished_by_the_next_run(tmp_path, monkeypatch):
-    import ferbatch.reports
+    import ferbatch.reports._store
 
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250, "c.jpg": 300})
     real_replace, calls = os.replace, []
@@ -276,10 +271,10 @@ def test_a_run_that_dies_between_renames_is_finished_by_the_next_run(tmp_path, m
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(ferbatch.reports.os, "replace", dies_on_the_third_rename)
+    monkeypatch.setattr(ferbatch.reports._store.os, "replace", dies_on_the_third_rename)
     with pytest.raises(KeyboardInterrupt):
         _score(folder, tmp_path / "out", shard_size=2)
-    monkeypatch.setattr(ferbatch.reports.os, "replace", real_replace)
+    monkeypatch.setattr(ferbatch.reports._store.os, "replace", real_replace)
     assert list((tmp_path / "out").glob(".ferbatch-commit-*.json"))  # the manifest survived the crash
 
     second, loads = _score(folder, tmp_path / "out")
@@ -304,15 +299,14 @@ def test_a_failing_shard_leaves_no_files_behind(tmp_path):
 
 
 def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
-    from ferbatch.images import scan
-    from ferbatch.scoring import prepare
+    from ferbatch.scoring import prepare, scan
 
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "big.jpg").write_bytes(encode(synthetic(2400, 1600, seed=3), "JPEG"))  # faces of 40-270 px
     (file,) = scan([folder])
-    reduced = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=960))
-    full = prepare(file, FakeDetector(), ScoreSettings(decode_long_side=None))
+    reduced = prepare(file, FakeDetector(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=960))
+    full = prepare(file, FakeDetector(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=None))
     assert len(reduced.faces) == len(full.faces) == 24
     assert reduced.faces == full.faces
     assert reduced.seconds["decode"] > 0 and set(reduced.seconds) == {"read", "decode", "detect", "crop"}
@@ -320,9 +314,7 @@ def test_small_faces_are_cropped_from_the_full_resolution_image(tmp_path):
 
 
 def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_path):
-    from ferbatch.detection import Face
-    from ferbatch.images import scan
-    from ferbatch.scoring import prepare
+    from ferbatch.scoring import Face, prepare, scan
 
     class OneBigFace:
         name = "one-big-face"
@@ -334,8 +326,8 @@ def test_large_faces_are_cropped_from_the_reduced_image_and_barely_differ(tmp_pa
     folder.mkdir()
     (folder / "big.jpg").write_bytes(encode(synthetic(2400, 1600, seed=4), "JPEG"))
     (file,) = scan([folder])
-    reduced = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=960))
-    full = prepare(file, OneBigFace(), ScoreSettings(decode_long_side=None))
+    reduced = prepare(file, OneBigFace(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=960))
+    full = prepare(file, OneBigFace(), PipelineSettings.from_settings(ScoreSettings(), decode_long_side=None))
     assert not np.array_equal(reduced.crops, full.crops)  # really cropped from the other image
     assert np.abs(reduced.crops.astype(int) - full.crops.astype(int)).mean() < 3
 
@@ -349,3 +341,16 @@ def test_recovery_never_deletes_files_it_did_not_write(tmp_path):
         path.write_bytes(b"someone else's file")
     _score(folder, tmp_path / "out")
     assert all(path.exists() for path in strangers)
+
+
+def test_typed_rows_match_the_schemas_and_the_summary_shares_match_the_aggregates(tmp_path):
+    from ferbatch.reports import FACES_SCHEMA, IMAGES_SCHEMA, FaceRow, ImageRow
+
+    assert [f for f in ImageRow.__dataclass_fields__] == IMAGES_SCHEMA.names
+    assert [f for f in FaceRow.__dataclass_fields__] == FACES_SCHEMA.names
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350, "c.jpg": 250, "d.jpg": 90})
+    summary, _ = _score(folder, tmp_path / "out")
+    everything = next(row for row in summary.aggregates if row["group_by"] == "all")
+    as_json = summary.to_dict()
+    for sentiment in ("positive", "negative", "neutral"):
+        assert as_json[f"share_{sentiment}"] == everything[f"share_{sentiment}"]

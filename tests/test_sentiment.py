@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import FerbatchError
-from ferbatch.sentiment import SentimentMap
+from ferbatch.scoring import SentimentMap, parse_sentiment_map
 
 
 def test_default_score_is_happy_minus_the_negative_emotions():
@@ -16,7 +16,7 @@ def test_default_labels_follow_the_documented_map():
 
 
 def test_overrides_change_one_emotion_and_the_score_with_it():
-    sentiment = SentimentMap.with_overrides("surprise=positive")
+    sentiment = SentimentMap.with_overrides(parse_sentiment_map("surprise=positive"))
     assert sentiment.mapping["Surprise"] == "positive"
     probabilities = np.zeros((1, 7))
     probabilities[0, 5] = 1.0
@@ -26,4 +26,4 @@ def test_overrides_change_one_emotion_and_the_score_with_it():
 @pytest.mark.parametrize("text", ["Joy=positive", "Happy=great", "Happy"])
 def test_bad_overrides_are_clear_errors(text):
     with pytest.raises(FerbatchError, match="sentiment map"):
-        SentimentMap.with_overrides(text)
+        SentimentMap.with_overrides(parse_sentiment_map(text))

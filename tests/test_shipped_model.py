@@ -31,8 +31,8 @@ def test_the_shipped_model_file_is_small(card):
 
 
 def test_the_shipped_model_classifies_the_bundled_fer_sample_well_above_chance():
-    from ferbatch.classifier import KerasClassifier
     from ferbatch.data import load_fer2013
+    from ferbatch.scoring import KerasClassifier
 
     data = load_fer2013(SAMPLE_CSV)
     probabilities = KerasClassifier(REGISTRY.load_model(), REGISTRY.current_version()).predict(data.images)

@@ -1,17 +1,15 @@
-"""Parquet reports: `faces/`, `images/` and `aggregates/` datasets, hive-partitioned by run_date.
-
-Each run writes one file per table and shard, `run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`,
-streamed to a `.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a
-half-written file or a half-committed run.
-"""
+"""The output folder's files: streaming writers, the commit protocol, recovery, the lock and the scored index."""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,148 +19,27 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._rows import FaceRow, ImageRow
+from ferbatch.reports._schemas import SCHEMAS, TABLES
 
-TABLES = ("images", "faces", "aggregates")
+log = logging.getLogger(__name__)
+
 COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
 STAGING_DIR = ".ferbatch-staging"  # OUT/.ferbatch-staging/<table>/run_date=.../part-*.parquet.tmp
 ROW_GROUP = 4096
-PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
-UTC_US = pa.timestamp("us", tz="UTC")
 _PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
-
-_PROBABILITIES = [pa.field(name, pa.float32()) for name in PROBABILITY_COLUMNS]
-
-IMAGES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("scored_at", UTC_US, nullable=False),
-        pa.field("root", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("folder", pa.string(), nullable=False),
-        pa.field("image_id", pa.string()),  # null only when the file could not be read at all
-        pa.field("bytes", pa.int64()),
-        pa.field("mtime", UTC_US),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("taken_at", UTC_US),
-        pa.field("status", pa.string(), nullable=False),  # ok | no_face | error
-        pa.field("error", pa.string()),
-        pa.field("n_faces", pa.int32(), nullable=False),
-        pa.field("emotion", pa.string()),
-        pa.field("sentiment", pa.string()),
-        pa.field("sentiment_score", pa.float32()),
-        *_PROBABILITIES,
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("detector", pa.string(), nullable=False),
-    ]
-)
-
-FACES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("face_index", pa.int32(), nullable=False),
-        pa.field("x", pa.int32(), nullable=False),
-        pa.field("y", pa.int32(), nullable=False),
-        pa.field("w", pa.int32(), nullable=False),
-        pa.field("h", pa.int32(), nullable=False),
-        pa.field("det_score", pa.float32(), nullable=False),
-        *_PROBABILITIES,
-        pa.field("emotion", pa.string(), nullable=False),
-        pa.field("sentiment", pa.string(), nullable=False),
-        pa.field("sentiment_score", pa.float32(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-)
-
-GROUP_BYS = ("all", "folder", "taken_date")
-AGGREGATES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("run_date", pa.date32(), nullable=False),
-        pa.field("group_by", pa.string(), nullable=False),
-        pa.field("group_value", pa.string()),  # null taken_date: images without an EXIF date
-        pa.field("n_images", pa.int64(), nullable=False),
-        pa.field("n_ok", pa.int64(), nullable=False),
-        pa.field("n_no_face", pa.int64(), nullable=False),
-        pa.field("n_error", pa.int64(), nullable=False),
-        pa.field("n_faces", pa.int64(), nullable=False),
-        pa.field("share_positive", pa.float64()),
-        pa.field("share_negative", pa.float64()),
-        pa.field("share_neutral", pa.float64()),
-        pa.field("mean_sentiment_score", pa.float64()),
-        *[pa.field(f"n_{name.lower()}", pa.int64(), nullable=False) for name in CLASS_NAMES],
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-)
-
-SCHEMAS = {"images": IMAGES_SCHEMA, "faces": FACES_SCHEMA, "aggregates": AGGREGATES_SCHEMA}
 RUN_DATE_PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")  # run_date=YYYY-MM-DD
-
-
-class Aggregator:
-    """Running per-group counts, so aggregates cost nothing per image kept in memory."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str | None], Counter] = defaultdict(Counter)
-        self._score_sums: dict[tuple[str, str | None], float] = defaultdict(float)
-
-    def add(self, row: dict) -> None:
-        taken = row.get("taken_at")
-        keys = [("all", "all"), ("folder", row["folder"]), ("taken_date", taken.date().isoformat() if taken else None)]
-        for key in keys:
-            counts = self._counts[key]
-            counts["n_images"] += 1
-            counts[f"n_{row['status']}"] += 1
-            counts["n_faces"] += row["n_faces"]
-            if row["status"] == "ok":
-                counts[f"sentiment_{row['sentiment']}"] += 1
-                counts[f"n_{row['emotion'].lower()}"] += 1
-                self._score_sums[key] += row["sentiment_score"]
-
-    def merge(self, other: Aggregator) -> None:
-        for key, counts in other._counts.items():
-            self._counts[key].update(counts)
-        for key, total in other._score_sums.items():
-            self._score_sums[key] += total
-
-    def rows(self, run_id: str, run_date: date, model_version: str) -> list[dict]:
-        rows = []
-        order = {name: i for i, name in enumerate(GROUP_BYS)}
-        for key in sorted(self._counts, key=lambda k: (order[k[0]], k[1] is None, k[1] or "")):
-            counts, n_ok = self._counts[key], self._counts[key]["n_ok"]
-            rows.append(
-                {
-                    "run_id": run_id, "run_date": run_date, "group_by": key[0], "group_value": key[1],
-                    "n_images": counts["n_images"], "n_ok": n_ok, "n_no_face": counts["n_no_face"],
-                    "n_error": counts["n_error"], "n_faces": counts["n_faces"],
-                    **{f"share_{s}": (counts[f"sentiment_{s}"] / n_ok if n_ok else None)
-                       for s in ("positive", "negative", "neutral")},
-                    "mean_sentiment_score": self._score_sums[key] / n_ok if n_ok else None,
-                    **{f"n_{name.lower()}": counts[f"n_{name.lower()}"] for name in CLASS_NAMES},
-                    "model_version": model_version,
-                }
-            )
-        if not rows:  # a run that scored nothing still leaves its mark
-            rows.append({"run_id": run_id, "run_date": run_date, "group_by": "all", "group_value": "all",
-                         **dict.fromkeys(("n_images", "n_ok", "n_no_face", "n_error", "n_faces"), 0),
-                         **{f"n_{name.lower()}": 0 for name in CLASS_NAMES}, "model_version": model_version})
-        return rows
 
 
 class ReportWriter:
     """Streams rows into `.tmp` files, one per table, named `part-<run_id>[-<part>].parquet` once committed.
 
     A run may have several writers (one per shard, possibly in other processes); `close()` hands back
-    the (tmp, final) pairs and `commit_parts` makes all of a run's files visible together.
+    the (tmp, final) pairs and `ReportStore.commit` makes all of a run's files visible together.
     """
 
     def __init__(
@@ -182,10 +59,10 @@ class ReportWriter:
         final = self.final_path(table).relative_to(self.out_dir)
         return self.out_dir / STAGING_DIR / final.with_name(final.name.removesuffix(".parquet") + TMP_SUFFIX)
 
-    def write(self, table: str, rows: list[dict]) -> None:
+    def write(self, table: str, rows: Sequence[ImageRow | FaceRow | dict]) -> None:
         """Buffer rows; they reach the file in row groups of ROW_GROUP rows."""
         buffer = self._buffers[table]
-        buffer.extend(rows)
+        buffer.extend(row if isinstance(row, dict) else row.record() for row in rows)
         if len(buffer) >= ROW_GROUP:
             self._flush(table)
 
@@ -235,11 +112,11 @@ def _commit_order(move: tuple[str, str]) -> int:
     return COMMIT_ORDER.index(Path(move[1]).parent.parent.name)
 
 
-def commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
+def _commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
     """Rename a run's finished `.tmp` files into place, `images` parts last.
 
     The list is written to a manifest first, so if the process dies between renames the next run
-    finishes them (`recover_interrupted_runs`): a run is either wholly visible or not at all.
+    finishes them (`_recover_interrupted_runs`): a run is either wholly visible or not at all.
     """
     out_dir = Path(out_dir)
     moves = sorted(moves, key=_commit_order)
@@ -267,7 +144,7 @@ def _roll_forward(manifest: Path) -> list[Path]:
     return finals
 
 
-def abort_parts(moves: list[tuple[str, str]]) -> None:
+def _abort_parts(moves: list[tuple[str, str]]) -> None:
     """Delete the `.tmp` files of a run that will not be committed."""
     for tmp, _ in moves:
         Path(tmp).unlink(missing_ok=True)
@@ -278,12 +155,12 @@ def _run_id_of(part: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
+def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     """Tidy what killed runs left: finish commits that had begun, delete everything else unfinished.
 
     A run whose manifest exists had all its files written; its renames are completed. Then `.tmp`
     files and parts of runs without an `images` part are removed. Call only while holding
-    `OutDirLock`, so no live run's files are mistaken for leftovers.
+    `_OutDirLock`, so no live run's files are mistaken for leftovers.
     """
     out_dir = Path(out_dir)
     for manifest in sorted(out_dir.glob(f"{MANIFEST_PREFIX}*.json")):
@@ -302,7 +179,7 @@ def recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     return leftovers
 
 
-class OutDirLock:
+class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
     The operating system releases it when the process ends, however it ends.
@@ -312,7 +189,7 @@ class OutDirLock:
         self.path = Path(out_dir) / LOCK_FILE
         self._handle = None
 
-    def __enter__(self) -> OutDirLock:
+    def __enter__(self) -> _OutDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -353,7 +230,7 @@ class ScoredIndex:
         return image_id in self.image_ids
 
 
-def scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
+def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     dataset = _dataset(out_dir, "images")
     if dataset is None:
         return ScoredIndex(frozenset(), frozenset())
@@ -370,7 +247,7 @@ def scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     return ScoredIndex(ids, fingerprints)
 
 
-def latest_aggregates(out_dir: str | Path) -> pa.Table | None:
+def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     """The aggregates of the most recent run that scored images (else of the most recent run)."""
     dataset = _dataset(out_dir, "aggregates")
     if dataset is None:
@@ -383,3 +260,45 @@ def latest_aggregates(out_dir: str | Path) -> pa.Table | None:
 
 def metadata_json(**values: object) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+class ReportStore:
+    """The output folder and its protocol, so callers never sequence the steps themselves.
+
+    `open_run()` takes the folder's lock and tidies what killed runs left; inside it a run reads the
+    `scored_index`, streams each shard through its own `writer` (in any process: a store is just a
+    path), then `commit`s every finished file at once, or `abort`s them. Readers see whole runs only.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def __repr__(self) -> str:
+        return f"ReportStore({str(self.out_dir)!r})"
+
+    @contextmanager
+    def open_run(self) -> Iterator[ReportStore]:
+        """One run at a time per folder, from scan to commit; refused with a clear message when taken."""
+        with _OutDirLock(self.out_dir):
+            leftovers = _recover_interrupted_runs(self.out_dir)
+            if leftovers:
+                log.info("removed %d file(s) left by an interrupted run", len(leftovers))
+            yield self
+
+    def scored_index(self, model_version: str) -> ScoredIndex:
+        """What the folder already holds for `model_version` (call inside `open_run`)."""
+        return _scored_index(self.out_dir, model_version)
+
+    def writer(self, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None) -> ReportWriter:
+        return ReportWriter(self.out_dir, run_id, run_date, metadata, part=part)
+
+    def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
+        """Make a run's finished files visible together; returns their final paths."""
+        return _commit_parts(self.out_dir, run_id, moves)
+
+    def abort(self, moves: list[tuple[str, str]]) -> None:
+        """Delete the finished but uncommitted files of a run that will not be committed."""
+        _abort_parts(moves)
+
+    def latest_aggregates(self) -> pa.Table | None:
+        return _latest_aggregates(self.out_dir)

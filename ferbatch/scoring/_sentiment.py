@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.config import DEFAULT_SENTIMENT_MAP, SENTIMENTS
 from ferbatch.errors import FerbatchError
-
-SENTIMENTS = ("positive", "negative", "neutral")
-DEFAULT_MAP: dict[str, str] = {
-    "Angry": "negative",
-    "Disgust": "negative",
-    "Fear": "negative",
-    "Happy": "positive",
-    "Sad": "negative",
-    "Surprise": "neutral",
-    "Neutral": "neutral",
-}
 
 
 @dataclass(frozen=True)
@@ -30,7 +20,7 @@ class SentimentMap:
     P(Happy) - (P(Angry) + P(Disgust) + P(Fear) + P(Sad)).
     """
 
-    mapping: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MAP))
+    mapping: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SENTIMENT_MAP))
 
     def __post_init__(self) -> None:
         unknown = set(self.mapping) - set(CLASS_NAMES)
@@ -44,19 +34,14 @@ class SentimentMap:
             raise FerbatchError(f"sentiment map: {bad} (sentiments are {', '.join(SENTIMENTS)})")
 
     @classmethod
-    def with_overrides(cls, text: str | None) -> SentimentMap:
-        """The default map changed by 'Emotion=sentiment,...' (e.g. 'Surprise=positive')."""
-        mapping = dict(DEFAULT_MAP)
-        for item in filter(None, (part.strip() for part in (text or "").split(","))):
-            emotion, sep, sentiment = item.partition("=")
-            if not sep:
-                raise FerbatchError(f"sentiment map: {item!r} is not Emotion=sentiment")
-            by_lower = {name.lower(): name for name in CLASS_NAMES}
+    def with_overrides(cls, overrides: Mapping[str, str] | None) -> SentimentMap:
+        """The default map changed by {emotion: sentiment} (any case, e.g. {'surprise': 'positive'})."""
+        by_lower = {name.lower(): name for name in CLASS_NAMES}
+        mapping = dict(DEFAULT_SENTIMENT_MAP)
+        for emotion, sentiment in (overrides or {}).items():
             mapping[by_lower.get(emotion.strip().lower(), emotion.strip())] = sentiment.strip().lower()
         return cls(mapping)
 
-    def to_json(self) -> str:
-        return json.dumps(self.mapping, sort_keys=False)
 
     def _weights(self, sentiment: str) -> np.ndarray:
         return np.array([self.mapping[name] == sentiment for name in CLASS_NAMES], dtype="float32")
@@ -70,3 +55,14 @@ class SentimentMap:
         """The sentiment of each top emotion."""
         names = np.array([self.mapping[name] for name in CLASS_NAMES], dtype=object)
         return names[np.asarray(emotion_index, dtype=np.int64)]
+
+
+def parse_sentiment_map(text: str | None) -> dict[str, str]:
+    """'Emotion=sentiment,...' (the --sentiment-map option) as a dict; checked by SentimentMap.with_overrides."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        emotion, sep, sentiment = item.partition("=")
+        if not sep:
+            raise FerbatchError(f"sentiment map: {item!r} is not Emotion=sentiment")
+        overrides[emotion.strip()] = sentiment.strip()
+    return overrides

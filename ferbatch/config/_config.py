@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.config._score import SENTIMENTS, ScoreSettings
 from ferbatch.errors import FerbatchError
-from ferbatch.images import DEFAULT_MAX_PIXELS
-from ferbatch.sentiment import SENTIMENTS
 
 CONFIG_ENV = "FERBATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "ferbatch.toml"
@@ -32,35 +30,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class ScoreSection(_Section):
-    folders: list[Path] = Field(default_factory=list, description="Image folders the nightly run scores.")
-    out: Path = Field(Path("out"), description="Report folder (faces/, images/, aggregates/).")
-    include: list[str] = Field(default_factory=list, description="Only files matching these globs.")
-    exclude: list[str] = Field(default_factory=list, description="Skip files matching these globs.")
-    batch_size: int = Field(256, ge=1, description="Faces per classifier call.")
-    flip_tta: bool = False
-    detector_size: int = Field(960, ge=64, description="Long side of the copy the detector sees.")
-    min_face: int = Field(20, ge=1)
-    score_threshold: float = Field(0.8, gt=0, le=1)
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
-    workers: int = Field(2, ge=1, description="Decode and detect threads per process.")
-    runner: Literal["local", "dask"] = "local"
-    dask_address: str | None = Field(None, description="tcp://HOST:PORT of a Dask scheduler; none = LocalCluster.")
-    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster.")
-    shard_size: int = Field(500, ge=1, description="Images per shard (one task, one Parquet part each).")
-
-
 class TrainSection(_Section):
     data: Path | None = Field(None, description="FER2013 CSV; without it the nightly run does not retrain.")
     labels: Path | None = Field(None, description="FER+ vote file: train on FER+ majority labels.")
     extra_folder: Path | None = None
-    preset: str = "default"
+    # Not validated when left at its default, so loading a configuration imports no Keras (`ferbatch.training`
+    # does); a preset named in the file or the environment is checked against the recipes.
+    preset: str = Field("default", validate_default=False)
     tolerance: float = Field(0.0, ge=0)
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from ferbatch.training import ENSEMBLES, PRESETS  # late: keeps `config show` from importing Keras
+        from ferbatch.training import ENSEMBLES, PRESETS  # imports Keras: only for a preset the configuration names
 
         if value not in PRESETS and value not in ENSEMBLES:
             raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
@@ -96,7 +78,7 @@ class FerbatchConfig(BaseSettings):
     )
 
     models_dir: Path | None = Field(None, description="Model registry; none = the project's models/.")
-    score: ScoreSection = Field(default_factory=ScoreSection)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
     train: TrainSection = Field(default_factory=TrainSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     sentiment: dict[str, str] = Field(default_factory=dict, description="Emotion -> sentiment overrides.")
@@ -124,10 +106,6 @@ class FerbatchConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return env_settings, init_settings  # the file's values arrive as init values; env wins
-
-    def sentiment_overrides(self) -> str | None:
-        """The sentiment section in the CLI's 'Emotion=sentiment,...' form."""
-        return ",".join(f"{k}={v}" for k, v in self.sentiment.items()) or None
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:
@@ -205,34 +183,6 @@ def to_toml(config: FerbatchConfig) -> str:
         return str(value) if isinstance(value, Path) else value
 
     return tomli_w.dumps(clean(config.model_dump()))
-
-
-def score_parameters(config: FerbatchConfig, require_paths: bool = True, **overrides: object) -> dict:
-    """Keyword arguments for the `score` flow from the configuration; non-None overrides win."""
-    section = config.score
-    values = {
-        "paths": [str(p) for p in section.folders],
-        "out": str(section.out),
-        "models_dir": str(config.models_dir) if config.models_dir else None,
-        "batch_size": section.batch_size,
-        "detector_size": section.detector_size,
-        "min_face": section.min_face,
-        "score_threshold": section.score_threshold,
-        "flip_tta": section.flip_tta,
-        "include": list(section.include),
-        "exclude": list(section.exclude),
-        "sentiment_map": config.sentiment_overrides(),
-        "max_pixels": section.max_pixels,
-        "workers": section.workers,
-        "runner": section.runner,
-        "dask_address": section.dask_address,
-        "dask_workers": section.dask_workers,
-        "shard_size": section.shard_size,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if require_paths and not values["paths"]:
-        raise FerbatchError("no folders to score: give them on the command line or set score.folders")
-    return values
 
 
 def retrain_parameters(config: FerbatchConfig) -> dict:

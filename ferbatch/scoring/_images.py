@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from ferbatch.config import DEFAULT_MAX_PIXELS
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
 # Decoded samples one image may need (width x height x channels x bytes per sample, from its header), and
 # the most in flight across a process's decoding threads: 134 MB is a 44 MP 8-bit RGB or 33 MP RGBA PNG;
 # a 616 KB 8900x8900 16-bit RGBA PNG "zlib bomb" would be 634 MB. A JPEG over it is decoded reduced (DCT

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.images import ImageError, decode, read_bytes
-from ferbatch.scoring import ScoredImage
-from ferbatch.sentiment import SentimentMap
+from ferbatch.scoring._images import ImageError, decode, read_bytes
+from ferbatch.scoring._pipeline import ScoredImage
+from ferbatch.scoring._sentiment import SentimentMap
 
 _COLOURS = {"positive": (60, 180, 75), "negative": (40, 40, 220), "neutral": (200, 160, 40)}  # BGR
 

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
+from ferbatch.config import DEFAULT_BATCH_SIZE
 
 
+@runtime_checkable
 class EmotionClassifier(Protocol):
     version: str
 
@@ -24,13 +26,14 @@ class EmotionClassifier(Protocol):
 class KerasClassifier:
     """A registered `model.keras`, called in fixed-size batches so the graph is traced once."""
 
-    def __init__(self, model, version: str, batch_size: int = 256, flip_tta: bool = False) -> None:
+    def __init__(self, model, version: str, batch_size: int = DEFAULT_BATCH_SIZE, flip_tta: bool = False) -> None:
         self.model, self.version = model, version
         self.batch_size, self.flip_tta = batch_size, flip_tta
 
     @classmethod
     def from_registry(
-        cls, models_dir: str | Path, version: str | None = None, batch_size: int = 256, flip_tta: bool = False
+        cls, models_dir: str | Path, version: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+        flip_tta: bool = False,
     ) -> KerasClassifier:
         from ferbatch.registry import ModelRegistry
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ferbatch.classifier import KerasClassifier
-from ferbatch.detection import DetectorSettings, YuNetDetector
+from ferbatch.config import ScoreSettings
+from ferbatch.scoring._classifier import KerasClassifier
+from ferbatch.scoring._detection import DetectorSettings, YuNetDetector, default_detector_path
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,18 @@ class Components:
     model_version: str
     detector_path: str
     detector_settings: DetectorSettings
-    batch_size: int = 256
-    flip_tta: bool = False
+    batch_size: int
+    flip_tta: bool
+
+    @classmethod
+    def for_run(cls, settings: ScoreSettings, model: str | None = None,
+                models_dir: str | Path | None = None) -> Components:
+        """The registry's model (`model`, else the current one) and the YuNet detector, as `settings` ask."""
+        from ferbatch.registry import ModelRegistry, default_models_dir
+
+        registry = ModelRegistry(models_dir or default_models_dir())
+        return cls(str(registry.root), registry.resolve(model), str(default_detector_path(registry.root)),
+                   DetectorSettings.from_settings(settings), settings.batch_size, settings.flip_tta)
 
     def detector(self) -> YuNetDetector:
         return _detector(self.detector_path, self.detector_settings)

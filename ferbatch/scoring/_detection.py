@@ -9,12 +9,13 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from ferbatch.classes import IMAGE_SIZE
+from ferbatch.config import ScoreSettings
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 
@@ -42,6 +43,7 @@ class Face:
         return Face(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score, landmarks)
 
 
+@runtime_checkable
 class FaceDetector(Protocol):
     name: str
 
@@ -50,24 +52,27 @@ class FaceDetector(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DetectorSettings:
-    # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p
-    # benchmark corpus, in under half the time of 1280 px (benchmarks/score.py; the README has figures).
-    input_long_side: int = 960
-    score_threshold: float = 0.8
+    input_long_side: int
+    score_threshold: float
     nms_threshold: float = 0.3
-    min_face: int = 20  # pixels, in original coordinates
+    min_face: int  # pixels, in original coordinates
     # Images at least this elongated (long side / short side) are also searched in overlapping tiles, so
     # shrinking the long side to input_long_side cannot take their faces under what YuNet finds (a
     # 10000x100 panorama shrunk whole would make a 100 px face 10 px).
     tile_aspect: float = 2.0
 
+    @classmethod
+    def from_settings(cls, settings: ScoreSettings) -> DetectorSettings:
+        return cls(input_long_side=settings.detector_size, score_threshold=settings.score_threshold,
+                   min_face=settings.min_face)
+
 
 class YuNetDetector:
     """cv2.FaceDetectorYN on a copy resized to at most `input_long_side`; one instance per thread."""
 
-    def __init__(self, model_path: str | Path, settings: DetectorSettings = DetectorSettings()) -> None:
+    def __init__(self, model_path: str | Path, settings: DetectorSettings) -> None:
         self.model_path = str(model_path)
         if not Path(self.model_path).is_file():
             raise FileNotFoundError(f"face detector model not found: {self.model_path}")
@@ -186,5 +191,5 @@ def crop_face(grey: np.ndarray, face: Face, margin: float = 0.0, size: int = IMA
 def default_detector_path(models_dir: str | Path | None = None) -> Path:
     """The YuNet model in `models_dir`, else the one shipped in the project's models/."""
     candidates = [Path(models_dir) / YUNET_FILE] if models_dir else []
-    candidates.append(Path(__file__).resolve().parent.parent / "models" / YUNET_FILE)
+    candidates.append(Path(__file__).resolve().parents[2] / "models" / YUNET_FILE)
     return next((p for p in candidates if p.is_file()), candidates[0])

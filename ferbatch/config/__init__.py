@@ -1,0 +1,26 @@
+"""One configuration for the CLI, the flows and the deployments: `ferbatch.toml` plus `FERBATCH_*` overrides.
+
+`ScoreSettings` is the [score] section and, unchanged, the `score` flow's settings and `run_scoring`'s.
+"""
+
+from ferbatch.config._config import (
+    FerbatchConfig,
+    ScheduleSection,
+    TrainSection,
+    config_path,
+    load_config,
+    retrain_parameters,
+    to_toml,
+)
+from ferbatch.config._score import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SENTIMENT_MAP,
+    SENTIMENTS,
+    ScoreSettings,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP", "SENTIMENTS", "FerbatchConfig",
+    "ScheduleSection", "ScoreSettings", "TrainSection", "config_path", "load_config", "retrain_parameters", "to_toml",
+]

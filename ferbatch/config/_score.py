@@ -1,0 +1,58 @@
+"""The scoring settings: one typed object from `ferbatch.toml` and `FERBATCH_SCORE__*` through the CLI and the
+`score` flow to `ferbatch.scoring.run_scoring`. Every default of the scoring side is stated here, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferbatch.errors import FerbatchError
+
+DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
+DEFAULT_BATCH_SIZE = 256  # faces per classifier call: the graph is traced once for this shape
+SENTIMENTS = ("positive", "negative", "neutral")
+DEFAULT_SENTIMENT_MAP: dict[str, str] = {
+    "Angry": "negative",
+    "Disgust": "negative",
+    "Fear": "negative",
+    "Happy": "positive",
+    "Sad": "negative",
+    "Surprise": "neutral",
+    "Neutral": "neutral",
+}
+
+
+class ScoreSettings(BaseModel):
+    """The [score] section, and the `score` flow's `settings` parameter."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    folders: list[Path] = Field(default_factory=list, description="Image folders the nightly run scores.")
+    out: Path = Field(Path("out"), description="Report folder (faces/, images/, aggregates/).")
+    include: list[str] = Field(default_factory=list, description="Only files matching these globs.")
+    exclude: list[str] = Field(default_factory=list, description="Skip files matching these globs.")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Faces per classifier call.")
+    flip_tta: bool = False
+    # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p
+    # benchmark corpus, in under half the time of 1280 px (benchmarks/score.py; the README has figures).
+    # JPEGs are decoded at reduced size down to this long side too: the detector would shrink them anyway.
+    detector_size: int = Field(960, ge=64, description="Long side of the copy the detector sees.")
+    min_face: int = Field(20, ge=1)
+    score_threshold: float = Field(0.8, gt=0, le=1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    workers: int = Field(2, ge=1, description="Decode and detect threads per process.")
+    runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = Field(None, description="tcp://HOST:PORT of a Dask scheduler; none = LocalCluster.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster.")
+    shard_size: int = Field(500, ge=1, description="Images per shard (one task, one Parquet part each).")
+
+    def with_overrides(self, **values: object) -> ScoreSettings:
+        """These settings with every non-None value replaced (command-line options over the configuration)."""
+        return type(self).model_validate({**self.model_dump(), **{k: v for k, v in values.items() if v is not None}})
+
+    def require_folders(self) -> ScoreSettings:
+        if not self.folders:
+            raise FerbatchError("no folders to score: give them on the command line or set score.folders")
+        return self

@@ -1,0 +1,39 @@
+"""Parquet reports: `faces/`, `images/` and `aggregates/` datasets, hive-partitioned by run_date.
+
+Each run writes one file per table and shard, `run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`,
+streamed to a `.tmp` name and renamed at commit, so readers (DuckDB, Spark, Power BI) never see a
+half-written file or a half-committed run.
+"""
+
+from ferbatch.reports._aggregates import Aggregator
+from ferbatch.reports._migrate import drop_partition_column
+from ferbatch.reports._rows import FaceRow, ImageRow, RunSummary, sentiment_shares
+from ferbatch.reports._schemas import (
+    AGGREGATES_SCHEMA,
+    FACES_SCHEMA,
+    IMAGES_SCHEMA,
+    PROBABILITY_COLUMNS,
+    SCHEMAS,
+    TABLES,
+)
+from ferbatch.reports._store import TMP_SUFFIX, ReportStore, ReportWriter, ScoredIndex, metadata_json
+
+__all__ = [
+    "AGGREGATES_SCHEMA",
+    "FACES_SCHEMA",
+    "IMAGES_SCHEMA",
+    "PROBABILITY_COLUMNS",
+    "SCHEMAS",
+    "TABLES",
+    "TMP_SUFFIX",
+    "Aggregator",
+    "FaceRow",
+    "ImageRow",
+    "ReportStore",
+    "ReportWriter",
+    "RunSummary",
+    "ScoredIndex",
+    "drop_partition_column",
+    "metadata_json",
+    "sentiment_shares",
+]

@@ -1,0 +1,49 @@
+"""Scoring: image files -> faces -> emotions and sentiment -> rows in the reports.
+
+Public surface: `run_scoring` and its shard mapper contract, the detector, classifier and components
+protocols with their real implementations, the sentiment map, the pipeline's settings and pieces the
+benchmarks reuse, and the image helpers the training side reuses. The run's steps stay private.
+"""
+
+from ferbatch.config import ScoreSettings
+from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
+from ferbatch.scoring._components import Components
+from ferbatch.scoring._detection import (
+    DetectorSettings,
+    Face,
+    FaceDetector,
+    YuNetDetector,
+    crop_face,
+    default_detector_path,
+    eye_angle,
+)
+from ferbatch.scoring._images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    ImageFile,
+    as_text,
+    decode,
+    read_bytes,
+    scan,
+)
+from ferbatch.scoring._pipeline import PipelineSettings, PreparedImage, ScoredImage, image_probabilities, prepare
+from ferbatch.scoring._run import (
+    RunContext,
+    ScoringComponents,
+    Shard,
+    ShardMapper,
+    ShardResult,
+    ShardScorer,
+    map_sequential,
+    rows_for,
+    run_scoring,
+)
+from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
+
+__all__ = [
+    "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face", "FaceDetector", "ImageError",
+    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings", "ScoredImage",
+    "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer", "YuNetDetector",
+    "as_text", "crop_face", "decode", "default_detector_path", "eye_angle", "image_probabilities", "map_sequential",
+    "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
+]

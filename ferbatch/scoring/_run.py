@@ -1,0 +1,334 @@
+"""Score image folders into reports: plan a run, score it shard by shard, commit the reports."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.config import ScoreSettings
+from ferbatch.reports import (
+    PROBABILITY_COLUMNS,
+    TABLES,
+    Aggregator,
+    FaceRow,
+    ImageRow,
+    ReportStore,
+    RunSummary,
+    ScoredIndex,
+    metadata_json,
+)
+from ferbatch.scoring._annotate import annotator
+from ferbatch.scoring._classifier import EmotionClassifier
+from ferbatch.scoring._detection import DetectorSettings, FaceDetector
+from ferbatch.scoring._images import ImageError, ImageFile, as_text, image_id, read_bytes, scan
+from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
+from ferbatch.scoring._sentiment import SentimentMap
+
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    run_date: date
+    scored_at: datetime
+    model_version: str
+    detector: str
+    sentiment: SentimentMap
+
+
+def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceRow]]:
+    """The images-table row and the faces-table rows of one scored image."""
+    item, file = scored.prepared, scored.prepared.file
+    status = "error" if item.error else ("ok" if item.faces else "no_face")
+    faces: list[FaceRow] = []
+    verdict: dict = {"emotion": None, "sentiment": None, "sentiment_score": None,
+                     **dict.fromkeys(PROBABILITY_COLUMNS)}
+    if status == "ok":
+        top = scored.probabilities.argmax(axis=1)
+        face_scores = run.sentiment.score(scored.probabilities)
+        face_labels = run.sentiment.label(top)
+        for index, (face, probabilities) in enumerate(zip(item.faces, scored.probabilities, strict=True)):
+            faces.append(FaceRow(
+                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, path=file.path_text,
+                face_index=index, x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
+                det_score=face.score, **_probabilities(probabilities), emotion=CLASS_NAMES[top[index]],
+                sentiment=face_labels[index], sentiment_score=float(face_scores[index]),
+                model_version=run.model_version,
+            ))
+        mean = image_probabilities(item.faces, scored.probabilities)
+        emotion = int(mean.argmax())
+        verdict = {"emotion": CLASS_NAMES[emotion], "sentiment": run.sentiment.label(np.array([emotion]))[0],
+                   "sentiment_score": float(run.sentiment.score(mean[None])[0]), **_probabilities(mean)}
+    image = ImageRow(
+        run_id=run.run_id, run_date=run.run_date, scored_at=run.scored_at, root=file.root_text,
+        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else "", image_id=item.image_id,
+        bytes=file.bytes, mtime=file.mtime, width=item.width, height=item.height, taken_at=item.taken_at,
+        status=status, error=item.error, n_faces=len(item.faces), **verdict, model_version=run.model_version,
+        detector=run.detector,
+    )
+    return image, faces
+
+
+def _probabilities(values: np.ndarray) -> dict[str, float]:
+    return {column: float(p) for column, p in zip(PROBABILITY_COLUMNS, values, strict=True)}
+
+
+def new_run_id(now: datetime) -> str:
+    """Sorts by time; the random tail keeps two runs started in the same second apart."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
+    """The cheap fingerprint (root, path, size, mtime) first; the content hash only when it differs."""
+    if not index.image_ids:
+        return True  # nothing scored yet: no need to read the file twice
+    if file.bytes is not None and file.mtime is not None:
+        mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
+        if (file.root_text, file.path_text, file.bytes, mtime_us) in index.fingerprints:
+            return False
+    try:
+        return image_id(read_bytes(file)) not in index
+    except ImageError:
+        return True  # unreadable files are retried every run: they may be fixed by then
+
+
+@dataclass
+class ScorePlan:
+    """What a run will score: the new files under the roots, and the run's identity."""
+
+    run: RunContext
+    store: ReportStore
+    todo: list[ImageFile]
+    n_found: int
+    n_skipped: int
+    started: float
+
+
+def plan_run(
+    roots: Sequence[str | Path],
+    store: ReportStore,
+    model_version: str,
+    detector_name: str,
+    *,
+    sentiment: SentimentMap | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    rescore: bool = False,
+    skip_dirs: Sequence[str | Path] = (),
+) -> ScorePlan:
+    """Scan the roots and keep what `out_dir` does not already hold for this model version.
+
+    Call inside `store.open_run()`. The store's folder and `skip_dirs` are never scanned, so output
+    inside an input folder is not scored next run.
+    """
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    index = ScoredIndex(frozenset(), frozenset()) if rescore else store.scored_index(model_version)
+    todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
+    n_found = 0
+    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs]):
+        n_found += 1
+        if _is_new(file, index):
+            todo.append(file)
+    log.info("%d image(s) found, %d already scored with model %s, %d to score",
+             n_found, n_found - len(todo), model_version, len(todo))
+    run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
+    return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A slice of a plan's files that one task scores into its own Parquet parts."""
+
+    run: RunContext
+    store: ReportStore
+    index: int
+    files: list[ImageFile]
+    metadata: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"s{self.index:04d}"
+
+
+def shard_plan(plan: ScorePlan, shard_size: int, metadata: dict[str, str]) -> list[Shard]:
+    """Split the files to score into shards of at most `shard_size` images (none when nothing is new)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    return [Shard(plan.run, plan.store, i, plan.todo[start : start + shard_size], metadata)
+            for i, start in enumerate(range(0, len(plan.todo), shard_size))]
+
+
+def run_metadata(run: RunContext, settings: ScoreSettings, pipeline: PipelineSettings) -> dict[str, str]:
+    """Key-value metadata stored in every Parquet file of the run."""
+    return metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
+                         sentiment_map=run.sentiment.mapping, settings=asdict(pipeline), flip_tta=settings.flip_tta,
+                         batch_size=settings.batch_size,
+                         detector_settings=asdict(DetectorSettings.from_settings(settings)), runner=settings.runner)
+
+
+@dataclass
+class ShardResult:
+    """A scored shard: its finished but uncommitted files, and its counts for the run summary."""
+
+    index: int
+    moves: list[tuple[str, str]]  # (tmp, final) paths, committed by commit_run
+    aggregator: Aggregator
+    summary: RunSummary
+
+
+def score_shard(
+    shard: Shard,
+    detector: FaceDetector,
+    load_classifier: Callable[[], EmotionClassifier],
+    settings: PipelineSettings,
+    on_image: Callable[[ScoredImage], None] | None = None,
+) -> ShardResult:
+    """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet."""
+    run = shard.run
+    summary = RunSummary(run.run_id, run.run_date, shard.store.out_dir, run.model_version)
+    writer = shard.store.writer(run.run_id, run.run_date, shard.metadata, part=shard.name)
+    aggregator = Aggregator()
+    try:
+        classifier = load_classifier()
+        for scored in score_images(shard.files, detector, classifier, settings):
+            started = time.perf_counter()
+            image_row, face_rows = rows_for(scored, run)
+            writer.write("images", [image_row])
+            writer.write("faces", face_rows)
+            aggregator.add(image_row)
+            summary.add(image_row)
+            summary.stage_seconds.update(scored.prepared.seconds)
+            summary.stage_seconds["write"] += time.perf_counter() - started
+            if on_image:
+                on_image(scored)
+        started = time.perf_counter()
+        moves = writer.close(tables=("images",))
+        summary.stage_seconds["write"] += time.perf_counter() - started
+    except BaseException:
+        writer.abort()
+        raise
+    return ShardResult(shard.index, moves, aggregator, summary)
+
+
+def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[str, str]) -> RunSummary:
+    """Write the aggregates of all shards, then make every file of the run visible together."""
+    run = plan.run
+    summary = RunSummary(run.run_id, run.run_date, plan.store.out_dir, run.model_version,
+                         n_found=plan.n_found, n_skipped=plan.n_skipped)
+    aggregator = Aggregator()
+    for shard in sorted(shards, key=lambda s: s.index):
+        summary.merge(shard.summary)
+        aggregator.merge(shard.aggregator)
+    moves = [move for shard in shards for move in shard.moves]
+    writer = plan.store.writer(run.run_id, run.run_date, metadata)
+    try:
+        summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
+        writer.write("aggregates", summary.aggregates)
+        # A run that scored nothing still writes (empty) images and faces files: `images` marks it committed.
+        moves += writer.close(tables=("aggregates",) if shards else TABLES)
+    except BaseException:
+        writer.abort()
+        plan.store.abort(moves)
+        raise
+    # From here on the files are complete: a failure mid-commit leaves the manifest for the next run to finish.
+    finals = plan.store.commit(run.run_id, moves)
+    summary.files = {}
+    for path in finals:
+        summary.files.setdefault(path.parent.parent.name, []).append(path)
+    summary.seconds = time.perf_counter() - plan.started
+    return summary
+
+
+@runtime_checkable
+class ScoringComponents(Protocol):
+    """What a run builds its detector and classifier from, once per process (see `Components`)."""
+
+    model_version: str
+
+    def detector(self) -> FaceDetector: ...
+
+    def classifier(self) -> EmotionClassifier: ...
+
+
+@dataclass(frozen=True)
+class ShardScorer:
+    """Scores one shard wherever a shard mapper runs it (picklable when `on_image` is None)."""
+
+    components: ScoringComponents
+    settings: PipelineSettings
+    annotate: str | None = None  # folder for annotated copies of the images with faces
+    on_image: Callable[[ScoredImage], None] | None = None
+
+    def __call__(self, shard: Shard) -> ShardResult:
+        draw = annotator(self.annotate, shard.run.sentiment) if self.annotate else None
+
+        def after_image(scored: ScoredImage) -> None:
+            if draw:
+                draw(scored)
+            if self.on_image:
+                self.on_image(scored)
+
+        return score_shard(shard, self.components.detector(), self.components.classifier, self.settings,
+                           after_image if draw or self.on_image else None)
+
+
+# Runs the scorer over the shards; returns each shard's result or the exception it raised, in shard order.
+# A mapper may stop at the first failure; run_scoring drops the files of every shard when one failed.
+ShardMapper = Callable[[ShardScorer, list[Shard]], list["ShardResult | BaseException"]]
+
+
+def map_sequential(scorer: ShardScorer, shards: list[Shard]) -> list[ShardResult | BaseException]:
+    """One shard after another in this process, stopping at the first failure."""
+    outcomes: list[ShardResult | BaseException] = []
+    for shard in shards:
+        try:
+            outcomes.append(scorer(shard))
+        except BaseException as exc:
+            outcomes.append(exc)
+            break
+    return outcomes
+
+
+def run_scoring(
+    settings: ScoreSettings,
+    components: ScoringComponents,
+    *,
+    sentiment: SentimentMap | None = None,
+    rescore: bool = False,
+    annotate: str | None = None,
+    on_image: Callable[[ScoredImage], None] | None = None,
+    map_shards: ShardMapper = map_sequential,
+    pipeline: PipelineSettings | None = None,
+) -> RunSummary:
+    """Score the new images under `settings.folders` into reports under `settings.out`.
+
+    The one path through a scoring run: lock the output folder, plan, score the shards through
+    `map_shards` (the `score` flow passes one built on its task runner), commit. If any shard fails,
+    no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
+    """
+    pipeline = pipeline or PipelineSettings.from_settings(settings)
+    with ReportStore(settings.out).open_run() as store:
+        plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
+                        sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
+                        skip_dirs=[annotate] if annotate else ())
+        metadata = run_metadata(plan.run, settings, pipeline)
+        shards = shard_plan(plan, settings.shard_size, metadata)
+        outcomes = map_shards(ShardScorer(components, pipeline, annotate, on_image), shards) if shards else []
+        results = [outcome for outcome in outcomes if isinstance(outcome, ShardResult)]
+        failures = [outcome for outcome in outcomes if not isinstance(outcome, ShardResult)]
+        if failures or len(results) < len(shards):
+            store.abort([move for result in results for move in result.moves])
+            raise failures[0] if failures else RuntimeError("the shard mapper returned too few results")
+        return commit_run(plan, results, metadata)
