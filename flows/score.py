@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -119,6 +120,11 @@ def score(
     progress: bool = False,
 ) -> dict:
     """Score the faces in every new image under `paths` into Parquet reports under `out`."""
+    # A path that is not there at all stops the run (a broken symlink named directly still becomes an error
+    # row): a deployment run in a container whose volume was not mounted must fail, not report one error.
+    missing = [path for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise FerbatchError(f"{', '.join(map(str, missing))}: no such file or folder")
     runner_for_shards = task_runner(runner, dask_address, dask_workers)
     registry = ModelRegistry(models_dir or default_models_dir())
     version = registry.resolve(model)

@@ -149,3 +149,14 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path, models
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_the_flow_stops_on_a_path_that_is_not_there(tmp_path):
+    """A container deployment whose photo volume was not mounted must fail, not report one error row."""
+    import flows.score
+    from ferbatch.errors import FerbatchError
+
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")  # a broken link named directly still counts
+    with pytest.raises(FerbatchError, match=r"/data/photos: no such file or folder"):
+        flows.score.score.fn(paths=["/data/photos", str(tmp_path / "gone.jpg")], out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
