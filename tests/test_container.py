@@ -176,12 +176,13 @@ def test_score_container_deployment_runs_in_a_docker_work_pool(image, photos, lo
         return done
 
     # The commands of deploy/README.md, with this test's image, folders and user. The harness server listens
-    # on 127.0.0.1, so the flow-run container shares the host's network.
+    # on 127.0.0.1, so the worker gives the flow-run container the host's network.
+    spec = tmp_path / "prefect.yaml"
+    spec.write_text((PROJECT / "deploy" / "prefect.yaml").read_text().replace("image: ferbatch:latest",
+                                                                              f"image: {image}"))
+    env.update(FERBATCH_PHOTOS_DIR=str(photos), FERBATCH_REPORTS_DIR=str(out), FERBATCH_CONTAINER_USER=f"{uid}:{gid}")
     prefect("work-pool", "create", "ferbatch-docker", "--type", "docker", "--overwrite")
-    prefect("--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml", "-n", "score-container",
-            "--job-variable", f"image={image}", "--job-variable", "network_mode=host",
-            "--job-variable", json.dumps({"volumes": [f"{photos}:/data/photos:ro", f"{out}:/reports"]}),
-            "--job-variable", json.dumps({"container_create_kwargs": {"user": f"{uid}:{gid}"}}))
+    prefect("--no-prompt", "deploy", "--prefect-file", str(spec), "-n", "score-container")
     started = prefect("deployment", "run", "score/score-container",
                       "--param", 'paths=["/data/photos"]', "--param", "out=/reports")
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
