@@ -79,6 +79,8 @@ if [[ $local_base == 1 ]]; then
 fi
 
 args=(-f deploy/Dockerfile -t "$tag" --network "$network")
+# buildx asks for the host-network entitlement explicitly (its docker driver grants it by default).
+[[ ${build[1]} == buildx && $network == host ]] && args+=(--allow network.host)
 [[ -n $base ]] && args+=(--build-arg "BASE_IMAGE=$base")
 ca=${FERBATCH_CA_BUNDLE:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}
 [[ -f $ca ]] && args+=(--secret "id=ca,src=$ca")
