@@ -48,8 +48,26 @@ def fit_class_bias(probabilities: np.ndarray, labels: np.ndarray, sweeps: int = 
     return bias
 
 
+def _logits_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The `logits` layer of a network, or of every network inside a serving wrapper."""
+    found = []
+    for layer in model.layers:
+        if layer.name == "logits":
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += _logits_layers(layer)
+    return found
+
+
 def apply_class_bias(model: keras.Model, bias: np.ndarray) -> None:
-    """Fold `bias` into the model's `logits` layer, so its output becomes softmax(logits + bias)."""
-    layer = model.get_layer("logits")
-    kernel, current = layer.get_weights()
-    layer.set_weights([kernel, (current + np.asarray(bias)).astype(current.dtype)])
+    """Fold `bias` into the model's `logits` layer, so its output becomes softmax(logits + bias).
+
+    In a serving wrapper every member gets the bias: exact for one member (its views then average
+    softmax(z + b)), and for an ensemble the biases act on each member's logits before the average.
+    """
+    layers = _logits_layers(model)
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no layer named 'logits' to calibrate")
+    for layer in layers:
+        kernel, current = layer.get_weights()
+        layer.set_weights([kernel, (current + np.asarray(bias)).astype(current.dtype)])

@@ -69,6 +69,13 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
 @click.option("--extra-folder", type=EXISTING_DIR, help="Add face crops from class-named subfolders to Training.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run from its last checkpoint.")
+@click.option("--resume-from", metavar="VERSION", default=None,
+              help="Continue a registered unfinished run (see `ferbatch models list`) to the end of its schedule.")
+@click.option("--init-from", metavar="VERSION", default=None,
+              help="Start a new run from a registered model's weights (e.g. fine-tune with --extra-folder).")
+@click.option("--stop-after", "stop_after_minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="MINUTES", help="Stop after the last epoch that ends in time and register the run as an "
+              "unfinished version that --resume-from continues, here or on another machine.")
 @click.option("--no-promote", is_flag=True, help="Register the model but leave the current one in place.")
 @click.option("--force-promote", is_flag=True, help="Promote even if PublicTest accuracy is worse.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -78,7 +85,8 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
           epochs: int | None, batch_size: int | None, precision: str | None,
           seed: int | None, class_weights: bool | None, calibration: str | None, labels: tuple[str, Path] | None,
-          extra_folder: Path | None, resume: bool, no_promote: bool, force_promote: bool, tolerance: float,
+          extra_folder: Path | None, resume: bool, resume_from: str | None, init_from: str | None,
+          stop_after_minutes: float | None, no_promote: bool, force_promote: bool, tolerance: float,
           models_dir: Path | None) -> None:
     """Train, evaluate and register a FER model (the `retrain` flow)."""
     if no_promote and force_promote:
@@ -89,9 +97,9 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
         raise click.UsageError("give --data FILE or set train.data in the configuration")
     preset_name = preset_name or config.train.preset
     models_dir = models_dir or config.models_dir
-    from ferbatch.training import preset
+    from ferbatch.training import recipe
 
-    preset(preset_name)  # fail on an unknown preset before anything starts
+    recipe(preset_name)  # fail on an unknown preset before anything starts
     from flows.retrain import retrain
 
     hand_logging_to_prefect()
@@ -106,7 +114,15 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
         resume=resume,
         promote="never" if no_promote else "force" if force_promote else "auto",
         tolerance=tolerance,
+        resume_from=resume_from,
+        init_from=init_from,
+        stop_after_minutes=stop_after_minutes,
     )
+    if result["unfinished"]:
+        click.echo(f"unfinished run {result['version']}: epoch {result['epochs_done']} of {result['epochs']}, "
+                   f"best PublicTest accuracy so far {result['best_public_accuracy']:.4f}; continue it with "
+                   f"`ferbatch train --data ... --resume-from {result['version']}`")
+        return
     private = result["metrics"].get("PrivateTest", {}).get("plain", {})
     click.echo(
         f"model {result['version']}: PublicTest accuracy {result['metrics']['PublicTest']['plain']['accuracy']:.4f}"
@@ -262,8 +278,15 @@ def show_config(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("out_dir", type=EXISTING_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def report(out_dir: Path, as_json: bool) -> None:
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Instead, write that run's charts to one self-contained HTML FILE.")
+def report(out_dir: Path, as_json: bool, html_file: Path | None) -> None:
     """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
+    if html_file is not None:
+        from ferbatch.html_report import write_html_report
+
+        click.echo(f"wrote {write_html_report(out_dir, html_file)}")
+        return
     from ferbatch.console import print_aggregates
     from ferbatch.reports import latest_aggregates
 
@@ -280,9 +303,9 @@ def report(out_dir: Path, as_json: bool) -> None:
 @cli.command()
 def presets() -> None:
     """List the named training recipes."""
-    from ferbatch.training import PRESETS
+    from ferbatch.training import ENSEMBLES, PRESETS
 
-    for name, config in PRESETS.items():
+    for name, config in [*PRESETS.items(), *ENSEMBLES.items()]:
         click.echo(f"{name}: {json.dumps(config.to_dict())}")
 
 
@@ -299,7 +322,8 @@ def list_models(models_dir: Path | None) -> None:
 
     registry = ModelRegistry(models_dir or default_models_dir())
     versions = registry.versions()
-    if not versions:
+    unfinished = registry.unfinished_versions()
+    if not versions and not unfinished:
         click.echo(f"no models registered in {registry.root}")
         return
     current = registry.current_version()
@@ -314,6 +338,34 @@ def list_models(models_dir: Path | None) -> None:
             f"{private.get('plain', {}).get('accuracy', float('nan')):>7.4f} "
             f"{private.get('flip_tta', {}).get('accuracy', float('nan')):>9.4f} {card['label_source']}"
         )
+    for version in unfinished:
+        card = registry.unfinished_card(version)
+        click.echo(
+            f"  {version:34} {card['architecture']:8} unfinished: epoch {card['epochs_done']} of "
+            f"{card['training_config']['epochs']}, best PublicTest {card['best_public_accuracy']:.4f} so far "
+            f"(`ferbatch train --data ... --resume-from {version}`)"
+        )
+
+
+@models.command("register-unfinished")
+@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="The FER2013 CSV the run trains on.")
+@click.option("--preset", "preset_name", default=None, help="The preset the run was started with (for the card).")
+@_models_dir_option
+def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir: Path | None) -> None:
+    """Register the work folder's run (in progress or interrupted) as an unfinished version to commit and
+    continue elsewhere with `train --resume-from`."""
+    from ferbatch.data import source_digests
+    from ferbatch.registry import ModelRegistry, default_models_dir
+    from ferbatch.retraining import checkpoint_dir, unfinished_card_for, work_dir
+
+    registry = ModelRegistry(models_dir or default_models_dir())
+    workdir = checkpoint_dir(work_dir(registry.root))
+    card = unfinished_card_for(workdir, preset_name)
+    card["data"] = {"sources": source_digests(data_path)}
+    version = registry.register_unfinished(workdir, card)
+    card = registry.unfinished_card(version)
+    click.echo(f"registered unfinished run {version}: epoch {card['epochs_done']} of "
+               f"{card['training_config']['epochs']}, {card['bytes'] / 1e6:.1f} MB")
 
 
 def main() -> None:

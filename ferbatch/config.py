@@ -60,10 +60,10 @@ class TrainSection(_Section):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from ferbatch.training import PRESETS  # late: keeps `config show` from importing Keras
+        from ferbatch.training import ENSEMBLES, PRESETS  # late: keeps `config show` from importing Keras
 
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted(PRESETS))}")
+        if value not in PRESETS and value not in ENSEMBLES:
+            raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
         return value
 
 

@@ -109,18 +109,23 @@ def eye_angle(face: Face) -> float:
     return math.degrees(math.atan2(by - ay, bx - ax))
 
 
-def crop_face(grey: np.ndarray, face: Face, margin: float = 0.0, size: int = IMAGE_SIZE) -> np.ndarray:
-    """A size x size grey crop around the face, eyes levelled, framed about like FER2013 faces.
+def crop_face(grey: np.ndarray, face: Face, margin: float = 0.0, size: int = IMAGE_SIZE, shift: float = 0.0,
+              level_above: float | None = 0.0) -> np.ndarray:
+    """A size x size grey crop around the face, framed about like FER2013 faces.
 
-    The crop is a square of side max(w, h) * (1 + 2 * margin) centred on the box, rotated about its
-    centre by the eye angle. Pixels outside the image repeat the border.
+    The crop is a square of side max(w, h) * (1 + 2 * margin) centred on the box moved down by `shift`
+    times that side, rotated about its centre to level the eyes when they tilt by more than `level_above`
+    degrees (0: always; None: never). Pixels outside the image repeat the border.
+    benchmarks/through_detection.py chooses the framing on PublicTest.
     """
+    angle = eye_angle(face)
+    align = level_above is not None and abs(angle) > level_above
     side = max(face.w, face.h) * (1 + 2 * margin)
-    centre = (face.x + face.w / 2, face.y + face.h / 2)
+    centre = (face.x + face.w / 2, face.y + face.h / 2 + shift * side)
     # Rotate about the face centre and move it to the centre of a side x side canvas, then shrink
     # with INTER_AREA (warpAffine alone would alias when a large face becomes 48 px).
     canvas = max(size, math.ceil(side))
-    matrix = cv2.getRotationMatrix2D(centre, eye_angle(face), canvas / side)
+    matrix = cv2.getRotationMatrix2D(centre, angle if align else 0.0, canvas / side)
     matrix[:, 2] += (canvas / 2 - centre[0], canvas / 2 - centre[1])
     upright = cv2.warpAffine(grey, matrix, (canvas, canvas), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if canvas == size:

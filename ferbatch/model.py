@@ -32,15 +32,11 @@ INPUT_CONTRACT = {
 # An architecture builds the feature trunk and head on normalised inputs; the factory adds the rest.
 Architecture = Callable[[keras.KerasTensor], keras.KerasTensor]
 _ARCHITECTURES: dict[str, Architecture] = {}
-# The side of the square an architecture sees: 48 (the whole FER frame) or a crop of it (trained on random
-# crops, served on fixed crops by `serving_model`).
-_INPUT_SIZES: dict[str, int] = {}
 
 
-def register_architecture(name: str, input_size: int = IMAGE_SIZE) -> Callable[[Architecture], Architecture]:
+def register_architecture(name: str) -> Callable[[Architecture], Architecture]:
     def decorate(build: Architecture) -> Architecture:
         _ARCHITECTURES[name] = build
-        _INPUT_SIZES[name] = input_size
         return build
 
     return decorate
@@ -48,12 +44,6 @@ def register_architecture(name: str, input_size: int = IMAGE_SIZE) -> Callable[[
 
 def list_architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
-
-
-def input_size(architecture: str) -> int:
-    if architecture not in _INPUT_SIZES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(list_architectures())}")
-    return _INPUT_SIZES[architecture]
 
 
 def _conv_block(x: keras.KerasTensor, filters: int, convs: int, dropout: float) -> keras.KerasTensor:
@@ -84,7 +74,7 @@ def _fer_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Dropout(0.4)(x)
 
 
-@register_architecture("crop_cnn", input_size=40)
+@register_architecture("crop_cnn")
 def _crop_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     """Four stages of two conv3x3-BN-ReLU, 32-64-128-256, on 40x40 crops: 1.18M parameters, 82M multiply-adds.
 
@@ -126,18 +116,20 @@ def _dtype_policy(policy: str):
 def create_model(
     architecture: str,
     *,
+    input_side: int = IMAGE_SIZE,
     pixel_mean: float = 0.5,
     pixel_variance: float = 0.0625,
     dtype_policy: str = "float32",
 ) -> keras.Model:
-    """Build a classifier on raw grey 0..255 squares of `input_size(architecture)` pixels.
+    """Build a classifier on raw grey 0..255 squares of `input_side` pixels.
 
-    A 48-pixel architecture honours INPUT_CONTRACT as it is; a crop architecture does once wrapped by
+    At 48 it honours INPUT_CONTRACT as it is; a network trained on smaller crops does once wrapped by
     `serving_model`. Mean and variance are of pixels scaled to 0..1.
     """
-    side = input_size(architecture)
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(list_architectures())}")
     with _dtype_policy(dtype_policy):
-        inputs = keras.Input((side, side, 1), dtype="float32", name="grey_0_255")
+        inputs = keras.Input((input_side, input_side, 1), dtype="float32", name="grey_0_255")
         # Preprocessing stays float32 whatever the compute policy: it is cheap and keeps 0..255 exact.
         x = layers.Rescaling(1.0 / 255.0, dtype="float32", name="scale_0_1")(inputs)
         x = layers.Normalization(mean=pixel_mean, variance=pixel_variance, dtype="float32", name="normalise")(x)
@@ -196,6 +188,7 @@ def inference_copy(classifier: keras.Model, architecture: str) -> keras.Model:
     normaliser = classifier.get_layer("normalise")
     copy = create_model(
         architecture,
+        input_side=int(classifier.input_shape[1]),
         pixel_mean=float(np.ravel(keras.ops.convert_to_numpy(normaliser.mean))[0]),
         pixel_variance=float(np.ravel(keras.ops.convert_to_numpy(normaliser.variance))[0]),
     )
@@ -232,6 +225,9 @@ def serving_model(members: list[keras.Model], crops: int = 1, flip: bool = False
     """
     inputs = keras.Input(INPUT_SHAPE, dtype="float32", name="grey_0_255")
     outputs = []
+    if len(members) > 1:  # layer names must be unique inside the wrapper
+        for index, member in enumerate(members):
+            member.name = f"{member.name.split('__')[0]}__m{index}"
     for index, member in enumerate(members):
         side = int(member.input_shape[1])
         offsets = crop_offsets(side, crops) if side < IMAGE_SIZE else [(0, 0)]

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,9 @@ from ferbatch.errors import RegistryError
 CURRENT_FILE = "current.json"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
+# What an unfinished training run needs to continue on another machine (ferbatch.training's work folder).
+RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.h5")
+UNFINISHED = "unfinished"
 PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
 
@@ -77,6 +81,80 @@ class ModelRegistry:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file() and (p / MODEL_FILE).is_file())
 
+    def unfinished_versions(self) -> list[str]:
+        """Registered unfinished training runs (no model.keras: never scored with, never promoted), oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if (p / CARD_FILE).is_file() and not (p / MODEL_FILE).exists()
+                      and json.loads((p / CARD_FILE).read_text()).get("status") == UNFINISHED)
+
+    def unfinished_card(self, version: str) -> dict:
+        if version not in self.unfinished_versions():
+            known = ", ".join(self.unfinished_versions()) or "none"
+            raise RegistryError(f"{self.root}: no unfinished run {version!r} (unfinished runs: {known})")
+        return json.loads((self.root / version / CARD_FILE).read_text())
+
+    def register_unfinished(self, workdir: str | Path, card: dict) -> str:
+        """Store an interrupted run's checkpoint (weights, optimizer state, schedule position, curve so far) as
+        an unfinished version, and remove the older unfinished versions of the same run it supersedes.
+
+        The training process may still be writing `workdir`; its files are each replaced atomically, the
+        checkpoint before the state, so a copy is consistent when the state reads the same before and after.
+        """
+        workdir = Path(workdir)
+        if not ((workdir / "state.json").is_file() and (workdir / "checkpoint.keras").is_file()):
+            raise RegistryError(f"{workdir}: no training checkpoint to register (checkpoint.keras and state.json)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = self.new_version_name(f"{card.get('architecture', 'model')}-{UNFINISHED}")
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
+        try:
+            staging.chmod(0o755)
+            for _attempt in range(20):
+                before = (workdir / "state.json").read_bytes()
+                for name in RESUME_FILES:
+                    if (workdir / name).is_file():
+                        shutil.copy2(workdir / name, staging / name)
+                time.sleep(0.5)
+                if (workdir / "state.json").read_bytes() == before:
+                    break
+            else:
+                raise RegistryError(f"{workdir}: the checkpoint kept changing while it was copied; try again")
+            state = json.loads(before)
+            card = {**card, "version": version, "status": UNFINISHED, "run_id": state.get("run_id"),
+                    "epochs_done": state["epochs_done"], "history": state["history"],
+                    "best_epoch": state["best_epoch"], "best_public_accuracy": state["best_val_accuracy"],
+                    "wall_time_s": round(state["wall_time_s"], 2), "chunks": state.get("chunks", []),
+                    "files": sorted(p.name for p in staging.iterdir())}
+            card["bytes"] = sum(p.stat().st_size for p in staging.iterdir())
+            (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+            os.rename(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.remove_unfinished(run_id=card["run_id"], keep=version)
+        return version
+
+    def restore_unfinished(self, version: str, workdir: str | Path) -> dict:
+        """Lay an unfinished version's checkpoint into `workdir` for `train(..., resume=True)`; returns its card."""
+        card = self.unfinished_card(version)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in RESUME_FILES:
+            (workdir / name).unlink(missing_ok=True)
+            if (self.root / version / name).is_file():
+                shutil.copy2(self.root / version / name, workdir / name)
+        return card
+
+    def remove_unfinished(self, run_id: str | None, keep: str | None = None) -> list[str]:
+        """Delete the unfinished versions of training run `run_id` (but `keep`); returns what was removed."""
+        removed = []
+        for version in self.unfinished_versions():
+            if version != keep and run_id and self.unfinished_card(version).get("run_id") == run_id:
+                shutil.rmtree(self.root / version)
+                removed.append(version)
+        return removed
+
     def current_version(self) -> str | None:
         pointer = self.root / CURRENT_FILE
         if not pointer.is_file():
@@ -89,6 +167,9 @@ class ModelRegistry:
         if chosen is None:
             raise RegistryError(f"{self.root}: no current model; train one or pass a version")
         if not (self.root / chosen / MODEL_FILE).is_file():
+            if chosen in self.unfinished_versions():
+                raise RegistryError(f"{self.root}: {chosen} is an unfinished training run, not a model; "
+                                    f"continue it with `ferbatch train --resume-from {chosen}`")
             known = ", ".join(self.versions()) or "none"
             raise RegistryError(f"{self.root}: no model version {chosen!r} (registered: {known})")
         return chosen

@@ -5,9 +5,11 @@ prepare_data -> fit -> calibrate -> assess -> register -> promote
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -19,9 +21,9 @@ from ferbatch.classifier import KerasClassifier
 from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
 from ferbatch.evaluation import classification_metrics, evaluate_splits
-from ferbatch.model import INPUT_CONTRACT
-from ferbatch.registry import ModelRegistry, Promotion, build_card
-from ferbatch.training import TrainConfig, TrainResult, train
+from ferbatch.model import INPUT_CONTRACT, serving_model
+from ferbatch.registry import ModelRegistry, Promotion, build_card, runtime_versions
+from ferbatch.training import EnsembleRecipe, TrainConfig, TrainResult, preset, same_architecture, train
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,124 @@ def prepare_data(
     return data
 
 
-def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool) -> TrainResult:
-    return train(config, *data.subset("Training"), *data.subset("PublicTest"), workdir / "checkpoints", resume)
+def checkpoint_dir(workdir: Path) -> Path:
+    return Path(workdir) / "checkpoints"
+
+
+def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at: float | None = None,
+        init_weights: keras.Model | None = None) -> TrainResult:
+    return train(config, *data.subset("Training"), *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
+                 stop_at=stop_at, init_weights=init_weights)
+
+
+def training_setup(
+    registry: ModelRegistry,
+    workdir: Path,
+    config: TrainConfig,
+    resume_from: str | None = None,
+    init_from: str | None = None,
+    overrides: dict | None = None,
+) -> tuple[TrainConfig, bool, keras.Model | None]:
+    """(config, resume, init_weights) for a run: continue a registered unfinished run, start from a registered
+    model's weights, or neither. An unfinished run keeps its own recipe: of `overrides` only the epoch budget
+    (plateau schedules) and the calibration apply to it."""
+    if resume_from and init_from:
+        raise FerbatchError("--resume-from continues a run and --init-from starts one: give one of them")
+    if resume_from:
+        card = registry.unfinished_card(resume_from)
+        recipe = TrainConfig.from_dict(card["training_config"])
+        wanted = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if recipe.lr_schedule == "cosine" and wanted.get("epochs", recipe.epochs) != recipe.epochs:
+            raise FerbatchError(f"{resume_from} follows a {recipe.epochs}-epoch cosine schedule; its length is "
+                                "part of the recipe and cannot change on resume")
+        registry.restore_unfinished(resume_from, checkpoint_dir(workdir))
+        log.info("resuming unfinished run %s (%s) after epoch %d of %d", resume_from, card.get("preset"),
+                 card["epochs_done"], recipe.epochs)
+        return recipe.with_overrides(epochs=wanted.get("epochs"), calibration=wanted.get("calibration")), True, None
+    if init_from:
+        return config, False, registry.load_model(registry.resolve(init_from))
+    return config, False, None
+
+
+def find_member(registry: ModelRegistry, config: TrainConfig, sources: dict) -> tuple[str | None, str | None]:
+    """(finished, unfinished) registered versions of an ensemble member with this recipe on this data."""
+    def same(card: dict) -> bool:
+        return _same_recipe(config, card.get("training_config")) and (card.get("data") or {}).get("sources") == sources
+
+    finished = [v for v in registry.versions() if registry.card(v).get("role") == "member" and same(registry.card(v))]
+    unfinished = [v for v in registry.unfinished_versions() if same(registry.unfinished_card(v))]
+    return (finished[-1] if finished else None), (unfinished[-1] if unfinished else None)
+
+
+def assemble(members: list[keras.Model], recipe: EnsembleRecipe, name: str) -> keras.Model:
+    """One model.keras that averages the members' probabilities over the recipe's views."""
+    architecture = preset(recipe.member).architecture
+    networks = [same_architecture(member, architecture) for member in members]
+    return serving_model(networks, crops=recipe.crops, flip=recipe.flip, name=name)
+
+
+def member_summary(registry: ModelRegistry, version: str) -> dict:
+    """What an ensemble's card says of each member: its own metrics, curve and training time."""
+    card = registry.card(version)
+    recalls = {split: {c: round(card["metrics"][split]["plain"]["per_class"][c]["recall"], 4) for c in CLASS_NAMES}
+               for split in card["metrics"]}
+    return {
+        "version": version, "seed": card["training_config"]["seed"], "best_epoch": card["best_epoch"],
+        "epochs_run": card["epochs_run"], "wall_time_s": card["wall_time_s"], "chunks": card.get("chunks", []),
+        "accuracy": {split: round(card["metrics"][split]["plain"]["accuracy"], 4) for split in card["metrics"]},
+        "recall": recalls, "public_test_curve": [round(a, 4) for a in card["history"].get("val_accuracy", [])],
+    }
+
+
+def register_ensemble(registry: ModelRegistry, name: str, recipe: EnsembleRecipe, data: FerData,
+                      model: keras.Model, metrics: dict, member_versions: list[str]) -> str:
+    members = [member_summary(registry, v) for v in member_versions]
+    card = build_card(
+        architecture=f"{len(members)}x{preset(recipe.member).architecture}",
+        parameters=int(model.count_params()),
+        training_config={"ensemble": recipe.to_dict(), "member": preset(recipe.member).to_dict()},
+        data_summary=data.summary(),
+        metrics=metrics,
+        epochs_run=sum(m["epochs_run"] for m in members),
+        best_epoch=0,
+        wall_time_s=round(sum(m["wall_time_s"] for m in members), 2),
+        stopped_early=False,
+        input_contract=INPUT_CONTRACT,
+    )
+    card.update(preset=name, role="ensemble", members=members, history={},
+                views={"crops": recipe.crops, "flip": recipe.flip, "count": len(members) * recipe.crops
+                       * (2 if recipe.flip else 1)}, calibration=None)
+    version = registry.register(model, card)
+    log.info("registered ensemble %s of %s", version, ", ".join(member_versions))
+    return version
+
+
+def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data: FerData | None = None) -> dict:
+    """The card of an unfinished run, from the recipe its checkpoint state records."""
+    state_file = Path(checkpoints) / "state.json"
+    if not state_file.is_file():
+        raise FerbatchError(f"{checkpoints}: no interrupted training run here (no state.json)")
+    config = TrainConfig.from_dict(json.loads(state_file.read_text())["config"])
+    return {
+        "architecture": config.architecture,
+        "preset": preset_name,
+        "training_config": config.to_dict(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "runtime": runtime_versions(),
+        "data": data.summary() if data is not None else None,
+        "selection": "checkpoint chosen on PublicTest only",
+    }
+
+
+def register_unfinished(registry: ModelRegistry, config: TrainConfig, result: TrainResult, workdir: Path,
+                        preset_name: str | None = None, data: FerData | None = None) -> str:
+    """Register the run's checkpoint as an unfinished version that `--resume-from` continues anywhere."""
+    card = unfinished_card_for(checkpoint_dir(workdir), preset_name, data)
+    version = registry.register_unfinished(checkpoint_dir(workdir), card)
+    log.info("registered unfinished run %s: epoch %d of %d, best PublicTest %.4f so far; continue with "
+             "`ferbatch train --resume-from %s`", version, result.epochs_run, config.epochs,
+             result.best_public_accuracy, version)
+    return version
 
 
 def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> dict | None:
@@ -86,8 +204,12 @@ def register(
     metrics: dict,
     report_dir: Path,
     calibration: dict | None = None,
+    preset_name: str | None = None,
+    role: str = "model",
 ) -> str:
-    """Write curves and confusion matrices, build the card and register a new version."""
+    """Write curves and confusion matrices, build the card and register a new version.
+
+    role: "model" (a candidate for promotion) or "member" (one network of an ensemble preset)."""
     pictures = [plots.training_curves(result.history, report_dir / "training_curves.png")]
     for split, by_mode in metrics.items():
         for mode, values in by_mode.items():
@@ -111,8 +233,11 @@ def register(
     )
     card["history"] = result.history
     card["calibration"] = calibration
+    card.update(run_id=result.run_id, chunks=result.chunks, preset=preset_name, role=role)
     version = registry.register(result.classifier, card, pictures)
     log.info("registered model %s in %s", version, registry.root)
+    for superseded in registry.remove_unfinished(result.run_id):
+        log.info("removed %s: the run it held has finished as %s", superseded, version)
     return version
 
 
@@ -136,7 +261,7 @@ class RetrainDecision:
 
 def retrain_decision(
     registry: ModelRegistry,
-    config: TrainConfig,
+    config: TrainConfig | EnsembleRecipe,
     data_path: str | Path,
     ferplus_labels: str | Path | None = None,
     extra_folder: str | Path | None = None,
@@ -157,8 +282,11 @@ def retrain_decision(
     return RetrainDecision(False, f"model {current} was trained on the same data with the same config")
 
 
-def _same_recipe(config: TrainConfig, on_card: dict | None) -> bool:
+def _same_recipe(config: TrainConfig | EnsembleRecipe, on_card: dict | None) -> bool:
     """Compare through TrainConfig, so a card written before a setting existed reads as its default."""
+    if isinstance(config, EnsembleRecipe):
+        return (on_card or {}).get("ensemble") == config.to_dict() and _same_recipe(
+            preset(config.member), on_card.get("member"))
     try:
         return on_card is not None and TrainConfig.from_dict(on_card) == config
     except (FerbatchError, TypeError):

@@ -10,7 +10,9 @@ import json
 import logging
 import math
 import os
+import platform
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -128,9 +130,42 @@ PRESETS["crop_cnn"] = TrainConfig(
 )
 
 
+@dataclass(frozen=True)
+class EnsembleRecipe:
+    """Several networks of one preset, each with its own seed, served as one model.keras that averages their
+    probabilities over fixed views of the face (ferbatch.model.serving_model)."""
+
+    member: str  # the preset each member trains with
+    seeds: tuple[int, ...]
+    crops: int = 1  # 1 = the centre crop, 5 = centre and corners
+    flip: bool = True  # also the mirrored views
+
+    def member_configs(self) -> list[TrainConfig]:
+        return [preset(self.member).with_overrides(seed=seed) for seed in self.seeds]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seeds": list(self.seeds)}
+
+
+# Ensemble presets: `ferbatch train --preset NAME` trains the members one after another (each resumable,
+# in chunks with --stop-after), then assembles, evaluates, registers and promotes the whole.
+ENSEMBLES: dict[str, EnsembleRecipe] = {
+    "crop_cnn_x3": EnsembleRecipe(member="crop_cnn", seeds=(1234, 2345, 3456), crops=1, flip=True),
+}
+
+
 def preset(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def recipe(name: str) -> TrainConfig | EnsembleRecipe:
+    """A single-network preset or an ensemble preset, by name."""
+    if name in ENSEMBLES:
+        return ENSEMBLES[name]
+    if name not in PRESETS:
+        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
     return PRESETS[name]
 
 
@@ -138,7 +173,8 @@ class FaceBatches(keras.utils.PyDataset):
     """Shuffled (x, one-hot y, sample weight) batches from uint8 arrays; the last partial batch is dropped.
 
     Dropping the remainder avoids a TensorFlow 2.21 oneDNN crash seen on odd-sized training batches.
-    The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+    The shuffle order (and a crop recipe's augmentation) depends only on (seed, epoch), so a resumed run sees
+    the same batches.
     """
 
     def __init__(
@@ -179,9 +215,14 @@ class FaceBatches(keras.utils.PyDataset):
         y = np.eye(NUM_CLASSES, dtype="float32")[self.labels[rows]]
         return x, y, self.sample_weight[rows]
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop as each epoch begins (0-based, as Keras counts)."""
+        self.epoch = epoch
         self._order = self._permutation()
+
+    def on_epoch_end(self) -> None:
+        # Keras also calls this after peeking at a batch before training; the epoch comes from start_epoch.
+        pass
 
 
 def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rng: np.random.Generator
@@ -237,10 +278,12 @@ def balanced_class_weights(labels: np.ndarray) -> np.ndarray:
 class _Bookkeeping(keras.callbacks.Callback):
     """Per-epoch checkpoint, best-on-PublicTest weights, LR plateaus and early stopping, all resumable."""
 
-    def __init__(self, workdir: Path, config: TrainConfig, classifier: keras.Model, state: dict) -> None:
+    def __init__(self, workdir: Path, config: TrainConfig, classifier: keras.Model, state: dict,
+                 batches: FaceBatches, stop_at: float | None = None) -> None:
         super().__init__()
-        self.workdir, self.config, self.classifier = workdir, config, classifier
+        self.workdir, self.config, self.classifier, self.batches = workdir, config, classifier, batches
         self.state = state
+        self.stop_at = stop_at  # time.time() after which no new epoch starts (the chunk's deadline)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
@@ -267,9 +310,13 @@ class _Bookkeeping(keras.callbacks.Callback):
             self.state["plateau_wait"] = 0
         self.state["epochs_done"] = epoch + 1
         self.state["wall_time_s"] += row["epoch_s"]
+        chunk = self.state["chunks"][-1]
+        chunk.update(last_epoch=epoch + 1, wall_time_s=round(chunk["wall_time_s"] + row["epoch_s"], 2))
         if self.state["wait"] >= self.config.early_stopping_patience:
             self.state["stopped_early"] = True
             self.model.stop_training = True
+        if self.stop_at is not None and time.time() + row["epoch_s"] > self.stop_at:
+            self.model.stop_training = True  # the next epoch would end past the deadline
         self._save_checkpoint()
         log.info(
             "epoch %d/%d  loss %.4f  acc %.4f  PublicTest loss %.4f acc %.4f  lr %.2e%s",
@@ -279,6 +326,7 @@ class _Bookkeeping(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.state["_epoch_started"] = time.perf_counter()
+        self.batches.start_epoch(epoch)
 
     def _save_checkpoint(self) -> None:
         # Write then rename, so an interruption never leaves a half-written checkpoint behind.
@@ -301,10 +349,15 @@ class TrainResult:
     wall_time_s: float
     stopped_early: bool
     resumed: bool
+    # False when the chunk's deadline came first: the work folder then holds what resuming needs.
+    finished: bool = True
+    run_id: str = ""
+    chunks: list[dict] = field(default_factory=list)  # one per resumed stretch: epochs, wall time, machine
 
 
 def _fresh_state(config: TrainConfig) -> dict:
     return {
+        "run_id": uuid.uuid4().hex[:12],
         "config": config.to_dict(),
         "history": {},
         "epochs_done": 0,
@@ -314,7 +367,13 @@ def _fresh_state(config: TrainConfig) -> dict:
         "plateau_wait": 0,
         "wall_time_s": 0.0,
         "stopped_early": False,
+        "chunks": [],
     }
+
+
+def _machine() -> dict:
+    return {"host": platform.node(), "cpus": os.cpu_count(), "backend": keras.backend.backend(),
+            "processor": platform.processor() or platform.machine()}
 
 
 def _load_resume_state(workdir: Path, config: TrainConfig) -> dict | None:
@@ -372,8 +431,15 @@ def train(
     public_labels: np.ndarray,
     workdir: str | Path,
     resume: bool = False,
+    stop_at: float | None = None,
+    init_weights: keras.Model | None = None,
 ) -> TrainResult:
-    """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch."""
+    """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch.
+
+    stop_at: a time.time() deadline; no epoch starts that would end after it, and the result is then
+    `finished=False` with the work folder holding what `resume=True` needs. init_weights: a model of the same
+    architecture (or a serving wrapper around one) whose weights a fresh run starts from.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
@@ -404,15 +470,23 @@ def train(
         mean = float(train_images.mean() / 255.0)
         variance = float(train_images.var() / 255.0**2)
         classifier = create_model(
-            config.architecture, pixel_mean=mean, pixel_variance=variance, dtype_policy=config.precision
+            config.architecture, input_side=config.crop or IMAGE_SIZE, pixel_mean=mean, pixel_variance=variance,
+            dtype_policy=config.precision,
         )
+        if init_weights is not None:
+            classifier.set_weights(same_architecture(init_weights, config.architecture).get_weights())
+            log.info("starting from the weights of %s", init_weights.name)
         trainer = classifier if config.crop else with_augmentation(classifier, config.augmentation, config.seed)
         _compile(trainer, config, len(batches))
 
-    bookkeeping = _Bookkeeping(workdir, config, classifier, state)
+    _add_run_identity(state)
+    bookkeeping = _Bookkeeping(workdir, config, classifier, state, batches, stop_at)
     state["config"] = config.to_dict()
     already_done = state["epochs_done"] >= config.epochs or state["stopped_early"]
     if not already_done:
+        state["chunks"].append({"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "first_epoch": state["epochs_done"] + 1, "last_epoch": state["epochs_done"],
+                                "wall_time_s": 0.0, **_machine()})
         trainer.fit(
             batches,
             epochs=config.epochs,
@@ -421,6 +495,7 @@ def train(
                              np.eye(NUM_CLASSES)[public_labels]),
             validation_batch_size=256,
             callbacks=[bookkeeping],
+            shuffle=False,  # FaceBatches shuffles by (seed, epoch); Keras's own shuffle would not resume
             verbose=0,
         )
     best = workdir / "best.weights.h5"
@@ -438,4 +513,26 @@ def train(
         wall_time_s=round(state["wall_time_s"], 2),
         stopped_early=state["stopped_early"],
         resumed=resumed,
+        finished=state["epochs_done"] >= config.epochs or state["stopped_early"],
+        run_id=state["run_id"],
+        chunks=state["chunks"],
     )
+
+
+def _add_run_identity(state: dict) -> None:
+    """A run id and chunk list for a checkpoint written before they existed (one chunk, from its history)."""
+    state.setdefault("run_id", uuid.uuid4().hex[:12])
+    if "chunks" not in state:
+        done = state["epochs_done"]
+        state["chunks"] = [{"first_epoch": 1, "last_epoch": done, "host": "unrecorded",
+                            "wall_time_s": round(sum(state["history"].get("epoch_s", [])), 2)}] if done else []
+
+
+def same_architecture(model: keras.Model, architecture: str) -> keras.Model:
+    """`model` itself, or the one network of that architecture inside a serving wrapper."""
+    if model.name == architecture and not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) == 1 and inner[0].name.split("__")[0] == architecture:
+        return inner[0]
+    raise FerbatchError(f"cannot start a {architecture} run from model {model.name!r}: not one {architecture} network")

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from ferbatch import retraining
 from ferbatch.config import load_config, retrain_parameters, score_parameters
 from ferbatch.registry import ModelRegistry, default_models_dir
-from ferbatch.training import preset
+from ferbatch.training import recipe
 from flows.retrain import retrain
 from flows.score import score
 
@@ -29,7 +29,7 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
         logger.info("retrain skipped: no train.data configured")
         decision = retraining.RetrainDecision(False, "no train.data configured")
     else:
-        decision = decide_retrain(registry, preset(train.preset), train.data, train.labels, train.extra_folder,
+        decision = decide_retrain(registry, recipe(train.preset), train.data, train.labels, train.extra_folder,
                                   force_retrain)
         if decision.retrain:
             logger.info("retraining: %s", decision.reason)

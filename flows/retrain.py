@@ -1,7 +1,12 @@
-"""The `retrain` flow: load and validate data, train, calibrate, evaluate, register, promote."""
+"""The `retrain` flow: load and validate data, train, calibrate, evaluate, register, promote.
+
+An ensemble preset trains its members one after another (a member already registered is reused, an
+unfinished one resumed), then assembles, evaluates, registers and promotes the whole.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, task
@@ -10,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ferbatch import retraining
 from ferbatch.registry import ModelRegistry, default_models_dir
-from ferbatch.training import preset
+from ferbatch.training import EnsembleRecipe, recipe
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more
 # than it saves, so these tasks do not cache.
@@ -19,7 +24,26 @@ train_model = task(retraining.fit, name="train", cache_policy=NO_CACHE)
 calibrate_model = task(retraining.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
 evaluate_model = task(retraining.assess, name="evaluate", cache_policy=NO_CACHE)
 register_model = task(retraining.register, name="register", cache_policy=NO_CACHE)
+register_unfinished = task(retraining.register_unfinished, name="register-unfinished", cache_policy=NO_CACHE)
+assemble_ensemble = task(retraining.assemble, name="assemble-ensemble", cache_policy=NO_CACHE)
+register_ensemble = task(retraining.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
 promote_model = task(retraining.promote, name="promote", cache_policy=NO_CACHE)
+
+
+def _unfinished(version: str, registry: ModelRegistry, epochs_done: int, epochs: int, best: float,
+                reason: str = "stopped at the deadline; resume it later") -> dict:
+    return {"version": version, "unfinished": True, "promoted": False, "epochs_done": epochs_done,
+            "epochs": epochs, "best_public_accuracy": best, "models_dir": str(Path(registry.root)), "reason": reason}
+
+
+def _finish(registry: ModelRegistry, version: str, promote: str, tolerance: float) -> dict:
+    decision = promote_model(registry, version, promote, tolerance)
+    card = registry.card(version)
+    create_markdown_artifact(
+        retraining.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
+    )
+    return {"version": version, "unfinished": False, "promoted": decision.promoted, "reason": decision.reason,
+            "models_dir": str(Path(registry.root)), "metrics": card["metrics"]}
 
 
 @flow(name="retrain", log_prints=True)
@@ -33,21 +57,70 @@ def retrain(
     resume: bool = False,
     promote: str = "auto",
     tolerance: float = 0.0,
+    resume_from: str | None = None,
+    init_from: str | None = None,
+    stop_after_minutes: float | None = None,
 ) -> dict:
-    """Train a FER model and register it; promote it only when PublicTest accuracy is not worse."""
-    config = preset(preset_name).with_overrides(**(overrides or {}))
+    """Train a FER model and register it; promote it only when PublicTest accuracy is not worse.
+
+    With `stop_after_minutes`, a run that would not finish in time stops after an epoch and is registered
+    as an unfinished version, which `resume_from` (or, for an ensemble preset, the same command) continues
+    later, on this machine or another.
+    """
+    stop_at = time.time() + stop_after_minutes * 60 if stop_after_minutes else None
     registry = ModelRegistry(models_dir or default_models_dir())
     workdir = retraining.work_dir(registry.root)
+    if resume_from:
+        preset_name = registry.unfinished_card(resume_from).get("preset") or preset_name
+    chosen = recipe(preset_name)
+    if isinstance(chosen, EnsembleRecipe):
+        return _retrain_ensemble(registry, workdir, preset_name, chosen, data, labels, extra_folder, stop_at,
+                                 promote, tolerance)
+    config = chosen.with_overrides(**(overrides or {}))
+    config, resume_run, init_weights = retraining.training_setup(registry, workdir, config, resume_from, init_from,
+                                                                 overrides)
     report_dir = workdir / "report"
     faces = load_data(data, labels, extra_folder, report_dir)
-    result = train_model(config, faces, workdir, resume)
+    result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights)
+    if not result.finished:
+        version = register_unfinished(registry, config, result, workdir, preset_name, faces)
+        return _unfinished(version, registry, result.epochs_run, config.epochs, result.best_public_accuracy)
     calibration = calibrate_model(config, result.classifier, faces)
     metrics = evaluate_model(result.classifier, faces)
-    version = register_model(registry, config, faces, result, metrics, report_dir, calibration)
-    decision = promote_model(registry, version, promote, tolerance)
-    card = registry.card(version)
-    create_markdown_artifact(
-        retraining.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
-    )
-    return {"version": version, "promoted": decision.promoted, "reason": decision.reason,
-            "models_dir": str(Path(registry.root)), "metrics": card["metrics"]}
+    version = register_model(registry, config, faces, result, metrics, report_dir, calibration, preset_name)
+    return _finish(registry, version, promote, tolerance)
+
+
+def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensemble: EnsembleRecipe, data: str,
+                      labels: str | None, extra_folder: str | None, stop_at: float | None, promote: str,
+                      tolerance: float) -> dict:
+    report_dir = workdir / "report"
+    faces = load_data(data, labels, extra_folder, report_dir)
+    sources = faces.summary()["sources"]
+    member_versions, trained = [], False
+    for config in ensemble.member_configs():
+        finished, unfinished = retraining.find_member(registry, config, sources)
+        if finished:
+            member_versions.append(finished)
+            continue
+        # Like a single run, a chunk always trains at least one epoch; the next member waits for a later one.
+        if trained and stop_at is not None and time.time() >= stop_at:
+            version = unfinished or "(not started)"
+            return _unfinished(version, registry, 0, config.epochs, float("nan"),
+                               f"member seed {config.seed} waits for the next chunk")
+        if unfinished:
+            retraining.training_setup(registry, workdir, config, resume_from=unfinished)
+        result = train_model(config, faces, workdir, bool(unfinished), stop_at)
+        trained = True
+        if not result.finished:
+            version = register_unfinished(registry, config, result, workdir, name, faces)
+            return _unfinished(version, registry, result.epochs_run, config.epochs, result.best_public_accuracy,
+                               f"member seed {config.seed} stopped at the deadline; run the same command again")
+        metrics = evaluate_model(result.classifier, faces)
+        member_versions.append(register_model(registry, config, faces, result, metrics, report_dir, None, name,
+                                              "member"))
+    members = [registry.load_model(version) for version in member_versions]
+    model = assemble_ensemble(members, ensemble, name)
+    metrics = evaluate_model(model, faces)
+    version = register_ensemble(registry, name, ensemble, faces, model, metrics, member_versions)
+    return _finish(registry, version, promote, tolerance)

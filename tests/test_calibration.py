@@ -80,3 +80,14 @@ def test_folding_the_bias_into_the_model_gives_softmax_of_logits_plus_bias(rando
 def test_unknown_calibration_is_refused():
     with pytest.raises(FerbatchError, match="calibration must be one of none, macro_f1"):
         TrainConfig(calibration="temperature")
+
+
+def test_a_crop_network_in_its_serving_wrapper_is_calibrated_exactly(random_faces):
+    from ferbatch.model import create_model, serving_model
+
+    served = serving_model([create_model("tiny", input_side=40)], crops=1, flip=False)
+    faces = random_faces[..., None].astype("float32")
+    before = served.predict(faces, verbose=0)
+    bias = np.array([0.5, 1.0, 0.0, -0.2, 0.0, 0.0, 0.0])
+    apply_class_bias(served, bias)
+    np.testing.assert_allclose(served.predict(faces, verbose=0), _softmax(np.log(before) + bias), rtol=1e-4, atol=1e-6)
