@@ -5,6 +5,7 @@ Marked `docker` (not in the default run; `.ci/run` runs them after it). They ski
 The image is built by deploy/build-image.sh, from python:3.11-slim where it can be pulled and otherwise from
 the local debootstrapped base (`--local-base`, root and debootstrap needed). $FERBATCH_DOCKER_BASE forces it:
 `local`, `pull`, or a base image name; $FERBATCH_TEST_IMAGE names the image to build (default ferbatch:test).
+Under CI=true a Docker that cannot run fails them instead (.ci/run installs and starts it first).
 """
 
 from __future__ import annotations
@@ -39,16 +40,23 @@ def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
+def _cannot_run(reason: str) -> None:
+    """Skip where Docker cannot run; under CI=true (.ci/run starts Docker first) that is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def docker_available():
     if shutil.which("docker") is None:
-        pytest.skip("no docker client")
+        _cannot_run("no docker client")
     try:
         info = _docker("info", "--format", "{{.ServerVersion}}", timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.skip("docker info timed out")
+        _cannot_run("docker info timed out")
     if info.returncode != 0:
-        pytest.skip(f"no Docker daemon: {info.stderr.strip()[:200]}")
+        _cannot_run(f"no Docker daemon: {info.stderr.strip()[:200]}")
 
 
 def _base_option() -> list[str]:
@@ -66,7 +74,7 @@ def _base_option() -> list[str]:
     if choice == "pull" or (pulled is not None and pulled.returncode == 0):
         return []
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-        pytest.skip(f"cannot pull {SLIM}, and the local base needs root and debootstrap")
+        _cannot_run(f"cannot pull {SLIM}, and the local base needs root and debootstrap")
     return ["--local-base"]
 
 
