@@ -354,3 +354,12 @@ def test_typed_rows_match_the_schemas_and_the_summary_shares_match_the_aggregate
     as_json = summary.to_dict()
     for sentiment in ("positive", "negative", "neutral"):
         assert as_json[f"share_{sentiment}"] == everything[f"share_{sentiment}"]
+
+
+def test_a_path_that_is_not_there_stops_the_run_before_anything_is_written(tmp_path):
+    """A container deployment whose photo volume was not mounted must fail, not report one error row."""
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")  # a broken link named directly still counts
+    settings = SETTINGS.with_overrides(folders=["/data/photos", tmp_path / "gone.jpg"], out=tmp_path / "out")
+    with pytest.raises(FerbatchError, match=r"/data/photos: no such file or folder"):
+        run_scoring(settings, FakeComponents())
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.config import ScoreSettings
+from ferbatch.errors import FerbatchError
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
     TABLES,
@@ -319,6 +321,11 @@ def run_scoring(
     no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
     """
     pipeline = pipeline or PipelineSettings.from_settings(settings)
+    # A path that is not there at all stops the run (a broken symlink named directly still becomes an error
+    # row): a container deployment whose photo volume was not mounted must fail, not report one error row.
+    missing = [str(path) for path in settings.folders if not os.path.lexists(path)]
+    if missing:
+        raise FerbatchError(f"{', '.join(missing)}: no such file or folder")
     with ReportStore(settings.out).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
