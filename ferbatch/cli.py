@@ -383,13 +383,30 @@ def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir
 
 # Defaults for the `ferbatch` process, set before TensorFlow or Prefect load (importing ferbatch changes nothing).
 _ENVIRONMENT = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise here
     "PREFECT_LOGGING_EXTRA_LOGGERS": "ferbatch",  # ferbatch's own log lines go to Prefect's run logs too
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # keep Prefect quiet on offline machines
 }
 
 
+def _verbose(argv: list[str]) -> bool:
+    """`-v`/`--verbose` among the group's options, i.e. before the command name."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-v", "--verbose"):
+            return True
+        if arg == "--config":
+            next(args, None)  # its value
+        elif not arg.startswith("-"):
+            return False
+    return False
+
+
 def main() -> None:
+    from ferbatch.quiet import quiet_environment, silence_native_stderr
+
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    if not _verbose(sys.argv[1:]):  # -v shows TensorFlow's, absl's, CUDA's and OpenCV's own lines
+        quiet_environment()
+        silence_native_stderr()
     cli()

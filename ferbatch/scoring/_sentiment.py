@@ -31,7 +31,8 @@ class SentimentMap:
             raise FerbatchError(f"sentiment map: no sentiment for {', '.join(sorted(missing))}")
         bad = {k: v for k, v in self.mapping.items() if v not in SENTIMENTS}
         if bad:
-            raise FerbatchError(f"sentiment map: {bad} (sentiments are {', '.join(SENTIMENTS)})")
+            named = ", ".join(f"{k}={v}: {v!r} is not a sentiment" for k, v in sorted(bad.items()))
+            raise FerbatchError(f"sentiment map: {named} (use {', '.join(SENTIMENTS[:-1])} or {SENTIMENTS[-1]})")
 
     @classmethod
     def with_overrides(cls, overrides: Mapping[str, str] | None) -> SentimentMap:
