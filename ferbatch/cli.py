@@ -198,12 +198,13 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 @click.option("--shard-size", type=click.IntRange(min=1),
               help=f"Images per shard (one Parquet part each) [{_SCORE_DEFAULTS.shard_size}].")
 @click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
+@click.option("--fail-on-empty", is_flag=True, help="Exit with code 4 if no image files were found at all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_context
 def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, version: str | None,
           models_dir: Path | None, rescore: bool, include: tuple[str, ...], exclude: tuple[str, ...],
-          sentiment_map: str | None, annotate: Path | None, fail_on_error: bool, as_json: bool,
-          **options: object) -> None:
+          sentiment_map: str | None, annotate: Path | None, fail_on_error: bool, fail_on_empty: bool,
+          as_json: bool, **options: object) -> None:
     """Score the faces in image folders into Parquet reports (the `score` flow).
 
     Without PATHS, scores the configured score.folders; unset options come from the configuration.
@@ -230,6 +231,11 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
         print_summary(summary)
     if fail_on_error and summary["error"]:
         raise click.exceptions.Exit(3)
+    if fail_on_empty and not summary["images_found"]:
+        from ferbatch.scoring import no_images_message
+
+        click.echo(f"Error: {no_images_message(settings.folders)}", err=True)
+        raise click.exceptions.Exit(4)
 
 
 @cli.command()

@@ -67,6 +67,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     console.print(table)
     for reason, n in summary["top_errors"].items():
         console.print(f"  error: {reason} ({n})")
+    if not summary["scored"]:
+        console.print("nothing new to score: no data files written" if summary["images_found"]
+                      else "no images found: no data files written")
     console.print(f"reports in {summary['out_dir']}")
 
 

@@ -83,8 +83,9 @@ def score(
     )
     summary = committed.to_dict()
     create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
-    create_table_artifact(
-        [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
-        key="score-aggregates", description="Aggregates of this run",
-    )
+    if committed.aggregates:  # a run that scored nothing writes no aggregates; the summary artifact records it
+        create_table_artifact(
+            [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
+            key="score-aggregates", description="Aggregates of this run",
+        )
     return summary

@@ -58,10 +58,12 @@ def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_n
     assert json.loads(metadata[b"ferbatch.detector_settings"]) == {
         "input_long_side": 960, "score_threshold": 0.8, "nms_threshold": 0.3, "min_face": 20, "tile_aspect": 2.0}
 
+    files = sorted((tmp_path / "out").rglob("*.parquet"))
     second = run_ferbatch(*args)
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert again["scored"] == 0 and again["already_scored"] == 7
+    assert again["files"] == {} and sorted((tmp_path / "out").rglob("*.parquet")) == files  # a no-op run
     assert _read(tmp_path / "out", "images").count("*").fetchall()[0][0] == 7
 
     report = CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--json"])
@@ -113,6 +115,21 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
     assert bad_map.exit_code == 1 and "unknown emotion(s) Joy" in bad_map.output
     empty = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert empty.exit_code == 1 and "no aggregates found" in empty.output
+
+
+def test_an_empty_folder_warns_writes_nothing_and_fails_only_when_asked(tmp_path, run_ferbatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no photos here")
+    warned = run_ferbatch("score", folder, "--out", tmp_path / "out")
+    assert warned.returncode == 0, warned.stderr
+    assert f"no images found under {folder}; looked for: .bmp, .gif, .jpeg, .jpg, .png" in warned.stderr
+    assert "no data files written" in warned.stdout
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+    strict = run_ferbatch("score", folder, "--out", tmp_path / "out", "--fail-on-empty")
+    assert strict.returncode == 4
+    assert strict.stderr.splitlines()[-1].startswith(f"Error: no images found under {folder}")
+    assert not list((tmp_path / "out").rglob("*.parquet"))
 
 
 def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path):

@@ -232,12 +232,30 @@ def test_unchanged_files_are_recognised_without_reading_them(tmp_path, monkeypat
     assert reads == []
 
 
-def test_every_run_commits_one_file_per_table_even_when_nothing_is_new(tmp_path):
+def test_a_run_with_nothing_new_writes_no_data_files_and_report_keeps_the_last_scoring_run(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
-    _score(folder, tmp_path / "out")
+    first, _ = _score(folder, tmp_path / "out")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*") if p.is_file())
     second, _ = _score(folder, tmp_path / "out")
-    assert set(second.files) == {"images", "faces", "aggregates"}
-    assert pq.read_metadata(second.files["images"][0]).num_rows == 0
+    assert second.n_found == 1 and second.n_scored == 0
+    assert second.files == {} and second.aggregates == []
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*") if p.is_file()) == before
+    assert set(ReportStore(tmp_path / "out").latest_aggregates().column("run_id").to_pylist()) == {first.run_id}
+
+
+@pytest.mark.parametrize("contents", [{}, {"notes.txt": b"hello", "sub/data.csv": b"a,b"}])
+def test_an_empty_folder_or_one_without_images_writes_nothing_and_says_what_it_looked_for(tmp_path, caplog,
+                                                                                         contents):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, data in contents.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    with caplog.at_level("WARNING", logger="ferbatch"):
+        summary, loads = _score(folder, tmp_path / "out")
+    assert summary.n_found == 0 and summary.files == {} and loads == []
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix == ".parquet"]
+    assert f"no images found under {folder}; looked for: .bmp, .gif, .jpeg, .jpg, .png" in caplog.text
 
 
 def _rows(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

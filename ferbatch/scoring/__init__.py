@@ -35,6 +35,7 @@ from ferbatch.scoring._run import (
     ShardResult,
     ShardScorer,
     map_sequential,
+    no_images_message,
     rows_for,
     run_scoring,
 )
@@ -45,5 +46,5 @@ __all__ = [
     "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings", "ScoredImage",
     "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer", "YuNetDetector",
     "as_text", "crop_face", "decode", "default_detector_path", "eye_angle", "image_probabilities", "map_sequential",
-    "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
+    "no_images_message", "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
 ]

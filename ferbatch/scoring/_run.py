@@ -19,7 +19,6 @@ from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
-    TABLES,
     Aggregator,
     FaceRow,
     ImageRow,
@@ -31,7 +30,7 @@ from ferbatch.reports import (
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import DetectorSettings, FaceDetector
-from ferbatch.scoring._images import ImageError, ImageFile, as_text, image_id, read_bytes, scan
+from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, image_id, read_bytes, scan
 from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
 
@@ -105,6 +104,12 @@ def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
         return True  # unreadable files are retried every run: they may be fixed by then
 
 
+def no_images_message(roots: Sequence[str | Path]) -> str:
+    """What an empty run says: where it looked and for what."""
+    return (f"no images found under {', '.join(str(root) for root in roots)}; "
+            f"looked for: {', '.join(sorted(IMAGE_SUFFIXES))}")
+
+
 @dataclass
 class ScorePlan:
     """What a run will score: the new files under the roots, and the run's identity."""
@@ -143,8 +148,11 @@ def plan_run(
         n_found += 1
         if _is_new(file, index):
             todo.append(file)
-    log.info("%d image(s) found, %d already scored with model %s, %d to score",
-             n_found, n_found - len(todo), model_version, len(todo))
+    if n_found == 0:
+        log.warning(no_images_message(roots))
+    else:
+        log.info("%d image(s) found, %d already scored with model %s, %d to score",
+                 n_found, n_found - len(todo), model_version, len(todo))
     run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
     return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
 
@@ -233,13 +241,15 @@ def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[st
     for shard in sorted(shards, key=lambda s: s.index):
         summary.merge(shard.summary)
         aggregator.merge(shard.aggregator)
+    if not shards:  # nothing scored: no data parts and no all-zero aggregates row (the flow still records it)
+        summary.seconds = time.perf_counter() - plan.started
+        return summary
     moves = [move for shard in shards for move in shard.moves]
     writer = plan.store.writer(run.run_id, run.run_date, metadata)
     try:
         summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
         writer.write("aggregates", summary.aggregates)
-        # A run that scored nothing still writes (empty) images and faces files: `images` marks it committed.
-        moves += writer.close(tables=("aggregates",) if shards else TABLES)
+        moves += writer.close(tables=("aggregates",))
     except BaseException:
         writer.abort()
         plan.store.abort(moves)
