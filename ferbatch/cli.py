@@ -296,10 +296,12 @@ def show_config(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=EXISTING_DIR)
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="Tables that fit 100 columns, or every column as CSV, JSON or Markdown.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Instead, write that run's charts to one self-contained HTML FILE.")
-def report(out_dir: Path, as_json: bool, html_file: Path | None) -> None:
+def report(out_dir: Path, fmt: str, as_json: bool, html_file: Path | None) -> None:
     """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
     if html_file is not None:
         from ferbatch.html_report import write_html_report
@@ -312,11 +314,7 @@ def report(out_dir: Path, as_json: bool, html_file: Path | None) -> None:
     table = ReportStore(out_dir).latest_aggregates()
     if table is None:
         raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
-    rows = table.to_pylist()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    else:
-        print_aggregates(rows)
+    print_aggregates(table.to_pylist(), fmt="json" if as_json else fmt)
 
 
 @cli.command()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -52,19 +56,56 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# The report's views: each fits 100 columns; headers say what a value is (a share of images with a face,
+# or a count of images whose top emotion it is), so no two columns share a header.
+_GROUP_COLUMNS = (("group_by", "by"), ("group_value", "value"))
+AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
+    "images": (("n_images", "images"), ("n_ok", "with face"), ("n_no_face", "no face"), ("n_error", "error"),
+               ("n_faces", "faces")),
+    "sentiment (share of images with a face)": (
+        ("share_positive", "positive %"), ("share_negative", "negative %"), ("share_neutral", "neutral %"),
+        ("mean_sentiment_score", "mean score")),
+    "top emotion (images with a face)": tuple((f"n_{c.lower()}", c) for c in CLASS_NAMES),
+}
+AGGREGATE_FORMATS = ("table", "csv", "json", "markdown")
+TOP_LEVEL = "(top level)"  # the folder value of images directly in a scanned folder (as in html_report)
+
+
+def _table(title: str, headers: list[str], first_columns: int = 0) -> Table:
+    """A compact table: label columns fold long values instead of cutting them with `…`."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for i, header in enumerate(headers):
+        if i < first_columns:
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    return table
+
+
+def _cell(column: str, value: object) -> str:
+    if column.startswith("share_"):
+        return _share(value)  # type: ignore[arg-type]
+    if isinstance(value, float):
+        return f"{value:+.3f}"
+    if column == "group_value" and value == "":
+        return TOP_LEVEL
+    return "-" if value is None else str(value)
+
+
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or _console()
-    table = Table(title=f"ferbatch run {summary['run_id']} (model {summary['model_version']})")
-    for column in ("found", "skipped", "scored", "ok", "no face", "error", "faces", "positive", "negative",
-                   "neutral", "images/s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *map(str, (summary["images_found"], summary["already_scored"], summary["scored"], summary["ok"],
-                   summary["no_face"], summary["error"], summary["faces"])),
-        _share(summary["share_positive"]), _share(summary["share_negative"]), _share(summary["share_neutral"]),
-        f"{summary['images_per_second']:.1f}",
-    )
-    console.print(table)
+    console.print(f"ferbatch run {summary['run_id']} (model {summary['model_version']})")
+    images = _table("images", ["found", "already scored", "scored", "with face", "no face", "error", "faces",
+                               "images/s"])
+    images.add_row(*map(str, (summary["images_found"], summary["already_scored"], summary["scored"], summary["ok"],
+                              summary["no_face"], summary["error"], summary["faces"])),
+                   f"{summary['images_per_second']:.1f}")
+    console.print(images)
+    if summary["scored"]:
+        sentiment = _table("sentiment, % of images with a face", ["positive %", "negative %", "neutral %"])
+        sentiment.add_row(_share(summary["share_positive"]), _share(summary["share_negative"]),
+                          _share(summary["share_neutral"]))
+        console.print(sentiment)
     for reason, n in summary["top_errors"].items():
         console.print(f"  error: {reason} ({n})")
     if not summary["scored"]:
@@ -73,23 +114,51 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     console.print(f"reports in {summary['out_dir']}")
 
 
-def print_aggregates(rows: list[dict], console: Console | None = None) -> None:
+def aggregate_views(rows: list[dict]) -> list[Table]:
+    """The report's tables, one per view, each narrow enough for a 100-column terminal."""
+    tables = []
+    for title, columns in AGGREGATE_VIEWS.items():
+        table = _table(title, [h for _, h in (*_GROUP_COLUMNS, *columns)], first_columns=len(_GROUP_COLUMNS))
+        for row in rows:
+            table.add_row(*[_cell(c, row.get(c)) for c, _ in (*_GROUP_COLUMNS, *columns)])
+        tables.append(table)
+    return tables
+
+
+def _report_columns(rows: list[dict]) -> list[str]:
+    return [c for c in rows[0] if c not in ("run_id", "run_date", "model_version")]
+
+
+def format_aggregates(rows: list[dict], fmt: str) -> str:
+    """The rows as csv, json or markdown: every column, full names, top-level folders labelled."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    columns = ["run_id", "run_date", *_report_columns(rows), "model_version"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+        return out.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        run = rows[0]
+        lines = [f"## run {run['run_id']} ({run['run_date']}, model {run['model_version']})"]
+        for title, view in AGGREGATE_VIEWS.items():
+            names = [*_GROUP_COLUMNS, *view]
+            lines += ["", f"### {title}", "", "| " + " | ".join(h for _, h in names) + " |",
+                      "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|"]
+            lines += ["| " + " | ".join(_cell(c, row.get(c)) for c, _ in names) + " |" for row in rows]
+        return "\n".join(lines)
+    raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
+def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str = "table") -> None:
+    if fmt != "table":
+        (console.file if console else sys.stdout).write(format_aggregates(rows, fmt) + "\n")
+        return
     console = console or _console()
     run = rows[0]
-    table = Table(title=f"run {run['run_id']} ({run['run_date']}, model {run['model_version']})")
-    columns = ["group_by", "group_value", "n_images", "n_ok", "n_no_face", "n_error", "n_faces", "share_positive",
-               "share_negative", "share_neutral", "mean_sentiment_score", *[f"n_{c.lower()}" for c in CLASS_NAMES]]
-    for column in columns:
-        table.add_column(column.removeprefix("n_").removeprefix("share_"), justify="right")
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row[column]
-            if column.startswith("share_"):
-                cells.append(_share(value))
-            elif isinstance(value, float):
-                cells.append(f"{value:+.3f}")
-            else:
-                cells.append("-" if value is None else str(value))
-        table.add_row(*cells)
-    console.print(table)
+    console.print(f"run {run['run_id']} ({run['run_date']}, model {run['model_version']})")
+    for table in aggregate_views(rows):
+        console.print(table)

@@ -1,0 +1,78 @@
+"""What a person reads: the score summary and the report fit a 100-column terminal, in every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.console import AGGREGATE_VIEWS, format_aggregates, print_aggregates, print_summary
+
+
+def _row(group_by: str, group_value: str | None, n: int) -> dict:
+    return {"run_id": "20261127T185454Z-72b0e3", "run_date": date(2026, 11, 27), "group_by": group_by,
+            "group_value": group_value, "n_images": n * 1000, "n_ok": n * 900, "n_no_face": n * 90,
+            "n_error": n * 10, "n_faces": n * 2345, "share_positive": 0.6667, "share_negative": 0.1667,
+            "share_neutral": 0.1666, "mean_sentiment_score": -0.123456,
+            **{f"n_{c.lower()}": n * 128 for c in CLASS_NAMES}, "model_version": "20261126-155452-fer_cnn"}
+
+
+ROWS = [_row("all", "all", 99), _row("folder", "", 3), _row("folder", "brand_campaign_2026/spring/outdoor", 40),
+        _row("taken_date", "2026-11-01", 7), _row("taken_date", None, 2)]
+SUMMARY = {"run_id": "20261127T185454Z-72b0e3", "model_version": "20261126-155452-fer_cnn",
+           "images_found": 123456, "already_scored": 100000, "scored": 23456, "ok": 20000, "no_face": 3000,
+           "error": 456, "faces": 45678, "share_positive": 0.6667, "share_negative": 0.1667, "share_neutral": 0.1666,
+           "images_per_second": 12.345, "top_errors": {"corrupt or truncated": 3}, "out_dir": "/data/reports"}
+
+
+def _render(print_function, value) -> str:
+    console = Console(width=100, record=True, file=io.StringIO())
+    print_function(value, console)
+    return console.export_text()
+
+
+@pytest.mark.parametrize(("print_function", "value"), [(print_summary, SUMMARY), (print_aggregates, ROWS)])
+def test_tables_fit_100_columns_without_cutting_a_cell(print_function, value):
+    text = _render(print_function, value)
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= 100
+    for number in ("123456", "100000", "23456", "45678") if value is SUMMARY else ("99000", "89100", "12672"):
+        assert number in text
+
+
+def test_report_headers_are_unambiguous_and_every_value_is_shown():
+    headers = [h for view in AGGREGATE_VIEWS.values() for _, h in view]
+    assert len(headers) == len(set(headers))
+    assert {"neutral %", "Neutral"} <= set(headers)  # a share and a count, told apart
+    text = _render(print_aggregates, ROWS)
+    assert "brand_campaign_2026/spring/outdoor" in text  # the first view has room for the whole value
+    assert "(top level)" in text and "66.7%" in text and "-0.123" in text
+
+
+def test_report_formats_carry_every_column():
+    records = list(csv.DictReader(io.StringIO(format_aggregates(ROWS, "csv"))))
+    assert len(records) == len(ROWS) and records[2]["group_value"] == "brand_campaign_2026/spring/outdoor"
+    assert set(records[0]) == set(ROWS[0])
+    assert json.loads(format_aggregates(ROWS, "json"))[0]["n_images"] == 99000
+    markdown = format_aggregates(ROWS, "markdown")
+    assert markdown.count("### ") == len(AGGREGATE_VIEWS) and "| folder | (top level) |" in markdown
+
+
+def test_report_command_takes_a_format(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from ferbatch.cli import cli
+    from ferbatch.reports import ReportStore
+
+    monkeypatch.setattr(ReportStore, "latest_aggregates", lambda self: pa.Table.from_pylist(ROWS))
+    for fmt, marker in [("table", "top emotion"), ("csv", "group_by,group_value"), ("markdown", "### images"),
+                        ("json", '"group_by": "all"')]:
+        result = CliRunner().invoke(cli, ["report", str(tmp_path), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert marker in result.output
