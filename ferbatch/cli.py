@@ -224,7 +224,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
     hand_logging_to_prefect()
     models_dir = models_dir or config.models_dir
     summary = score_flow(settings, sentiment, model=version, models_dir=str(models_dir) if models_dir else None,
-                         rescore=rescore, annotate=str(annotate) if annotate else None, progress=sys.stderr.isatty())
+                         rescore=rescore, annotate=str(annotate) if annotate else None, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

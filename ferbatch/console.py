@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 
 from rich import box
 from rich.console import Console
@@ -17,16 +21,78 @@ from rich.table import Table
 from ferbatch.classes import CLASS_NAMES
 
 
+class ScoringProgress:
+    """Counts scored images against a total, with rate and ETA from `clock`.
+
+    On a terminal (`terminal=True`) it draws a rich bar on stderr; log lines printed meanwhile (ferbatch's
+    and Prefect's) go above it. Elsewhere it logs a plain line (count, rate, ETA) at most every `interval`
+    seconds and once at the end, so a log file shows a long run moving.
+    """
+
+    def __init__(self, total: int, *, terminal: bool, clock: Callable[[], float] = time.monotonic,
+                 interval: float = 30.0, logger: logging.Logger | None = None) -> None:
+        self.total, self.done = total, 0
+        self.terminal, self.clock, self.interval = terminal, clock, interval
+        self.log = logger or logging.getLogger("ferbatch.progress")
+        self._started = self._last_line = 0.0
+        self._bar: Progress | None = None
+        self._task = None
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+
+    def rate(self) -> float | None:
+        elapsed = self.clock() - self._started
+        return self.done / elapsed if self.done and elapsed > 0 else None
+
+    def line(self) -> str:
+        rate = self.rate()
+        eta = "-" if not rate else str(timedelta(seconds=round((self.total - self.done) / rate)))
+        return (f"scored {self.done}/{self.total} image(s), "
+                f"{'-' if rate is None else f'{rate:.1f}'} images/s, ETA {eta}")
+
+    def __enter__(self) -> ScoringProgress:
+        self._started = self._last_line = self.clock()
+        if self.terminal and self.total:
+            columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                       TextColumn("ETA"), TimeRemainingColumn())
+            self._bar = Progress(*columns, console=Console(file=sys.stderr), transient=True, redirect_stderr=True,
+                                 redirect_stdout=True)
+            self._stack.enter_context(self._bar)
+            self._stack.enter_context(_log_handlers_printing_on(self._bar.console))
+            self._task = self._bar.add_task("scoring", total=self.total, rate="")
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                rate = self.rate()
+                self._bar.update(self._task, advance=n, rate="" if rate is None else f"{rate:.1f} img/s")
+            elif self.total and self.clock() - self._last_line >= self.interval:
+                self._last_line = self.clock()
+                self.log.info(self.line())
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+        if self._bar is None and self.total and self.done:
+            self.log.info(self.line())
+
+
 @contextmanager
-def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
-    """Yields `advance()`; draws a bar on stderr only when enabled and there is work."""
-    if not enabled or total == 0:
-        yield lambda: None
-        return
-    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as progress:
-        task = progress.add_task("scoring", total=total)
-        yield lambda: progress.advance(task)
+def _log_handlers_printing_on(console: Console) -> Iterator[None]:
+    """Point Prefect's console handlers at the bar's console, so their lines print above the bar."""
+    swapped = []
+    for logger in [logging.getLogger(), *[v for v in logging.root.manager.loggerDict.values()
+                                          if isinstance(v, logging.Logger)]]:
+        for handler in logger.handlers:
+            if isinstance(getattr(handler, "console", None), Console):
+                swapped.append((handler, handler.console))
+                handler.console = console
+    try:
+        yield
+    finally:
+        for handler, original in swapped:
+            handler.console = original
 
 
 def _console() -> Console:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ferbatch import scoring
 from ferbatch.config import ScoreSettings
-from ferbatch.console import progress_bar, summary_markdown
+from ferbatch.console import ScoringProgress, summary_markdown
 from ferbatch.errors import FerbatchError
 
 
@@ -32,16 +34,20 @@ def shard_mapper(runner: TaskRunner, progress: bool = False) -> scoring.ShardMap
         local = isinstance(runner, ThreadPoolTaskRunner)
         n_images = sum(len(shard.files) for shard in shards)
         print(f"scoring {n_images} image(s) in {len(shards)} shard(s) on the {'local' if local else 'dask'} runner")
-        with progress_bar(n_images, progress and local) as advance, runner:
-            if local and progress:
-                scorer = replace(scorer, on_image=lambda _: advance())
+        with ScoringProgress(n_images if progress else 0, terminal=sys.stderr.isatty()) as counter, runner:
+            if local and progress:  # per image here; a Dask worker's images are counted when its shard ends
+                scorer = replace(scorer, on_image=lambda _: counter.advance())
             futures = runner.map(score_shard, {"shard": shards, "scorer": unmapped(scorer)})
-            outcomes = []
-            for future in futures:
+            outcomes: list = [None] * len(futures)
+            index = {id(future): i for i, future in enumerate(futures)}
+            for future in as_completed(list(futures)):
+                i = index[id(future)]
                 try:
-                    outcomes.append(future.result())
+                    outcomes[i] = future.result()
                 except Exception as exc:
-                    outcomes.append(exc)
+                    outcomes[i] = exc
+                if progress and not local:
+                    counter.advance(len(shards[i].files))
         return outcomes
 
     return map_shards

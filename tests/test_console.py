@@ -76,3 +76,53 @@ def test_report_command_takes_a_format(tmp_path, monkeypatch):
         result = CliRunner().invoke(cli, ["report", str(tmp_path), "--format", fmt])
         assert result.exit_code == 0, result.output
         assert marker in result.output
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_outside_a_terminal_a_plain_line_with_count_rate_and_eta_is_logged_every_interval(caplog):
+    import logging
+
+    from ferbatch.console import ScoringProgress
+
+    clock = FakeClock()
+    with (caplog.at_level(logging.INFO, logger="ferbatch.progress"),
+          ScoringProgress(10, terminal=False, clock=clock, interval=30.0) as progress):
+        for _ in range(10):
+            clock.now += 10.0  # one image every 10 s
+            progress.advance()
+    lines = [r.getMessage() for r in caplog.records if r.name == "ferbatch.progress"]
+    assert lines == [
+        "scored 3/10 image(s), 0.1 images/s, ETA 0:01:10",
+        "scored 6/10 image(s), 0.1 images/s, ETA 0:00:40",
+        "scored 9/10 image(s), 0.1 images/s, ETA 0:00:10",
+        "scored 10/10 image(s), 0.1 images/s, ETA 0:00:00",
+    ]
+
+
+def test_on_a_terminal_the_bar_advances_with_each_image_and_shows_the_rate():
+    from ferbatch.console import ScoringProgress
+
+    clock = FakeClock()
+    with ScoringProgress(4, terminal=True, clock=clock) as progress:
+        clock.now += 2.0
+        progress.advance()
+        progress.advance()
+        task = progress._bar.tasks[0]
+        assert (task.completed, task.total) == (2, 4)
+        assert task.fields["rate"] == "1.0 img/s"
+        assert progress.line() == "scored 2/4 image(s), 1.0 images/s, ETA 0:00:02"
+
+
+def test_nothing_to_do_draws_and_logs_nothing(caplog):
+    from ferbatch.console import ScoringProgress
+
+    with ScoringProgress(0, terminal=True) as progress:
+        assert progress._bar is None
+    assert not [r for r in caplog.records if r.name == "ferbatch.progress"]

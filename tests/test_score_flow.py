@@ -162,3 +162,41 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".ferbatch.lock"]
+
+
+def test_the_local_shard_mapper_advances_the_progress_per_image(tmp_path, prefect_harness, caplog, monkeypatch):
+    """Outside a terminal the progress is a plain log line; the last one counts every image of every shard."""
+    import logging
+
+    import ferbatch_flows.score
+    from fakes import FakeComponents
+    from ferbatch_flows.score import shard_mapper
+    from imagefactory import encode, synthetic
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from ferbatch.console import ScoringProgress
+    from ferbatch.scoring import ScoreSettings, run_scoring
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.jpg").write_bytes(encode(synthetic(150 + 50 * i, 120, seed=i), "JPEG"))
+    counts = []
+
+    class Recording(ScoringProgress):
+        def advance(self, n=1):
+            super().advance(n)
+            counts.append(self.done)
+
+    monkeypatch.setattr(ferbatch_flows.score, "ScoringProgress", Recording)
+
+    @flow
+    def score_in_shards() -> None:
+        run_scoring(ScoreSettings(folders=[folder], out=tmp_path / "out", shard_size=2), FakeComponents(),
+                    map_shards=shard_mapper(ThreadPoolTaskRunner(max_workers=1), progress=True))
+
+    with caplog.at_level(logging.INFO, logger="ferbatch.progress"):
+        score_in_shards()
+    assert counts == [1, 2, 3, 4, 5]  # per image, across 3 shards
+    assert any(r.getMessage().startswith("scored 5/5 image(s),") for r in caplog.records)
