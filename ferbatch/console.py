@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.reports import TOP_LEVEL_FOLDER
 
 
 class ScoringProgress:
@@ -134,7 +135,6 @@ AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
     "top emotion (images with a face)": tuple((f"n_{c.lower()}", c) for c in CLASS_NAMES),
 }
 AGGREGATE_FORMATS = ("table", "csv", "json", "markdown")
-TOP_LEVEL = "(top level)"  # the folder value of images directly in a scanned folder (as in html_report)
 
 
 def _table(title: str, headers: list[str], first_columns: int = 0) -> Table:
@@ -154,7 +154,8 @@ def _cell(column: str, value: object) -> str:
     if isinstance(value, float):
         return f"{value:+.3f}"
     if column == "group_value" and value == "":
-        return TOP_LEVEL
+        return TOP_LEVEL_FOLDER  # runs before the label wrote ''
+
     return "-" if value is None else str(value)
 
 

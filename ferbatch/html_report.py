@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
+from ferbatch.reports import TOP_LEVEL_FOLDER
 
 SENTIMENTS = ("negative", "neutral", "positive")  # left to right in the stacked bars
 COLOURS = {"positive": "#2e9e4f", "neutral": "#a3a3a3", "negative": "#d1403c"}
@@ -31,7 +32,7 @@ STATUS_LABELS = {"ok": "with faces", "no_face": "no face", "error": "error"}
 # The documented default (README, "Sentiment"); a run's own map comes from its Parquet metadata when present.
 DEFAULT_SENTIMENT = {"Happy": "positive", "Angry": "negative", "Disgust": "negative", "Fear": "negative",
                      "Sad": "negative", "Neutral": "neutral", "Surprise": "neutral"}
-TOP_LEVEL = "(top level)"  # how images directly in a scanned folder (folder = '') are labelled
+TOP_LEVEL = TOP_LEVEL_FOLDER  # images directly in a scanned folder (older runs wrote folder = '')
 MAX_GROUPS = 25  # folders shown; the rest are named in a note
 MAX_DAYS = 45  # more distinct taken dates than this are charted by month
 MAX_RUNS = 30  # runs in the across-runs chart

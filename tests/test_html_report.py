@@ -112,9 +112,24 @@ def _only_errors(tmp_path: Path) -> Path:
 
 
 def _nothing_scored(tmp_path: Path) -> Path:
+    """A folder from before empty runs stopped writing data: 0-row images and faces parts, an all-zero aggregate."""
+    from datetime import date
+
+    from ferbatch.reports import TABLES, Aggregator, ReportStore
+
+    run_id, day = "20261127T000000Z-000000", date(2026, 11, 27)
+    with ReportStore(tmp_path / "out").open_run() as store:
+        writer = store.writer(run_id, day, {})
+        writer.write("aggregates", Aggregator().rows(run_id, day, "fake-v1"))
+        store.commit(run_id, writer.close(tables=TABLES))
+    return tmp_path / "out"
+
+
+def test_a_run_that_scores_nothing_leaves_no_run_to_chart(tmp_path):
     (tmp_path / "in").mkdir()
     _score(tmp_path / "in", tmp_path / "out")
-    return tmp_path / "out"
+    with pytest.raises(FerbatchError, match="no scoring runs found"):
+        write_html_report(tmp_path / "out", tmp_path / "r.html")
 
 
 def test_a_run_with_only_errors_shows_the_reasons_and_no_sentiment_charts(tmp_path):

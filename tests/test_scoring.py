@@ -45,7 +45,7 @@ def _table(out: Path, name: str):
 
 
 def test_each_image_gets_one_row_and_each_face_one_row(tmp_path):
-    folder = _photos(tmp_path / "in", {"a/one.jpg": 150, "a/three.jpg": 350, "b/none.jpg": 90})
+    folder = _photos(tmp_path / "in", {"a/one.jpg": 150, "a/three.jpg": 350, "b/none.jpg": 90, "top.jpg": 90})
     summary, _ = _score(folder, tmp_path / "out")
     images, faces = _table(tmp_path / "out", "images"), _table(tmp_path / "out", "faces")
     by_path = images.set_index("path")
@@ -53,8 +53,8 @@ def test_each_image_gets_one_row_and_each_face_one_row(tmp_path):
     assert by_path.loc["b/none.jpg", "status"] == "no_face"
     assert np.isnan(by_path.loc["b/none.jpg", "sentiment_score"])
     assert len(faces) == 4 and sorted(faces.face_index[faces.path == "a/three.jpg"]) == [0, 1, 2]
-    assert summary.n_scored == 3 and summary.n_faces == 4
-    assert set(images.folder) == {"a", "b"}
+    assert summary.n_scored == 4 and summary.n_faces == 4
+    assert set(images.folder) == {"a", "b", "(top level)"}  # images directly in the scanned folder: visible
 
 
 def test_image_level_probabilities_are_the_area_weighted_mean_of_its_faces():

@@ -7,7 +7,7 @@ half-written file or a half-committed run.
 
 from ferbatch.reports._aggregates import Aggregator
 from ferbatch.reports._migrate import drop_partition_column
-from ferbatch.reports._rows import FaceRow, ImageRow, RunSummary, sentiment_shares
+from ferbatch.reports._rows import TOP_LEVEL_FOLDER, FaceRow, ImageRow, RunSummary, sentiment_shares
 from ferbatch.reports._schemas import (
     AGGREGATES_SCHEMA,
     FACES_SCHEMA,
@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMAS",
     "TABLES",
     "TMP_SUFFIX",
+    "TOP_LEVEL_FOLDER",
     "Aggregator",
     "FaceRow",
     "ImageRow",

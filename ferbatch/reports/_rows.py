@@ -15,6 +15,10 @@ from pathlib import Path
 from ferbatch.config import SENTIMENTS
 from ferbatch.reports._schemas import FACES_SCHEMA, IMAGES_SCHEMA
 
+# The `folder` value of images directly in a scanned folder (not in a subfolder): visible in every BI chart,
+# where an empty string is a blank group. Runs before this label wrote ''; readers show both as this label.
+TOP_LEVEL_FOLDER = "(top level)"
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRow:

@@ -19,6 +19,7 @@ from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
+    TOP_LEVEL_FOLDER,
     Aggregator,
     FaceRow,
     ImageRow,
@@ -73,7 +74,8 @@ def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceR
                    "sentiment_score": float(run.sentiment.score(mean[None])[0]), **_probabilities(mean)}
     image = ImageRow(
         run_id=run.run_id, run_date=run.run_date, scored_at=run.scored_at, root=file.root_text,
-        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else "", image_id=item.image_id,
+        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else TOP_LEVEL_FOLDER,
+        image_id=item.image_id,
         bytes=file.bytes, mtime=file.mtime, width=item.width, height=item.height, taken_at=item.taken_at,
         status=status, error=item.error, n_faces=len(item.faces), **verdict, model_version=run.model_version,
         detector=run.detector,
