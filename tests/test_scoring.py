@@ -201,6 +201,18 @@ def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(t
     assert _score(folder, folder / "out", annotate=str(folder / "checked"))[0].n_found == 1
 
 
+def test_an_annotations_folder_is_marked_and_skipped_by_later_runs_without_annotate(tmp_path):
+    from ferbatch.scoring import ANNOTATIONS_MARKER
+
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350})
+    _score(folder, tmp_path / "out", annotate=str(folder / "checked"))
+    assert (folder / "checked" / ANNOTATIONS_MARKER).is_file()
+    assert sorted(p.name for p in (folder / "checked").glob("*.jpg")) == ["a.jpg", "b.jpg"]  # copies with faces
+    second, _ = _score(folder, tmp_path / "out")  # no --annotate this time
+    assert (second.n_found, second.n_scored) == (2, 0)
+    assert sorted(_table(tmp_path / "out", "images").path) == ["a.jpg", "b.jpg"]
+
+
 def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
     busy = pytest.raises(FerbatchError, match="another ferbatch run is writing")

@@ -18,6 +18,7 @@ from ferbatch.scoring._detection import (
     eye_angle,
 )
 from ferbatch.scoring._images import (
+    ANNOTATIONS_MARKER,
     IMAGE_SUFFIXES,
     ImageError,
     ImageFile,
@@ -42,9 +43,10 @@ from ferbatch.scoring._run import (
 from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
-    "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face", "FaceDetector", "ImageError",
-    "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext", "ScoreSettings", "ScoredImage",
-    "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult", "ShardScorer", "YuNetDetector",
-    "as_text", "crop_face", "decode", "default_detector_path", "eye_angle", "image_probabilities", "map_sequential",
-    "no_images_message", "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
+    "ANNOTATIONS_MARKER", "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face",
+    "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext",
+    "ScoreSettings", "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult",
+    "ShardScorer", "YuNetDetector", "as_text", "crop_face", "decode", "default_detector_path", "eye_angle",
+    "image_probabilities", "map_sequential", "no_images_message", "parse_sentiment_map", "prepare", "read_bytes",
+    "rows_for", "run_scoring", "scan",
 ]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.scoring._images import ImageError, decode, read_bytes
+from ferbatch.scoring._images import ANNOTATIONS_MARKER, ImageError, decode, read_bytes
 from ferbatch.scoring._pipeline import ScoredImage
 from ferbatch.scoring._sentiment import SentimentMap
 
@@ -49,7 +49,14 @@ def write_annotated(scored: ScoredImage, sentiments: list[str], out_dir: str | P
 
 
 def annotator(out_dir: str | Path, sentiment: SentimentMap) -> Callable[[ScoredImage], None]:
-    """An `on_image` callback that writes an annotated copy of every image with faces."""
+    """An `on_image` callback that writes an annotated copy of every image with faces.
+
+    Marks `out_dir` with ANNOTATIONS_MARKER first, so no later scan scores the copies.
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    marker = Path(out_dir) / ANNOTATIONS_MARKER
+    if not marker.exists():
+        marker.write_text("Annotated copies by `ferbatch score --annotate`; ferbatch never scans this folder.\n")
 
     def annotate(scored: ScoredImage) -> None:
         if scored.prepared.faces:

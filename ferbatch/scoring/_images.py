@@ -91,6 +91,15 @@ class DecodedImage:
     scale: float = 1.0  # rgb size / full size: below 1 when a JPEG was decoded at reduced size
 
 
+# A file in every `--annotate` folder: `scan` never enters a folder holding it, so annotated copies are not
+# scored as new images by a later run, with or without --annotate.
+ANNOTATIONS_MARKER = ".ferbatch-annotations"
+
+
+def _is_annotations(directory: Path) -> bool:
+    return (directory / ANNOTATIONS_MARKER).is_file()
+
+
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
     name = relative.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
@@ -106,8 +115,9 @@ def scan(
 
     `include` / `exclude` are glob patterns matched against the path relative to its root and against
     the file name. `skip_dirs` are folders never entered (the run's own output and annotation folders,
-    should they sit inside a scanned folder). A file that cannot be stat'ed (a broken symlink) is still
-    yielded, with bytes None, so it becomes an error row instead of silently disappearing.
+    should they sit inside a scanned folder), nor are folders marked with ANNOTATIONS_MARKER. A file
+    that cannot be stat'ed (a broken symlink) is still yielded, with bytes None, so it becomes an error
+    row instead of silently disappearing.
     """
     skipped = {Path(d).resolve() for d in skip_dirs}
     for root in map(Path, roots):
@@ -115,7 +125,8 @@ def scan(
             yield _image_file(root.parent, Path(root.name))
             continue
         for directory, subdirs, files in os.walk(root, followlinks=False):
-            subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skipped)
+            subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skipped
+                                and not _is_annotations(Path(directory) / d))
             for name in sorted(files):
                 absolute = Path(directory) / name
                 if absolute.suffix.lower() not in IMAGE_SUFFIXES:
