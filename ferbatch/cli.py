@@ -283,15 +283,25 @@ def config() -> None:
 @click.pass_context
 def show_config(ctx: click.Context, as_json: bool) -> None:
     """Print the effective configuration and where it came from."""
-    from ferbatch.config import to_toml
+    from ferbatch.config import annotated_toml
 
     effective = _config(ctx)
     source = ctx.find_root().meta["config"][1]
     if as_json:
         click.echo(effective.model_dump_json(indent=2))
         return
-    click.echo(f"# from {source or 'defaults'}, with FERBATCH_* environment overrides applied")
-    click.echo(to_toml(effective), nl=False)
+    click.echo(f"# from {source or 'defaults'}, with FERBATCH_* environment overrides applied; "
+               "commented keys are unset")
+    click.echo(annotated_toml(effective), nl=False)
+
+
+@config.command("init")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="ferbatch.toml")
+def init_config(path: Path) -> None:
+    """Write a commented ferbatch.toml (default: ./ferbatch.toml) with every key at its default; never overwrites."""
+    from ferbatch.config import write_config_template
+
+    click.echo(f"wrote {write_config_template(path)}")
 
 
 @cli.command()

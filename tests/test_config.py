@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ferbatch.cli import cli
-from ferbatch.config import load_config
+from ferbatch.config import DEFAULT_SENTIMENT_MAP, load_config
 from ferbatch.errors import FerbatchError
 
 CONFIG = """
@@ -154,3 +154,37 @@ def test_the_example_configuration_in_deploy_is_valid():
     config, _ = load_config(example)
     assert config.score.folders == [Path("/data/photos")]
     assert (config.schedule.cron, config.schedule.timezone) == ("0 2 * * *", "UTC")
+
+
+def test_config_show_lists_unset_keys_and_the_whole_sentiment_map_in_effect(config_file):
+    import tomllib
+
+    result = CliRunner().invoke(cli, ["--config", str(config_file), "config", "show"])
+    assert result.exit_code == 0, result.output
+    assert "# dask_address = ..." in result.output  # unset keys are shown, commented
+    shown = tomllib.loads(result.output)
+    expected = {**DEFAULT_SENTIMENT_MAP, **load_config(config_file)[0].sentiment}
+    assert shown["sentiment"] == expected and len(expected) == 7
+
+
+def test_config_init_writes_a_commented_file_that_loads_as_the_defaults_and_never_overwrites(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    for name in ("FERBATCH_CONFIG", "FERBATCH_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "init"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "ferbatch.toml").read_text()
+    assert "# shard_size = 500  # Images per shard" in text and "# Surprise = \"neutral\"" in text
+    assert load_config(tmp_path / "ferbatch.toml")[0] == load_config(None)[0]
+    (tmp_path / "ferbatch.toml").write_text("# mine\n")
+    again = CliRunner().invoke(cli, ["config", "init", str(tmp_path / "ferbatch.toml")])
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert (tmp_path / "ferbatch.toml").read_text() == "# mine\n"
+    code = ("import sys; from ferbatch.config import load_config; load_config('other.toml');"
+            "print('tensorflow' in sys.modules)")
+    assert CliRunner().invoke(cli, ["config", "init", "other.toml"]).exit_code == 0
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout == \
+        "False\n"  # the template names no preset, so loading it imports no Keras

@@ -7,10 +7,12 @@ from ferbatch.config._config import (
     FerbatchConfig,
     ScheduleSection,
     TrainSection,
+    annotated_toml,
     config_path,
     load_config,
     retrain_parameters,
     to_toml,
+    write_config_template,
 )
 from ferbatch.config._score import (
     DEFAULT_BATCH_SIZE,
@@ -22,5 +24,6 @@ from ferbatch.config._score import (
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP", "SENTIMENTS", "FerbatchConfig",
-    "ScheduleSection", "ScoreSettings", "TrainSection", "config_path", "load_config", "retrain_parameters", "to_toml",
+    "ScheduleSection", "ScoreSettings", "TrainSection", "annotated_toml", "config_path", "load_config",
+    "retrain_parameters", "to_toml", "write_config_template",
 ]

@@ -193,3 +193,68 @@ def retrain_parameters(config: FerbatchConfig) -> dict:
         "models_dir": config.models_dir, "preset_name": train.preset, "tolerance": train.tolerance,
     }
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+
+
+def _toml_value(value: object) -> str:
+    import tomli_w
+
+    if isinstance(value, Path):
+        value = str(value)
+    elif isinstance(value, list):
+        value = [str(v) if isinstance(v, Path) else v for v in value]
+    return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
+
+
+def _annotated_section(model: BaseModel, lines: list[str], prefix: str) -> None:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel) or name == "sentiment":
+            continue
+        note = f"  # {info.description}" if info.description else ""
+        if value is None:
+            lines.append(f"# {name} = ...{note or '  #'} (unset)")
+        else:
+            lines.append(f"{prefix}{name} = {_toml_value(value)}{note}")
+
+
+def annotated_toml(config: FerbatchConfig, commented: bool = False) -> str:
+    """Every key with its value, unset ones as comments, and the whole sentiment map in effect; valid TOML.
+
+    `commented` comments out every key too (a template: the file then sets nothing until a line is enabled).
+    """
+    from ferbatch.config._score import DEFAULT_SENTIMENT_MAP
+
+    lines: list[str] = []
+    prefix = "# " if commented else ""
+    _annotated_section(config, lines, prefix)
+    for section in ("score", "train", "schedule"):
+        lines += ["", f"[{section}]"]
+        _annotated_section(getattr(config, section), lines, prefix)
+    lines += ["", "[sentiment]  # emotion = positive | negative | neutral (the map in effect, defaults included)"]
+    effective = {**DEFAULT_SENTIMENT_MAP, **config.sentiment}
+    lines += [f"{prefix}{emotion} = {_toml_value(effective[emotion])}" for emotion in CLASS_NAMES]
+    return "\n".join(lines) + "\n"
+
+
+INIT_HEADER = """\
+# ferbatch configuration (written by `ferbatch config init`). Every key is optional and shown commented
+# out at its default ("..." = unset): uncomment and edit the lines you need. Precedence, highest first:
+# command-line options, FERBATCH_* environment variables (FERBATCH_SCORE__OUT, FERBATCH_SCHEDULE__CRON,
+# ...), this file, the defaults. Relative paths are relative to this file's folder.
+# `ferbatch config show` prints the effective configuration.
+
+"""
+
+
+def write_config_template(path: str | Path) -> Path:
+    """Write a commented `ferbatch.toml` with every key at its default; never overwrites a file."""
+    path = Path(path)
+    if path.exists():
+        raise FerbatchError(f"{path}: already exists (not overwritten; `ferbatch config show` prints the effective "
+                            "configuration)")
+    defaults = FerbatchConfig.model_construct(score=ScoreSettings(), train=TrainSection.model_construct(),
+                                              schedule=ScheduleSection(), sentiment={}, models_dir=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as handle:
+        handle.write(INIT_HEADER + annotated_toml(defaults, commented=True))
+    return path
