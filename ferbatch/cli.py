@@ -328,12 +328,18 @@ def report(out_dir: Path, fmt: str, as_json: bool, html_file: Path | None) -> No
 
 
 @cli.command()
-def presets() -> None:
-    """List the named training recipes."""
+@click.option("--json", "as_json", is_flag=True, help="Print every setting of every recipe as JSON.")
+def presets(as_json: bool) -> None:
+    """List the named training recipes: key settings and what each is for."""
     from ferbatch.training import ENSEMBLES, PRESETS
 
-    for name, config in [*PRESETS.items(), *ENSEMBLES.items()]:
-        click.echo(f"{name}: {json.dumps(config.to_dict())}")
+    if as_json:
+        click.echo(json.dumps({name: config.to_dict() for name, config in [*PRESETS.items(), *ENSEMBLES.items()]},
+                              indent=2))
+        return
+    from ferbatch.console import print_presets
+
+    print_presets(PRESETS, ENSEMBLES)
 
 
 @cli.group(cls=_Group)

@@ -229,3 +229,42 @@ def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str 
     console.print(f"run {run['run_id']} ({run['run_date']}, model {run['model_version']})")
     for table in aggregate_views(rows):
         console.print(table)
+
+
+# What each committed recipe is for, where ferbatch.training does not say it itself (a `description`
+# attribute on the recipe wins). Costs are the ones measured on this project's 2-core machine.
+PRESET_NOTES = {
+    "smoke": "a tiny net for 2 epochs: checks the pipeline end to end in about a minute",
+    "default": "the shipped fer_cnn (0.6M parameters), plateau schedule",
+    "vgg": "7M-parameter VGG, cosine, stronger augmentation; 3-6 min per epoch on 2 cores",
+    "fer_cnn_cosine": "vgg's schedule on fer_cnn; about 2 min per epoch on 2 cores, 1 point below default",
+    "crop_cnn": "random 40x40 crops, SGD Nesterov + cosine, XLA; trained in resumed chunks (--stop-after)",
+    "crop_cnn_x3": "three crop_cnn networks (seeds) averaged over flipped views, served as one model",
+}
+
+
+def print_presets(presets: dict, ensembles: dict, console: Console | None = None) -> None:
+    """The training recipes: a table of key settings, then what each is for; fits 100 columns."""
+    console = console or _console()
+    table = _table("training presets (ferbatch train --preset NAME)",
+                   ["preset", "network", "epochs", "batch", "lr", "schedule", "optimizer", "precision", "crop"],
+                   first_columns=2)
+    table.columns[0].no_wrap = True  # names are what a person types: never folded
+    for name, config in presets.items():
+        table.add_row(name, config.architecture, str(config.epochs), str(config.batch_size),
+                      f"{config.learning_rate:g}", config.lr_schedule, config.optimizer, config.precision,
+                      f"{config.crop}px" if config.crop else "-")
+    for name, ensemble in ensembles.items():
+        member = presets.get(ensemble.member)
+        table.add_row(name, f"{len(ensemble.seeds)} x {ensemble.member}", *(
+            [str(member.epochs), str(member.batch_size), f"{member.learning_rate:g}", member.lr_schedule,
+             member.optimizer, member.precision, f"{member.crop}px" if member.crop else "-"] if member
+            else ["-"] * 7))
+    console.print(table)
+    for name, recipe in [*presets.items(), *ensembles.items()]:
+        console.print(f"  {name}: {_about(name, recipe)}", overflow="fold", highlight=False)
+    console.print("  every setting: ferbatch presets --json", highlight=False)
+
+
+def _about(name: str, recipe: object) -> str:
+    return getattr(recipe, "description", None) or PRESET_NOTES.get(name, "-")

@@ -126,3 +126,16 @@ def test_nothing_to_do_draws_and_logs_nothing(caplog):
     with ScoringProgress(0, terminal=True) as progress:
         assert progress._bar is None
     assert not [r for r in caplog.records if r.name == "ferbatch.progress"]
+
+
+def test_presets_table_fits_100_columns_with_each_recipes_settings_and_purpose():
+    from ferbatch.console import PRESET_NOTES, print_presets
+    from ferbatch.training import ENSEMBLES, PRESETS
+
+    text = _render(lambda _, console: print_presets(PRESETS, ENSEMBLES, console), None)
+    assert "…" not in text and max(map(len, text.splitlines())) <= 100
+    for name in [*PRESETS, *ENSEMBLES]:
+        assert name in text
+    assert set(PRESET_NOTES) >= set(PRESETS) | set(ENSEMBLES)  # a new recipe gets a line here too
+    result = CliRunner().invoke(__import__("ferbatch.cli", fromlist=["cli"]).cli, ["presets", "--json"])
+    assert json.loads(result.output)["default"]["architecture"] == "fer_cnn"
