@@ -13,6 +13,7 @@ import platform
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +124,10 @@ class ModelRegistry:
             else:
                 raise RegistryError(f"{workdir}: the checkpoint kept changing while it was copied; try again")
             state = json.loads(before)
-            card = {**card, "version": version, "status": UNFINISHED, "run_id": state.get("run_id"),
+            if not state.get("run_id"):  # a checkpoint written before runs had ids: give it one to keep
+                state["run_id"] = uuid.uuid4().hex[:12]
+                (staging / "state.json").write_text(json.dumps(state, indent=1))
+            card = {**card, "version": version, "status": UNFINISHED, "run_id": state["run_id"],
                     "epochs_done": state["epochs_done"], "history": state["history"],
                     "best_epoch": state["best_epoch"], "best_public_accuracy": state["best_val_accuracy"],
                     "wall_time_s": round(state["wall_time_s"], 2), "chunks": state.get("chunks", []),
