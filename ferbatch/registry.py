@@ -29,7 +29,8 @@ CURRENT_FILE = "current.json"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 # What an unfinished training run needs to continue on another machine (ferbatch.training's work folder).
-RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.h5")
+# best.weights.h5 is where runs checkpointed before best.weights.npz kept their best weights.
+RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.npz", "best.weights.h5")
 UNFINISHED = "unfinished"
 PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
@@ -116,7 +117,8 @@ class ModelRegistry:
             for _attempt in range(20):
                 before = (workdir / "state.json").read_bytes()
                 for name in RESUME_FILES:
-                    if (workdir / name).is_file():
+                    superseded = name == "best.weights.h5" and (workdir / "best.weights.npz").is_file()
+                    if (workdir / name).is_file() and not superseded:
                         shutil.copy2(workdir / name, staging / name)
                 time.sleep(0.5)
                 if (workdir / "state.json").read_bytes() == before:

@@ -275,6 +275,26 @@ def balanced_class_weights(labels: np.ndarray) -> np.ndarray:
     return weights
 
 
+# The best epoch's weights, without optimizer state (Keras's save_weights of a compiled model keeps it, which
+# doubles an unfinished version's size). Runs checkpointed before held them in LEGACY_BEST_WEIGHTS.
+BEST_WEIGHTS = "best.weights.npz"
+LEGACY_BEST_WEIGHTS = "best.weights.h5"
+
+
+def _save_best_weights(classifier: keras.Model, workdir: Path) -> None:
+    tmp = workdir / "best.weights.tmp.npz"
+    np.savez(tmp, *classifier.get_weights())
+    os.replace(tmp, workdir / BEST_WEIGHTS)
+
+
+def _load_best_weights(classifier: keras.Model, workdir: Path) -> None:
+    if (workdir / BEST_WEIGHTS).is_file():
+        with np.load(workdir / BEST_WEIGHTS) as saved:
+            classifier.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    elif (workdir / LEGACY_BEST_WEIGHTS).is_file():
+        classifier.load_weights(workdir / LEGACY_BEST_WEIGHTS)
+
+
 class _Bookkeeping(keras.callbacks.Callback):
     """Per-epoch checkpoint, best-on-PublicTest weights, LR plateaus and early stopping, all resumable."""
 
@@ -298,7 +318,7 @@ class _Bookkeeping(keras.callbacks.Callback):
         improved = val_acc > self.state["best_val_accuracy"]
         if improved:
             self.state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
-            self.classifier.save_weights(self.workdir / "best.weights.h5")
+            _save_best_weights(self.classifier, self.workdir)
         else:
             self.state["wait"] += 1
         if self.config.lr_schedule == "plateau" and not improved:
@@ -447,7 +467,7 @@ def train(
     resumed = state is not None
     if state is None:
         state = _fresh_state(config)
-        for stale in ("checkpoint.keras", "state.json", "best.weights.h5"):
+        for stale in ("checkpoint.keras", "state.json", BEST_WEIGHTS, LEGACY_BEST_WEIGHTS):
             (workdir / stale).unlink(missing_ok=True)
 
     batches = FaceBatches(
@@ -498,9 +518,7 @@ def train(
             shuffle=False,  # FaceBatches shuffles by (seed, epoch); Keras's own shuffle would not resume
             verbose=0,
         )
-    best = workdir / "best.weights.h5"
-    if best.is_file():
-        classifier.load_weights(best)
+    _load_best_weights(classifier, workdir)
     served = inference_copy(classifier, config.architecture)
     if config.crop:
         served = serving_model([served], crops=1, flip=False, name=config.architecture)
