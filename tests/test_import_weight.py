@@ -90,7 +90,7 @@ def test_argument_errors_and_help_import_no_tensorflow(args, exit_code):
     _assert_light(_run(*args), exit_code)
 
 
-@pytest.mark.xfail(strict=True, reason="the recipes live in ferbatch/training.py, which imports Keras at the top; "
-                   "the training-side restructuring (issue 14, other half) moves them out")
 def test_presets_imports_no_tensorflow():
-    _assert_light(_run("presets"))
+    result = _run("presets")
+    _assert_light(result)
+    assert "crop_cnn_x3" in result["output"]

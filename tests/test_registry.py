@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import RegistryError
-from ferbatch.model import create_model
-from ferbatch.registry import ModelRegistry, promotion_score
+from ferbatch.models import ModelRegistry, create_model, promotion_score
 
 
 def _card(public_accuracy: float) -> dict:
