@@ -1,4 +1,4 @@
-"""What PublicTest-chosen class biases (ferbatch.calibration) would do to a registered model.
+"""What PublicTest-chosen class biases (ferbatch.training.fit_class_bias) would do to a registered model.
 
     python benchmarks/calibration.py --data ../shared/data/fer2013.csv.gz [--model VERSION]
 
