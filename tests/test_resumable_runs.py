@@ -11,9 +11,8 @@ import pytest
 from conftest import SAMPLE_CSV
 
 from ferbatch.errors import RegistryError
-from ferbatch.registry import ModelRegistry
-from ferbatch.retraining import register_unfinished, training_setup, unfinished_card_for
-from ferbatch.training import preset, train
+from ferbatch.models import ModelRegistry
+from ferbatch.training import preset, register_unfinished, train, training_setup, unfinished_card_for
 
 # Crop recipes augment in the batch pipeline, keyed by (seed, epoch, batch): a resumed run sees the very
 # batches an uninterrupted one does. (Whole-face recipes augment with Keras layers whose random state

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import FerbatchError
-from ferbatch.model import create_model
+from ferbatch.models import create_model
 from ferbatch.training import PRESETS, FaceBatches, TrainConfig, balanced_class_weights, preset, train
 
 SMOKE = preset("smoke").with_overrides(epochs=1)

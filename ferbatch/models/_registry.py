@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # Keras loads TensorFlow: only the functions that need it imp
 CURRENT_FILE = "current.json"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
-# What an unfinished training run needs to continue on another machine (ferbatch.training's work folder).
+# What an unfinished training run needs to continue on another machine (the training loop's work folder).
 # best.weights.h5 is where runs checkpointed before best.weights.npz kept their best weights.
 RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.npz", "best.weights.h5")
 UNFINISHED = "unfinished"
@@ -39,7 +39,7 @@ def default_models_dir() -> Path:
     """$FERBATCH_MODELS_DIR, else the project's models/ (source checkout), else ./models."""
     if os.environ.get("FERBATCH_MODELS_DIR"):
         return Path(os.environ["FERBATCH_MODELS_DIR"])
-    project_models = Path(__file__).resolve().parent.parent / "models"
+    project_models = Path(__file__).resolve().parents[2] / "models"
     return project_models if (project_models / CURRENT_FILE).is_file() else Path("models")
 
 
@@ -78,6 +78,11 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 class ModelRegistry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    @classmethod
+    def at(cls, models_dir: str | Path | None = None) -> ModelRegistry:
+        """The registry in `models_dir`, or in `default_models_dir()` when none is given."""
+        return cls(models_dir or default_models_dir())
 
     def versions(self) -> list[str]:
         """Registered versions, oldest first (version names sort by creation time)."""
