@@ -28,9 +28,9 @@ class Components:
     def for_run(cls, settings: ScoreSettings, model: str | None = None,
                 models_dir: str | Path | None = None) -> Components:
         """The registry's model (`model`, else the current one) and the YuNet detector, as `settings` ask."""
-        from ferbatch.registry import ModelRegistry, default_models_dir
+        from ferbatch.models import ModelRegistry
 
-        registry = ModelRegistry(models_dir or default_models_dir())
+        registry = ModelRegistry.at(models_dir)
         return cls(str(registry.root), registry.resolve(model), str(default_detector_path(registry.root)),
                    DetectorSettings.from_settings(settings), settings.batch_size, settings.flip_tta)
 
