@@ -101,7 +101,8 @@ def test_exif_rotated_copy_and_bad_files_in_one_run_with_annotations(tmp_path, m
     assert "corrupt or truncated" in rows["broken.jpg"] or "not an image" in rows["broken.jpg"]
     faces = dict(_read(tmp_path / "out", "images").select("path, n_faces").fetchall())
     assert faces["upright.jpg"] == faces["rotated.jpg"] == 2
-    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["rotated.jpg", "upright.jpg"]
+    assert sorted(p.name for p in (tmp_path / "seen").glob("*.jpg")) == ["rotated.jpg", "upright.jpg"]
+    assert (tmp_path / "seen" / ".ferbatch-annotations").is_file()  # so no later run scans the copies
 
     strict = run_ferbatch(*args, "--rescore", "--fail-on-error")
     assert strict.returncode == 3
