@@ -4,6 +4,7 @@ score only what arrived between runs. And the Dask runner gives the same rows as
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import duckdb
@@ -84,6 +85,9 @@ def test_dask_runner_on_a_two_worker_local_cluster_gives_the_same_rows_as_local(
                         *common)
     assert dask.returncode == 0, dask.stderr[-3000:]
     assert len(json.loads(dask.stdout)["files"]["images"]) == 3  # 7 photos in shards of 3
+    assert "scored 7/7 image(s)" in dask.stderr  # progress counted per finished shard
+    # the workers are subprocesses: their TensorFlow and OpenCV start-up lines are filtered too
+    assert not re.search(r"absl::InitializeLog|oneDNN|cuda drivers|cuInit|setPreferableTarget", dask.stderr)
     local_faces, dask_faces = _faces(tmp_path / "local"), _faces(tmp_path / "dask")
     assert len(local_faces) == 9
     assert [row[:3] for row in dask_faces] == [row[:3] for row in local_faces]
