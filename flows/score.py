@@ -35,8 +35,8 @@ def shard_mapper(runner: TaskRunner, progress: bool = False) -> scoring.ShardMap
         n_images = sum(len(shard.files) for shard in shards)
         print(f"scoring {n_images} image(s) in {len(shards)} shard(s) on the {'local' if local else 'dask'} runner")
         with ScoringProgress(n_images if progress else 0, terminal=sys.stderr.isatty()) as counter, runner:
-            if local and progress:  # per image here; a Dask worker's images are counted when its shard ends
-                scorer = replace(scorer, on_image=lambda _: counter.advance())
+            if local and progress:  # per image decoded and detected here (classification is batched by chunk);
+                scorer = replace(scorer, on_prepared=counter.advance)  # Dask: counted as each shard ends
             futures = runner.map(score_shard, {"shard": shards, "scorer": unmapped(scorer)})
             outcomes: list = [None] * len(futures)
             index = {id(future): i for i, future in enumerate(futures)}

@@ -393,3 +393,23 @@ def test_a_path_that_is_not_there_stops_the_run_before_anything_is_written(tmp_p
     with pytest.raises(FerbatchError, match=r"/data/photos: no such file or folder"):
         run_scoring(settings, FakeComponents())
     assert not (tmp_path / "out").exists()
+
+
+def test_progress_counts_each_image_as_it_is_prepared_before_its_chunk_is_classified(tmp_path):
+    from ferbatch.scoring import scan
+    from ferbatch.scoring._pipeline import score_images
+
+    folder = _photos(tmp_path / "in", {f"{i}.jpg": 150 for i in range(4)})
+    components, prepared, seen = FakeComponents(None), [], []
+    classifier = components.classifier()
+    original = classifier.predict
+
+    def predict(faces):
+        seen.append(len(prepared))  # what a progress display shows while the chunk is classified
+        return original(faces)
+
+    classifier.predict = predict
+    rows = list(score_images(list(scan([folder])), components.detector(), classifier, PIPELINE,
+                             on_prepared=lambda: prepared.append(1)))
+    assert len(rows) == 4 and len(prepared) == 4
+    assert seen == [4]  # one chunk of 4 images: all counted before the one classifier call

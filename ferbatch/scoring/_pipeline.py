@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,16 +131,25 @@ def score_images(
     detector: FaceDetector,
     classifier: EmotionClassifier,
     settings: PipelineSettings,
+    on_prepared: Callable[[], None] | None = None,
 ) -> Iterator[ScoredImage]:
     """Prepared and classified images, in input order, one chunk at a time.
 
-    The threads decode and detect the next chunk while the classifier works on this one.
+    The threads decode and detect the next chunk while the classifier works on this one. `on_prepared` is
+    called (from a worker thread) as each image is decoded and detected, before its chunk is classified:
+    a chunk holds many images, so this is what lets a progress display move image by image.
     """
     with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ferbatch-detect") as pool:
         chunks = _chunks(files, settings.chunk_images)
 
+        def prepare_one(file: ImageFile) -> PreparedImage:
+            item = prepare(file, detector, settings)
+            if on_prepared:
+                on_prepared()  # before the future completes: counted by the time its chunk is classified
+            return item
+
         def submit(chunk: list[ImageFile]) -> list:
-            return [pool.submit(prepare, file, detector, settings) for file in chunk]
+            return [pool.submit(prepare_one, file) for file in chunk]
 
         pending = submit(next(chunks, []))
         while pending:

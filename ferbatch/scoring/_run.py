@@ -206,15 +206,19 @@ def score_shard(
     load_classifier: Callable[[], EmotionClassifier],
     settings: PipelineSettings,
     on_image: Callable[[ScoredImage], None] | None = None,
+    on_prepared: Callable[[], None] | None = None,
 ) -> ShardResult:
-    """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet."""
+    """Score one shard into uncommitted `images` and `faces` parts; nothing becomes visible yet.
+
+    `on_prepared` is called as each image is decoded and detected (progress), `on_image` as it is scored.
+    """
     run = shard.run
     summary = RunSummary(run.run_id, run.run_date, shard.store.out_dir, run.model_version)
     writer = shard.store.writer(run.run_id, run.run_date, shard.metadata, part=shard.name)
     aggregator = Aggregator()
     try:
         classifier = load_classifier()
-        for scored in score_images(shard.files, detector, classifier, settings):
+        for scored in score_images(shard.files, detector, classifier, settings, on_prepared):
             started = time.perf_counter()
             image_row, face_rows = rows_for(scored, run)
             writer.write("images", [image_row])
@@ -284,6 +288,7 @@ class ShardScorer:
     settings: PipelineSettings
     annotate: str | None = None  # folder for annotated copies of the images with faces
     on_image: Callable[[ScoredImage], None] | None = None
+    on_prepared: Callable[[], None] | None = None  # per image decoded and detected: progress
 
     def __call__(self, shard: Shard) -> ShardResult:
         draw = annotator(self.annotate, shard.run.sentiment) if self.annotate else None
@@ -295,7 +300,7 @@ class ShardScorer:
                 self.on_image(scored)
 
         return score_shard(shard, self.components.detector(), self.components.classifier, self.settings,
-                           after_image if draw or self.on_image else None)
+                           after_image if draw or self.on_image else None, self.on_prepared)
 
 
 # Runs the scorer over the shards; returns each shard's result or the exception it raised, in shard order.
