@@ -29,6 +29,7 @@ COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks 
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
+DAMAGED_DIR = ".ferbatch-damaged"  # unreadable report files set aside: OUT/.ferbatch-damaged/<table>/run_date=.../
 STAGING_DIR = ".ferbatch-staging"  # OUT/.ferbatch-staging/<table>/run_date=.../part-*.parquet.tmp
 ROW_GROUP = 4096
 _PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
@@ -179,6 +180,65 @@ def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     return leftovers
 
 
+def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
+    """Move every report file whose Parquet footer cannot be read to OUT/.ferbatch-damaged/, with a warning.
+
+    Readers point at OUT/<table>/, so the moved files no longer break them (or the next run's scored
+    index). A damaged ferbatch part takes its sibling in the other table (`images` and `faces` parts of
+    the same run and shard) with it: those images are then no longer in the scored index and are scored
+    again by this run, so no row is lost and no face is counted twice. Call only while holding the lock.
+    """
+    out_dir = Path(out_dir)
+    damaged: list[Path] = []
+    for table in TABLES:
+        for path in sorted((out_dir / table).glob("run_date=*/*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except (pa.ArrowException, OSError) as exc:
+                damaged.append(path)
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.debug("%s: %s", path, reason)
+    moved: list[Path] = []
+    for path in damaged:
+        siblings = [path]
+        if _run_id_of(path) is not None and path.parent.parent.name in ("images", "faces"):
+            other = "faces" if path.parent.parent.name == "images" else "images"
+            siblings.append(out_dir / other / path.parent.name / path.name)
+        for file in siblings:
+            if file in moved or not file.exists():
+                continue
+            target = out_dir / DAMAGED_DIR / file.relative_to(out_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+            moved.append(file)
+            if file == path:
+                ours = " (a ferbatch part: its images are scored again)" if _run_id_of(file) else ""
+                log.warning("%s: not a readable Parquet file, moved to %s%s", file, target, ours)
+            else:
+                log.warning("%s: moved to %s with its damaged sibling %s", file, target, path.name)
+    # A run left with no `images` part would count as uncommitted, and recovery would delete its
+    # aggregates: they go aside too, named, so nothing is removed that was not ferbatch's to remove.
+    runs_left = {_run_id_of(p) for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
+    for file in list(moved):
+        run = _run_id_of(file)
+        if run is None or run in runs_left or file.parent.parent.name == "aggregates":
+            continue
+        for aggregate in (out_dir / "aggregates").glob(f"run_date=*/part-{run}*.parquet"):
+            if _run_id_of(aggregate) == run:
+                target = out_dir / DAMAGED_DIR / aggregate.relative_to(out_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(aggregate, target)
+                moved.append(aggregate)
+                log.warning("%s: moved to %s: its run has no readable images part left", aggregate, target)
+    return moved
+
+
+def _read_error(out_dir: str | Path, table: str, exc: BaseException) -> FerbatchError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return FerbatchError(f"{Path(out_dir) / table}: a report file cannot be read ({first}); "
+                         f"move the damaged file out of the folder (see README, Reports)")
+
+
 class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
@@ -191,7 +251,12 @@ class _OutDirLock:
 
     def __enter__(self) -> _OutDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            handle = open(self.path, "a+")
+        except IsADirectoryError:
+            raise FerbatchError(f"{self.path}: is a folder, not ferbatch's lock file; remove it") from None
+        except OSError as exc:
+            raise FerbatchError(f"{self.path}: cannot open the lock file ({exc.strerror or exc})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -224,7 +289,7 @@ class ScoredIndex:
     """What an output folder already holds for one model version (for incremental runs)."""
 
     image_ids: frozenset[str]
-    fingerprints: frozenset[tuple[str, str, int, int]]  # (root, path, bytes, mtime in microseconds)
+    fingerprints: frozenset[tuple[str, int, int]]  # (root/path, bytes, mtime in microseconds)
 
     def __contains__(self, image_id: str) -> bool:
         return image_id in self.image_ids
@@ -240,10 +305,11 @@ def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     )
     ids = frozenset(table.column("image_id").to_pylist())
     mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
-    fingerprints = frozenset(
-        zip(table.column("root").to_pylist(), table.column("path").to_pylist(),
-            table.column("bytes").to_pylist(), mtimes, strict=True)
-    )
+    # root/path: the file's absolute path for runs since roots are resolved; older runs' relative roots
+    # never match, so their files are recognised by content once and by this fingerprint afterwards.
+    files = (f"{root.rstrip('/')}/{path}" for root, path in
+             zip(table.column("root").to_pylist(), table.column("path").to_pylist(), strict=True))
+    fingerprints = frozenset(zip(files, table.column("bytes").to_pylist(), mtimes, strict=True))
     return ScoredIndex(ids, fingerprints)
 
 
@@ -256,6 +322,14 @@ def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     with_images = table.filter(pc.greater(table.column("n_images"), 0))
     runs = (with_images if with_images.num_rows else table).column("run_id").to_pylist()
     return table.filter(pc.equal(table.column("run_id"), max(runs)))
+
+
+_COMMITTED: list[str] = []  # run ids committed by this process (the exit code on a signal says so)
+
+
+def committed_runs() -> tuple[str, ...]:
+    """The runs this process has committed, oldest first."""
+    return tuple(_COMMITTED)
 
 
 def metadata_json(**values: object) -> dict[str, str]:
@@ -283,22 +357,31 @@ class ReportStore:
             leftovers = _recover_interrupted_runs(self.out_dir)
             if leftovers:
                 log.info("removed %d file(s) left by an interrupted run", len(leftovers))
+            _set_aside_damaged(self.out_dir)
             yield self
 
     def scored_index(self, model_version: str) -> ScoredIndex:
         """What the folder already holds for `model_version` (call inside `open_run`)."""
-        return _scored_index(self.out_dir, model_version)
+        try:
+            return _scored_index(self.out_dir, model_version)
+        except (pa.ArrowException, OSError) as exc:  # damage past the footer, which open_run checks
+            raise _read_error(self.out_dir, "images", exc) from None
 
     def writer(self, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None) -> ReportWriter:
         return ReportWriter(self.out_dir, run_id, run_date, metadata, part=part)
 
     def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
         """Make a run's finished files visible together; returns their final paths."""
-        return _commit_parts(self.out_dir, run_id, moves)
+        finals = _commit_parts(self.out_dir, run_id, moves)
+        _COMMITTED.append(run_id)
+        return finals
 
     def abort(self, moves: list[tuple[str, str]]) -> None:
         """Delete the finished but uncommitted files of a run that will not be committed."""
         _abort_parts(moves)
 
     def latest_aggregates(self) -> pa.Table | None:
-        return _latest_aggregates(self.out_dir)
+        try:
+            return _latest_aggregates(self.out_dir)
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, "aggregates", exc) from None
