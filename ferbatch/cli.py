@@ -392,4 +392,7 @@ _ENVIRONMENT = {
 def main() -> None:
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    cli()
+    from ferbatch.interrupts import handled
+
+    with handled():  # SIGTERM / SIGINT: out within seconds, no process left behind, exit code by commit
+        cli()

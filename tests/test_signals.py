@@ -1,0 +1,107 @@
+"""Issue 12, case 10: SIGTERM and SIGINT end `ferbatch score` within 10 s, leave no process behind (Prefect's
+temporary server included) and exit with a code that says whether the run committed."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from imagefactory import PHOTOS
+
+TESTS = Path(__file__).parent
+
+
+def _slow_folder(folder: Path, copies: int = 40) -> Path:
+    """Real photos with faces, each copy with distinct bytes (a tail after the JPEG's end), slow enough to signal."""
+    folder.mkdir(parents=True)
+    for photo in sorted(PHOTOS.glob("*.jpg")):
+        data = photo.read_bytes()
+        for i in range(copies):
+            (folder / f"{photo.stem}_{i:03d}.jpg").write_bytes(data + i.to_bytes(4, "big"))
+    return folder
+
+
+def _lines(stream, into: queue.Queue) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the process", "SIGINT to the process group"])
+def test_a_signal_ends_the_run_within_10_seconds_with_no_process_left_and_nothing_committed(tmp_path, how):
+    folder, out = _slow_folder(tmp_path / "in"), tmp_path / "out"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)  # Prefect starts its temporary server, as for a user without one
+    child = subprocess.Popen([sys.executable, "-m", "ferbatch", "score", str(folder), "--out", str(out)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(child.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any("scoring " in line and "image(s) in" in line for line in seen):
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            assert line is not None, "".join(seen)
+            seen.append(line)
+        time.sleep(2)  # into the shard: detector and model at work
+        descendants = psutil.Process(child.pid).children(recursive=True)
+        assert descendants, "expected Prefect's temporary server as a child process"
+        before = len(seen)
+        started = time.monotonic()
+        if how.startswith("SIGTERM"):
+            child.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(child.pid, signal.SIGINT)
+        code = child.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        _, alive = psutil.wait_procs(descendants, timeout=5)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    after = "".join(seen[before:])
+    assert elapsed <= 10, (elapsed, after)
+    assert not alive, [p.cmdline() for p in alive]
+    assert code == (143 if how.startswith("SIGTERM") else 130), after
+    assert "nothing was committed" in after and "Traceback" not in after, after
+    assert not list((out / "images").glob("run_date=*/*.parquet"))  # the interrupted run left no rows
+
+
+_EXIT_CODE_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from fakes import FakeComponents
+from ferbatch.interrupts import handled
+from ferbatch.scoring import ScoreSettings, run_scoring
+
+with handled():
+    if {commit!r}:
+        run_scoring(ScoreSettings(folders=[{folder!r}], out={out!r}), FakeComponents())
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+"""
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_the_exit_code_after_a_signal_says_whether_the_run_committed(tmp_path, commit):
+    from imagefactory import encode, synthetic
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(encode(synthetic(150, 120), "JPEG"))
+    script = _EXIT_CODE_SCRIPT.format(tests=str(TESTS), commit=commit, folder=str(folder), out=str(tmp_path / "out"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == (0 if commit else 143), done.stderr
+    expected = "its reports were committed" if commit else "nothing was committed"
+    assert f"ferbatch: interrupted by SIGTERM; {expected}" in done.stderr and "Traceback" not in done.stderr
