@@ -222,8 +222,21 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
     hand_logging_to_prefect()
     models_dir = models_dir or config.models_dir
-    summary = score_flow(settings, sentiment, model=version, models_dir=str(models_dir) if models_dir else None,
-                         rescore=rescore, annotate=str(annotate) if annotate else None, progress=sys.stderr.isatty())
+    from ferbatch.reports import committed_runs
+
+    already = len(committed_runs())
+    try:
+        summary = score_flow(settings, sentiment, model=version, models_dir=str(models_dir) if models_dir else None,
+                             rescore=rescore, annotate=str(annotate) if annotate else None,
+                             progress=sys.stderr.isatty())
+    except Exception as exc:
+        if len(committed_runs()) == already:
+            raise
+        # The reports are complete: a Prefect server lost after the commit does not make the run a failure.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"warning: run {committed_runs()[-1]} committed its reports, but Prefect could not record "
+                   f"the end of the run ({first})", err=True)
+        return
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

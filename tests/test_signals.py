@@ -105,3 +105,29 @@ def test_the_exit_code_after_a_signal_says_whether_the_run_committed(tmp_path, c
     assert done.returncode == (0 if commit else 143), done.stderr
     expected = "its reports were committed" if commit else "nothing was committed"
     assert f"ferbatch: interrupted by SIGTERM; {expected}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_run_that_committed_and_then_lost_its_prefect_server_exits_0_with_a_warning(tmp_path, monkeypatch):
+    import ferbatch_flows.score
+    import httpx
+    from click.testing import CliRunner
+    from fakes import FakeComponents
+    from imagefactory import encode, synthetic
+
+    from ferbatch.cli import cli
+    from ferbatch.scoring import run_scoring
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(encode(synthetic(150, 120), "JPEG"))
+
+    def commits_then_loses_the_server(settings, sentiment, **kwargs):
+        run_scoring(settings, FakeComponents())
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(ferbatch_flows.score, "score", commits_then_loses_the_server)
+    result = CliRunner().invoke(cli, ["score", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "committed its reports, but Prefect could not record the end of the run (All connection attempts" \
+        in result.output
+    assert len(list((tmp_path / "out" / "images").glob("run_date=*/*.parquet"))) == 1
