@@ -145,3 +145,27 @@ def test_a_failing_shard_makes_the_flow_drop_every_shards_files(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         score_three_shards()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".ferbatch.lock"]
+
+
+def test_a_corrupt_model_is_a_one_line_error_before_the_scan_even_when_nothing_is_new(tmp_path, run_ferbatch):
+    """Issue 12, case 4: checked against the card (no model_sha256 here: the structural check), without TensorFlow."""
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "model.keras").write_bytes(b"PK\x03\x04 but not really a zip")
+    (models / "v1" / "card.json").write_text(json.dumps({"version": "v1"}))
+    (models / "current.json").write_text(json.dumps({"version": "v1"}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_ferbatch("score", empty, "--out", tmp_path / "out", "--models-dir", models)
+    assert result.returncode == 1
+    assert f"Error: {models / 'v1' / 'model.keras'}: corrupt model file (not a Keras archive" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "images").exists()  # nothing was scanned or committed
+    check = ("import sys\nfrom ferbatch.scoring import Components, ScoreSettings\n"
+             f"try:\n    Components.for_run(ScoreSettings(), models_dir={str(models)!r})\n"
+             "except Exception as exc:\n    print(type(exc).__name__, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["RegistryError", "False"], done.stderr
