@@ -169,3 +169,21 @@ def test_a_corrupt_model_is_a_one_line_error_before_the_scan_even_when_nothing_i
              "except Exception as exc:\n    print(type(exc).__name__, 'tensorflow' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["RegistryError", "False"], done.stderr
+
+
+def test_a_stray_damaged_parquet_file_is_set_aside_with_one_warning_line_and_the_run_goes_on(tmp_path, run_ferbatch):
+    """Issue 12, case 2 through the CLI (was: ArrowInvalid, a traceback three times, every later run failing)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "fr_two_people.jpg", folder / "a.jpg")
+    out = tmp_path / "out"
+    assert run_ferbatch("score", folder, "--out", out).returncode == 0
+    junk = next((out / "images").glob("run_date=*")) / "junk.parquet"
+    junk.write_bytes(bytes(range(256)) * 20)
+    again = run_ferbatch("score", folder, "--out", out, "--json")
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    warnings = [line for line in again.stderr.splitlines() if str(junk) in line]
+    assert len(warnings) == 1 and "not a readable Parquet file, moved to" in warnings[0], again.stderr
+    assert json.loads(again.stdout)["already_scored"] == 1
+    assert (out / ".ferbatch-damaged" / "images" / junk.parent.name / "junk.parquet").exists()

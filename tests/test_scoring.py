@@ -431,7 +431,7 @@ def test_a_damaged_report_file_past_its_footer_is_a_one_line_error(tmp_path):
     footer = int.from_bytes(data[-8:-4], "little") + 8
     data[4 : len(data) - footer] = os.urandom(len(data) - footer - 4)  # the pages, not the footer
     part.write_bytes(bytes(data))
-    with pytest.raises(FerbatchError, match=r"images: a report file cannot be read \(.*\); move the damaged file"):
+    with pytest.raises(FerbatchError, match=rf"{part.name}: a report file cannot be read \(.*\); move it out"):
         _score(folder, tmp_path / "out")
 
 

@@ -234,9 +234,17 @@ def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
 
 
 def _read_error(out_dir: str | Path, table: str, exc: BaseException) -> FerbatchError:
+    """A one-line error naming the file a dataset read failed on (found by reading each file alone)."""
+    culprit = Path(out_dir) / table
+    for path in sorted(culprit.glob("run_date=*/*.parquet")):
+        try:
+            pq.read_table(path, partitioning=None)
+        except (pa.ArrowException, OSError) as error:
+            culprit, exc = path, error
+            break
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return FerbatchError(f"{Path(out_dir) / table}: a report file cannot be read ({first}); "
-                         f"move the damaged file out of the folder (see README, Reports)")
+    return FerbatchError(f"{culprit}: a report file cannot be read ({first}); "
+                         f"move it out of the folder (see README, Reports)")
 
 
 class _OutDirLock:
