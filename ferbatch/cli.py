@@ -11,6 +11,7 @@ import click
 
 from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
+from ferbatch.interrupts import interruptible
 from ferbatch.logs import configure_logging, hand_logging_to_prefect
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -200,6 +201,7 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
 @click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_context
+@interruptible  # SIGTERM / SIGINT: out within seconds, no process left behind, exit code by commit
 def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, version: str | None,
           models_dir: Path | None, rescore: bool, include: tuple[str, ...], exclude: tuple[str, ...],
           sentiment_map: str | None, annotate: Path | None, fail_on_error: bool, as_json: bool,
@@ -249,6 +251,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 @click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
+@interruptible
 def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     """Run the nightly job once now: retrain if the data or recipe changed, then score the configured folders."""
     from ferbatch.console import print_summary
@@ -405,7 +408,4 @@ _ENVIRONMENT = {
 def main() -> None:
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    from ferbatch.interrupts import handled
-
-    with handled():  # SIGTERM / SIGINT: out within seconds, no process left behind, exit code by commit
-        cli()
+    cli()

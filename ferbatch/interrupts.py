@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT end a `ferbatch` command within seconds and leave no process behind.
+"""SIGTERM and SIGINT end `ferbatch score` and `ferbatch nightly` within seconds and leave no process behind.
 
 Prefect starts its temporary API server (and a Dask LocalCluster its workers) as child processes of
 the `ferbatch` process. Python's default SIGTERM action kills the process without running the atexit
@@ -15,12 +15,13 @@ children are terminated and the process exits with a code that says whether the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 GRACE_S = 5.0  # how long the run may take to unwind after the first signal
 CHILD_GRACE_S = 2.0  # how long children get to stop after SIGTERM before SIGKILL
@@ -150,9 +151,23 @@ def keep_deadline() -> None:
     signal.signal(signal.SIGTERM, deadline_then_prefect)
 
 
+def interruptible(function: Callable) -> Callable:
+    """Run a command under `handled()` (the `score` and `nightly` commands)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        with handled():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Run a command under the handlers (main thread only); an interruption ends the process here."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
     _active.append(True)
     try:
