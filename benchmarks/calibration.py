@@ -1,4 +1,4 @@
-"""What PublicTest-chosen class biases (ferbatch.calibration) would do to a registered model.
+"""What PublicTest-chosen class biases (ferbatch.training.fit_class_bias) would do to a registered model.
 
     python benchmarks/calibration.py --data ../shared/data/fer2013.csv.gz [--model VERSION]
 
@@ -17,12 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from ferbatch.calibration import biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.data import load_fer2013
-from ferbatch.evaluation import classification_metrics
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.models import ModelRegistry
 from ferbatch.scoring import KerasClassifier
+from ferbatch.training import biased_predictions, classification_metrics, fit_class_bias, load_fer2013
 
 
 def _summary(labels: np.ndarray, predicted: np.ndarray) -> dict:
@@ -38,7 +36,7 @@ def main() -> None:
     parser.add_argument("--models-dir", default=None)
     args = parser.parse_args()
 
-    registry = ModelRegistry(args.models_dir or default_models_dir())
+    registry = ModelRegistry.at(args.models_dir)
     version = registry.resolve(args.model)
     classifier = KerasClassifier(registry.load_model(version), version)
     data = load_fer2013(args.data)

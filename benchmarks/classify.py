@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.models import ModelRegistry
 from ferbatch.scoring import KerasClassifier
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--json-out", default="benchmarks/classify.json")
     args = parser.parse_args()
 
-    registry = ModelRegistry(args.models_dir or default_models_dir())
+    registry = ModelRegistry.at(args.models_dir)
     version = registry.resolve(args.model)
     faces = np.random.default_rng(0).integers(0, 256, (args.faces, 48, 48), dtype=np.uint8)
     results = {"model": version, "model_bytes": registry.model_path(version).stat().st_size,

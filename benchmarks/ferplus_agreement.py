@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from ferbatch.classes import SPLITS
-from ferbatch.data import apply_ferplus_labels, load_fer2013
+from ferbatch.training import apply_ferplus_labels, load_fer2013
 
 
 def agreement(data_path: str, labels_path: str) -> dict[str, dict[str, float | int]]:

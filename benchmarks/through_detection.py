@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferbatch.data import load_fer2013
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.models import ModelRegistry
 from ferbatch.scoring import DetectorSettings, KerasClassifier, YuNetDetector, crop_face, default_detector_path
+from ferbatch.training import load_fer2013
 
 MARGINS = (-0.1, -0.075, -0.05, -0.025, 0.0)
 SHIFTS = (-0.04, 0.0, 0.04)
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--shifts", type=float, nargs="+", default=SHIFTS)
     args = parser.parse_args()
 
-    registry = ModelRegistry(args.models_dir or default_models_dir())
+    registry = ModelRegistry.at(args.models_dir)
     classifier = KerasClassifier(registry.load_model(args.model), registry.resolve(args.model))
     detector = YuNetDetector(default_detector_path(registry.root),
                              DetectorSettings(input_long_side=args.canvas, score_threshold=args.score_threshold,

@@ -16,8 +16,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ferbatch.data import load_fer2013
-from ferbatch.training import preset, train
+from ferbatch.training import load_fer2013, preset, train
 
 
 def main() -> None:

@@ -145,12 +145,10 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
 def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | None, as_json: bool,
              models_dir: Path | None) -> None:
     """Re-evaluate a registered model on PublicTest and PrivateTest."""
-    from ferbatch.data import apply_ferplus_labels, load_fer2013
-    from ferbatch.evaluation import evaluate_splits
-    from ferbatch.registry import ModelRegistry, default_models_dir
-    from ferbatch.retraining import metrics_markdown
+    from ferbatch.models import ModelRegistry
+    from ferbatch.training import apply_ferplus_labels, evaluate_splits, load_fer2013, metrics_markdown
 
-    registry = ModelRegistry(models_dir or default_models_dir())
+    registry = ModelRegistry.at(models_dir)
     card = registry.card(version)
     data = load_fer2013(data_path)
     if labels:
@@ -347,9 +345,9 @@ def models() -> None:
 @_models_dir_option
 def list_models(models_dir: Path | None) -> None:
     """Registered versions with their key metrics; * marks the current one."""
-    from ferbatch.registry import ModelRegistry, default_models_dir
+    from ferbatch.models import ModelRegistry
 
-    registry = ModelRegistry(models_dir or default_models_dir())
+    registry = ModelRegistry.at(models_dir)
     versions = registry.versions()
     unfinished = registry.unfinished_versions()
     if not versions and not unfinished:
@@ -383,11 +381,10 @@ def list_models(models_dir: Path | None) -> None:
 def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir: Path | None) -> None:
     """Register the work folder's run (in progress or interrupted) as an unfinished version to commit and
     continue elsewhere with `train --resume-from`."""
-    from ferbatch.data import source_digests
-    from ferbatch.registry import ModelRegistry, default_models_dir
-    from ferbatch.retraining import checkpoint_dir, unfinished_card_for, work_dir
+    from ferbatch.models import ModelRegistry
+    from ferbatch.training import checkpoint_dir, source_digests, unfinished_card_for, work_dir
 
-    registry = ModelRegistry(models_dir or default_models_dir())
+    registry = ModelRegistry.at(models_dir)
     workdir = checkpoint_dir(work_dir(registry.root))
     card = unfinished_card_for(workdir, preset_name)
     card["data"] = {"sources": source_digests(data_path)}

@@ -7,12 +7,11 @@ from ferbatch_flows.score import score
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ferbatch import retraining
 from ferbatch.config import load_config, retrain_parameters
-from ferbatch.registry import ModelRegistry, default_models_dir
-from ferbatch.training import recipe
+from ferbatch.models import ModelRegistry
+from ferbatch.training import RetrainDecision, recipe, retrain_decision
 
-decide_retrain = task(retraining.retrain_decision, name="check-training-data", cache_policy=NO_CACHE)
+decide_retrain = task(retrain_decision, name="check-training-data", cache_policy=NO_CACHE)
 
 
 @flow(name="nightly", log_prints=True)
@@ -21,13 +20,13 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
     logger = get_run_logger()
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")
-    registry = ModelRegistry(config.models_dir or default_models_dir())
+    registry = ModelRegistry.at(config.models_dir)
     settings = config.score.require_folders()  # no folders: fail before training
     train = config.train
     retrained = None
     if train.data is None:
         logger.info("retrain skipped: no train.data configured")
-        decision = retraining.RetrainDecision(False, "no train.data configured")
+        decision = RetrainDecision(False, "no train.data configured")
     else:
         decision = decide_retrain(registry, recipe(train.preset), train.data, train.labels, train.extra_folder,
                                   force_retrain)

@@ -13,21 +13,21 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ferbatch import retraining
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch import training
+from ferbatch.models import ModelRegistry
 from ferbatch.training import EnsembleRecipe, recipe
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more
 # than it saves, so these tasks do not cache.
-load_data = task(retraining.prepare_data, name="load-and-validate-data", cache_policy=NO_CACHE)
-train_model = task(retraining.fit, name="train", cache_policy=NO_CACHE)
-calibrate_model = task(retraining.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
-evaluate_model = task(retraining.assess, name="evaluate", cache_policy=NO_CACHE)
-register_model = task(retraining.register, name="register", cache_policy=NO_CACHE)
-register_unfinished = task(retraining.register_unfinished, name="register-unfinished", cache_policy=NO_CACHE)
-assemble_ensemble = task(retraining.assemble, name="assemble-ensemble", cache_policy=NO_CACHE)
-register_ensemble = task(retraining.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
-promote_model = task(retraining.promote, name="promote", cache_policy=NO_CACHE)
+load_data = task(training.prepare_data, name="load-and-validate-data", cache_policy=NO_CACHE)
+train_model = task(training.fit, name="train", cache_policy=NO_CACHE)
+calibrate_model = task(training.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
+evaluate_model = task(training.evaluate_splits, name="evaluate", cache_policy=NO_CACHE)
+register_model = task(training.register, name="register", cache_policy=NO_CACHE)
+register_unfinished = task(training.register_unfinished, name="register-unfinished", cache_policy=NO_CACHE)
+assemble_ensemble = task(training.assemble, name="assemble-ensemble", cache_policy=NO_CACHE)
+register_ensemble = task(training.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
+promote_model = task(training.promote, name="promote", cache_policy=NO_CACHE)
 
 
 def _unfinished(version: str, registry: ModelRegistry, epochs_done: int, epochs: int, best: float,
@@ -40,7 +40,7 @@ def _finish(registry: ModelRegistry, version: str, promote: str, tolerance: floa
     decision = promote_model(registry, version, promote, tolerance)
     card = registry.card(version)
     create_markdown_artifact(
-        retraining.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
+        training.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
     )
     return {"version": version, "unfinished": False, "promoted": decision.promoted, "reason": decision.reason,
             "models_dir": str(Path(registry.root)), "metrics": card["metrics"]}
@@ -68,8 +68,8 @@ def retrain(
     later, on this machine or another.
     """
     stop_at = time.time() + stop_after_minutes * 60 if stop_after_minutes else None
-    registry = ModelRegistry(models_dir or default_models_dir())
-    workdir = retraining.work_dir(registry.root)
+    registry = ModelRegistry.at(models_dir)
+    workdir = training.work_dir(registry.root)
     if resume_from:
         preset_name = registry.unfinished_card(resume_from).get("preset") or preset_name
     chosen = recipe(preset_name)
@@ -77,7 +77,7 @@ def retrain(
         return _retrain_ensemble(registry, workdir, preset_name, chosen, data, labels, extra_folder, stop_at,
                                  promote, tolerance)
     config = chosen.with_overrides(**(overrides or {}))
-    config, resume_run, init_weights = retraining.training_setup(registry, workdir, config, resume_from, init_from,
+    config, resume_run, init_weights = training.training_setup(registry, workdir, config, resume_from, init_from,
                                                                  overrides)
     report_dir = workdir / "report"
     faces = load_data(data, labels, extra_folder, report_dir)
@@ -99,7 +99,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
     sources = faces.summary()["sources"]
     member_versions, trained = [], False
     for config in ensemble.member_configs():
-        finished, unfinished = retraining.find_member(registry, config, sources)
+        finished, unfinished = training.find_member(registry, config, sources)
         if finished:
             member_versions.append(finished)
             continue
@@ -109,7 +109,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
             return _unfinished(version, registry, 0, config.epochs, float("nan"),
                                f"member seed {config.seed} waits for the next chunk")
         if unfinished:
-            retraining.training_setup(registry, workdir, config, resume_from=unfinished)
+            training.training_setup(registry, workdir, config, resume_from=unfinished)
         result = train_model(config, faces, workdir, bool(unfinished), stop_at)
         trained = True
         if not result.finished:

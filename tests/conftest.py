@@ -33,7 +33,7 @@ def write_csv(path: Path, rows: list[tuple[str, str, str]], header: str = "emoti
 
 @pytest.fixture(scope="session")
 def sample_data():
-    from ferbatch.data import load_fer2013
+    from ferbatch.training import load_fer2013
 
     return load_fer2013(SAMPLE_CSV)
 
@@ -69,9 +69,8 @@ def random_faces() -> np.ndarray:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     """A real model, trained for one epoch on the bundled sample and registered as current."""
-    from ferbatch.data import load_training_data
-    from ferbatch.registry import ModelRegistry, build_card
-    from ferbatch.training import preset, train
+    from ferbatch.models import ModelRegistry, build_card
+    from ferbatch.training import load_training_data, preset, train
 
     folder = tmp_path_factory.mktemp("models")
     data = load_training_data(SAMPLE_CSV)

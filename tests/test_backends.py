@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.models import ModelRegistry
 
 JAX_PYTHON = os.environ.get("FERBATCH_JAX_PYTHON")
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def jax_run(tmp_path_factory, sample_data, random_faces):
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
         [JAX_PYTHON, str(REPO / "tests" / "backends" / "jax_side.py"), str(out / "arrays.npz"), str(out),
-         str(ModelRegistry(default_models_dir()).model_path())],
+         str(ModelRegistry.at().model_path())],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -51,6 +51,6 @@ def test_a_model_trained_under_jax_loads_and_predicts_the_same_under_tensorflow(
 
 
 def test_the_shipped_model_predicts_the_same_under_jax(jax_run, random_faces):
-    registry = ModelRegistry(default_models_dir())
+    registry = ModelRegistry.at()
     predicted = registry.load_model().predict(random_faces[..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(predicted, np.load(jax_run / "shipped_on_probe.npy"), atol=1e-4)

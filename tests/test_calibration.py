@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferbatch.calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.classes import NUM_CLASSES
 from ferbatch.errors import FerbatchError
-from ferbatch.evaluation import classification_metrics
-from ferbatch.training import TrainConfig
+from ferbatch.training import TrainConfig, apply_class_bias, biased_predictions, classification_metrics, fit_class_bias
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -66,7 +64,7 @@ def test_no_bias_when_nothing_can_be_gained():
 
 
 def test_folding_the_bias_into_the_model_gives_softmax_of_logits_plus_bias(random_faces):
-    from ferbatch.model import create_model
+    from ferbatch.models import create_model
 
     model = create_model("tiny")
     faces = random_faces[..., None].astype("float32")
@@ -83,7 +81,7 @@ def test_unknown_calibration_is_refused():
 
 
 def test_a_crop_network_in_its_serving_wrapper_is_calibrated_exactly(random_faces):
-    from ferbatch.model import create_model, serving_model
+    from ferbatch.models import create_model, serving_model
 
     served = serving_model([create_model("tiny", input_side=40)], crops=1, flip=False)
     faces = random_faces[..., None].astype("float32")

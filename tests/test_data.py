@@ -5,7 +5,8 @@ import pytest
 from conftest import SAMPLE_CSV, SAMPLE_FERPLUS, pixels, write_csv
 
 from ferbatch.classes import SPLITS
-from ferbatch.data import (
+from ferbatch.errors import DataError
+from ferbatch.training import (
     FERPLUS_COLUMNS,
     add_extra_folder,
     apply_ferplus_labels,
@@ -13,7 +14,6 @@ from ferbatch.data import (
     load_fer2013,
     load_training_data,
 )
-from ferbatch.errors import DataError
 
 GOOD = ("3", pixels(), "Training")
 

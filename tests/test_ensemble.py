@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_CSV
 
-from ferbatch.model import create_model, crop_offsets, serving_model
-from ferbatch.registry import ModelRegistry
+from ferbatch.models import ModelRegistry, create_model, crop_offsets, serving_model
 from ferbatch.training import ENSEMBLES, PRESETS, EnsembleRecipe, preset
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferbatch.evaluation import classification_metrics, confusion_matrix, evaluate
-from ferbatch.model import create_model
+from ferbatch.models import create_model
 from ferbatch.scoring import KerasClassifier
+from ferbatch.training import classification_metrics, confusion_matrix, evaluate
 
 
 def test_confusion_matrix_rows_are_true_classes():

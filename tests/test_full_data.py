@@ -14,7 +14,7 @@ pytestmark = [
 
 
 def test_full_file_loads_with_the_documented_split_and_class_counts():
-    from ferbatch.data import load_fer2013
+    from ferbatch.training import load_fer2013
 
     data = load_fer2013(FULL_FER2013)
     assert data.images.shape == (35887, 48, 48)
@@ -26,7 +26,7 @@ def test_full_file_loads_with_the_documented_split_and_class_counts():
 
 
 def test_ferplus_labels_align_with_the_full_file():
-    from ferbatch.data import apply_ferplus_labels, load_fer2013
+    from ferbatch.training import apply_ferplus_labels, load_fer2013
 
     data = apply_ferplus_labels(load_fer2013(FULL_FER2013), FULL_FER2013.parent / "ferplus_fer2013new.csv")
     assert data.label_source == "ferplus"
@@ -36,7 +36,7 @@ def test_ferplus_labels_align_with_the_full_file():
 
 @pytest.mark.slow
 def test_one_epoch_on_the_full_file_registers_a_promoted_model_with_private_test_metrics(tmp_path, run_ferbatch):
-    from ferbatch.registry import ModelRegistry
+    from ferbatch.models import ModelRegistry
 
     result = run_ferbatch("train", "--data", FULL_FER2013, "--epochs", "1", "--models-dir", tmp_path)
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ was first imported from, so a failure names the culprit.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,9 @@ print(json.dumps({"exit_code": result.exit_code, "output": result.output[-2000:]
 """
 
 
-def _run(*args: str) -> dict:
+def _run(*args: str, env: dict[str, str] | None = None) -> dict:
     completed = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(args))], capture_output=True,
-                               text=True, timeout=120, cwd=PROJECT)
+                               text=True, timeout=120, cwd=PROJECT, env={**os.environ, **(env or {})})
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -90,7 +91,25 @@ def test_argument_errors_and_help_import_no_tensorflow(args, exit_code):
     _assert_light(_run(*args), exit_code)
 
 
-@pytest.mark.xfail(strict=True, reason="the recipes live in ferbatch/training.py, which imports Keras at the top; "
-                   "the training-side restructuring (issue 14, other half) moves them out")
 def test_presets_imports_no_tensorflow():
-    _assert_light(_run("presets"))
+    result = _run("presets")
+    _assert_light(result)
+    assert "crop_cnn_x3" in result["output"]
+
+
+def test_a_configured_preset_is_checked_without_tensorflow():
+    _assert_light(_run("config", "show", env={"FERBATCH_TRAIN__PRESET": "crop_cnn_x3"}))
+    result = _run("config", "show", env={"FERBATCH_TRAIN__PRESET": "huge"})
+    _assert_light(result, exit_code=1)
+    assert "unknown preset 'huge'" in result["output"]
+
+
+@pytest.mark.parametrize("package", ["ferbatch.training", "ferbatch.models"])
+def test_every_public_name_resolves(package):
+    """The lazy names (PEP 562) are only looked up when asked for: ask for each one."""
+    import importlib
+
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name

@@ -6,14 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from ferbatch.model import (
-    INPUT_SHAPE,
-    Augmentation,
-    create_model,
-    inference_copy,
-    list_architectures,
-    with_augmentation,
-)
+from ferbatch.models import INPUT_SHAPE, create_model, inference_copy, list_architectures, with_augmentation
+from ferbatch.training import Augmentation
 
 
 @pytest.fixture(scope="module", params=list_architectures())

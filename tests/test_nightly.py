@@ -11,7 +11,7 @@ import pytest
 from conftest import SAMPLE_CSV
 from imagefactory import PHOTOS
 
-from ferbatch.registry import ModelRegistry
+from ferbatch.models import ModelRegistry
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import RegistryError
-from ferbatch.model import create_model
-from ferbatch.registry import ModelRegistry, promotion_score
+from ferbatch.models import ModelRegistry, create_model, promotion_score
 
 
 def _card(public_accuracy: float) -> dict:
@@ -143,3 +142,19 @@ def test_a_corrupt_model_is_a_one_line_error_before_loading_with_or_without_a_sh
     path.write_bytes(bytes(damaged))
     with pytest.raises(RegistryError, match=r"model\.keras: corrupt model file"):
         registry.verify_model(version)
+
+
+def test_at_opens_the_given_folder_else_the_default_one(tmp_path, monkeypatch):
+    assert ModelRegistry.at(tmp_path / "given").root == tmp_path / "given"
+    monkeypatch.setenv("FERBATCH_MODELS_DIR", str(tmp_path / "default"))
+    assert ModelRegistry.at().root == ModelRegistry.at(None).root == tmp_path / "default"
+
+
+def test_the_project_models_folder_is_the_default_in_a_checkout(monkeypatch):
+    from pathlib import Path
+
+    from ferbatch.models import default_models_dir
+
+    monkeypatch.delenv("FERBATCH_MODELS_DIR", raising=False)
+    project_models = Path(__file__).resolve().parents[1] / "models"
+    assert default_models_dir() == project_models  # the package moved; the path it looks for did not

@@ -11,9 +11,8 @@ import pytest
 from conftest import SAMPLE_CSV
 
 from ferbatch.errors import RegistryError
-from ferbatch.registry import ModelRegistry
-from ferbatch.retraining import register_unfinished, training_setup, unfinished_card_for
-from ferbatch.training import preset, train
+from ferbatch.models import ModelRegistry
+from ferbatch.training import preset, register_unfinished, train, training_setup, unfinished_card_for
 
 # Crop recipes augment in the batch pipeline, keyed by (seed, epoch, batch): a resumed run sees the very
 # batches an uninterrupted one does. (Whole-face recipes augment with Keras layers whose random state
@@ -114,3 +113,18 @@ def test_the_retrain_flow_stops_at_its_deadline_and_resume_from_finishes_and_cle
 
 def stopped_run_id(result: dict) -> str:
     return ModelRegistry(result["models_dir"]).card(ModelRegistry(result["models_dir"]).versions()[-1])["run_id"]
+
+
+def test_a_checkpoint_from_before_run_ids_gets_one_that_its_resumed_chunks_keep(sample_data, tmp_path):
+    result = _train(sample_data, tmp_path / "w" / "checkpoints", TWO_EPOCHS, stop_at=time.time())
+    state_file = tmp_path / "w" / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["run_id"], state["chunks"]
+    state_file.write_text(json.dumps(state))
+    registry = ModelRegistry(tmp_path / "models")
+    version = register_unfinished(registry, TWO_EPOCHS, result, tmp_path / "w")
+    run_id = registry.unfinished_card(version)["run_id"]
+    assert run_id
+    _, resume, _ = training_setup(registry, tmp_path / "again", TWO_EPOCHS, resume_from=version)
+    resumed = _train(sample_data, tmp_path / "again" / "checkpoints", TWO_EPOCHS, resume=resume)
+    assert resumed.run_id == run_id and resumed.chunks[0]["host"] == "unrecorded"

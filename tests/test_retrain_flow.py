@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import SAMPLE_CSV, SAMPLE_FERPLUS
 
 from ferbatch.cli import cli
-from ferbatch.registry import ModelRegistry
+from ferbatch.models import ModelRegistry
 
 CARD_KEYS = {
     "version", "created_at", "architecture", "parameters", "class_names", "input_contract", "training_config",

@@ -7,16 +7,15 @@ import json
 import numpy as np
 from conftest import SAMPLE_CSV
 
-from ferbatch import retraining
+from ferbatch import training
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.evaluation import classification_metrics
-from ferbatch.registry import ModelRegistry
-from ferbatch.training import preset
+from ferbatch.models import ModelRegistry
+from ferbatch.training import classification_metrics, preset
 
 
 def test_calibrate_does_nothing_for_a_recipe_without_calibration(models_dir, sample_data):
     model = ModelRegistry(models_dir).load_model()
-    assert retraining.calibrate(preset("smoke"), model, sample_data) is None
+    assert training.calibrate(preset("smoke"), model, sample_data) is None
 
 
 def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(models_dir, sample_data):
@@ -25,7 +24,7 @@ def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(model
     model = ModelRegistry(models_dir).load_model()
     faces, labels = sample_data.subset("PublicTest")
     before = KerasClassifier(model, "before").predict(faces)
-    record = retraining.calibrate(preset("smoke").with_overrides(calibration="macro_f1"), model, sample_data)
+    record = training.calibrate(preset("smoke").with_overrides(calibration="macro_f1"), model, sample_data)
     bias = np.array(list(record["logit_bias"].values()))
     after = KerasClassifier(model, "after").predict(faces)
     expected = np.exp(np.log(before) + bias)
@@ -41,13 +40,13 @@ def test_a_card_written_before_a_setting_existed_does_not_trigger_a_retrain(mode
     card_file = registry.root / registry.current_version() / "card.json"
     original = card_file.read_text()
     card = json.loads(original)
-    card["data"]["sources"] = retraining.source_digests(SAMPLE_CSV)
+    card["data"]["sources"] = training.source_digests(SAMPLE_CSV)
     del card["training_config"]["calibration"]  # as on cards made before calibration existed
     try:
         card_file.write_text(json.dumps(card))
         config = preset("smoke").with_overrides(epochs=1)
-        assert not retraining.retrain_decision(registry, config, SAMPLE_CSV).retrain
-        assert retraining.retrain_decision(registry, config.with_overrides(calibration="macro_f1"), SAMPLE_CSV).retrain
+        assert not training.retrain_decision(registry, config, SAMPLE_CSV).retrain
+        assert training.retrain_decision(registry, config.with_overrides(calibration="macro_f1"), SAMPLE_CSV).retrain
     finally:
         card_file.write_text(original)
 
@@ -57,6 +56,6 @@ def test_the_metrics_table_names_the_calibration_biases_that_were_applied():
     card = {"version": "v1", "architecture": "fer_cnn", "parameters": 10, "epochs_run": 3, "best_epoch": 2,
             "wall_time_s": 1.0, "label_source": "fer2013", "metrics": {"PrivateTest": {"plain": metrics}},
             "calibration": {"objective": "macro_f1", "logit_bias": {"Angry": 0.0, "Disgust": 0.8, "Happy": -0.5}}}
-    text = retraining.metrics_markdown(card)
+    text = training.metrics_markdown(card)
     assert "calibration (macro_f1, on PublicTest): Disgust +0.80, Happy -0.50" in text
     assert "Angry +0.00" not in text

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_CSV
 
-from ferbatch.registry import ModelRegistry, default_models_dir
+from ferbatch.models import ModelRegistry
 
-REGISTRY = ModelRegistry(default_models_dir())
+REGISTRY = ModelRegistry.at()
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_the_shipped_model_file_is_small(card):
 
 
 def test_the_shipped_model_classifies_the_bundled_fer_sample_well_above_chance():
-    from ferbatch.data import load_fer2013
     from ferbatch.scoring import KerasClassifier
+    from ferbatch.training import load_fer2013
 
     data = load_fer2013(SAMPLE_CSV)
     probabilities = KerasClassifier(REGISTRY.load_model(), REGISTRY.current_version()).predict(data.images)

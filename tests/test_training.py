@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferbatch.errors import FerbatchError
-from ferbatch.model import create_model
+from ferbatch.models import create_model
 from ferbatch.training import PRESETS, FaceBatches, TrainConfig, balanced_class_weights, preset, train
 
 SMOKE = preset("smoke").with_overrides(epochs=1)
@@ -68,7 +68,7 @@ def test_training_checkpoints_every_epoch_and_returns_the_best_float32_model(sam
     assert len(result.history["val_accuracy"]) == len(result.history["epoch_s"]) == 2
     assert result.best_epoch == 1 + int(np.argmax(result.history["val_accuracy"]))
     assert result.best_public_accuracy == max(result.history["val_accuracy"])
-    assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.keras", "state.json", "best.weights.h5"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.keras", "state.json", "best.weights.npz"}
     assert json.loads((tmp_path / "state.json").read_text())["epochs_done"] == 2
     assert result.classifier.get_layer("logits").compute_dtype == "float32"
     assert result.wall_time_s > 0

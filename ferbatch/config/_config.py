@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.config._score import SENTIMENTS, ScoreSettings
 from ferbatch.errors import FerbatchError
+from ferbatch.training import recipe  # the recipes: no Keras
 
 CONFIG_ENV = "FERBATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "ferbatch.toml"
@@ -34,18 +35,16 @@ class TrainSection(_Section):
     data: Path | None = Field(None, description="FER2013 CSV; without it the nightly run does not retrain.")
     labels: Path | None = Field(None, description="FER+ vote file: train on FER+ majority labels.")
     extra_folder: Path | None = None
-    # Not validated when left at its default, so loading a configuration imports no Keras (`ferbatch.training`
-    # does); a preset named in the file or the environment is checked against the recipes.
-    preset: str = Field("default", validate_default=False)
+    preset: str = "default"
     tolerance: float = Field(0.0, ge=0)
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from ferbatch.training import ENSEMBLES, PRESETS  # imports Keras: only for a preset the configuration names
-
-        if value not in PRESETS and value not in ENSEMBLES:
-            raise ValueError(f"unknown preset {value!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
+        try:
+            recipe(value)
+        except FerbatchError as error:
+            raise ValueError(str(error)) from None
         return value
 
 

@@ -35,7 +35,7 @@ class KerasClassifier:
         cls, models_dir: str | Path, version: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
         flip_tta: bool = False,
     ) -> KerasClassifier:
-        from ferbatch.registry import ModelRegistry
+        from ferbatch.models import ModelRegistry
 
         registry = ModelRegistry(models_dir)
         chosen = registry.resolve(version)

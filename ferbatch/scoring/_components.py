@@ -28,9 +28,9 @@ class Components:
     def for_run(cls, settings: ScoreSettings, model: str | None = None,
                 models_dir: str | Path | None = None) -> Components:
         """The registry's model (`model`, else the current one) and the YuNet detector, as `settings` ask."""
-        from ferbatch.registry import ModelRegistry, default_models_dir
+        from ferbatch.models import ModelRegistry
 
-        registry = ModelRegistry(models_dir or default_models_dir())
+        registry = ModelRegistry.at(models_dir)
         version = registry.resolve(model)
         registry.verify_model(version)  # a corrupt model fails before the scan, also when nothing is new
         return cls(str(registry.root), version, str(default_detector_path(registry.root)),

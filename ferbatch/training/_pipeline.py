@@ -1,6 +1,6 @@
 """The retrain pipeline as plain typed steps; `flows/retrain.py` wires them as Prefect tasks.
 
-prepare_data -> fit -> calibrate -> assess -> register -> promote
+prepare_data -> fit -> calibrate -> evaluate_splits -> register -> promote
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import keras
 
-from ferbatch import plots
-from ferbatch.calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.data import FerData, load_training_data, source_digests
 from ferbatch.errors import FerbatchError
-from ferbatch.evaluation import classification_metrics, evaluate_splits
-from ferbatch.model import INPUT_CONTRACT, serving_model
-from ferbatch.registry import ModelRegistry, Promotion, build_card, runtime_versions
+from ferbatch.models import INPUT_CONTRACT, ModelRegistry, Promotion, build_card, runtime_versions, serving_model
 from ferbatch.scoring import KerasClassifier
-from ferbatch.training import EnsembleRecipe, TrainConfig, TrainResult, preset, same_architecture, train
+from ferbatch.training import _plots as plots
+from ferbatch.training._calibration import apply_class_bias, biased_predictions, fit_class_bias
+from ferbatch.training._data import FerData, load_training_data, source_digests
+from ferbatch.training._evaluation import classification_metrics
+from ferbatch.training._loop import TrainResult, same_architecture, train
+from ferbatch.training._recipes import EnsembleRecipe, TrainConfig, preset
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,6 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> di
         **{f"PublicTest_{when}": {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
            for when, m in (("before", before), ("after", after))},
     }
-
-
-def assess(classifier: keras.Model, data: FerData) -> dict:
-    """PublicTest and PrivateTest metrics, plain and with flip test-time augmentation."""
-    return evaluate_splits(classifier, data)
 
 
 def register(

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from ferbatch.classes import NUM_CLASSES
-from ferbatch.evaluation import classification_metrics
+from ferbatch.training._evaluation import classification_metrics
 
 BIAS_GRID = np.round(np.linspace(-1.5, 1.5, 31), 2)
 

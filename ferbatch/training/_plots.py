@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, SPLITS
-from ferbatch.data import FerData
+from ferbatch.training._data import FerData
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

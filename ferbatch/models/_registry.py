@@ -14,6 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # Keras loads TensorFlow: only the functions that need it imp
 CURRENT_FILE = "current.json"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
-# What an unfinished training run needs to continue on another machine (ferbatch.training's work folder).
-RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.h5")
+# What an unfinished training run needs to continue on another machine (the training loop's work folder).
+# best.weights.h5 is where runs checkpointed before best.weights.npz kept their best weights.
+RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.npz", "best.weights.h5")
 UNFINISHED = "unfinished"
 PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
@@ -39,7 +41,7 @@ def default_models_dir() -> Path:
     """$FERBATCH_MODELS_DIR, else the project's models/ (source checkout), else ./models."""
     if os.environ.get("FERBATCH_MODELS_DIR"):
         return Path(os.environ["FERBATCH_MODELS_DIR"])
-    project_models = Path(__file__).resolve().parent.parent / "models"
+    project_models = Path(__file__).resolve().parents[2] / "models"
     return project_models if (project_models / CURRENT_FILE).is_file() else Path("models")
 
 
@@ -79,6 +81,11 @@ class ModelRegistry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def at(cls, models_dir: str | Path | None = None) -> ModelRegistry:
+        """The registry in `models_dir`, or in `default_models_dir()` when none is given."""
+        return cls(models_dir or default_models_dir())
+
     def versions(self) -> list[str]:
         """Registered versions, oldest first (version names sort by creation time)."""
         if not self.root.is_dir():
@@ -117,7 +124,8 @@ class ModelRegistry:
             for _attempt in range(20):
                 before = (workdir / "state.json").read_bytes()
                 for name in RESUME_FILES:
-                    if (workdir / name).is_file():
+                    superseded = name == "best.weights.h5" and (workdir / "best.weights.npz").is_file()
+                    if (workdir / name).is_file() and not superseded:
                         shutil.copy2(workdir / name, staging / name)
                 time.sleep(0.5)
                 if (workdir / "state.json").read_bytes() == before:
@@ -125,7 +133,10 @@ class ModelRegistry:
             else:
                 raise RegistryError(f"{workdir}: the checkpoint kept changing while it was copied; try again")
             state = json.loads(before)
-            card = {**card, "version": version, "status": UNFINISHED, "run_id": state.get("run_id"),
+            if not state.get("run_id"):  # a checkpoint written before runs had ids: give it one to keep
+                state["run_id"] = uuid.uuid4().hex[:12]
+                (staging / "state.json").write_text(json.dumps(state, indent=1))
+            card = {**card, "version": version, "status": UNFINISHED, "run_id": state["run_id"],
                     "epochs_done": state["epochs_done"], "history": state["history"],
                     "best_epoch": state["best_epoch"], "best_public_accuracy": state["best_val_accuracy"],
                     "wall_time_s": round(state["wall_time_s"], 2), "chunks": state.get("chunks", []),

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
-from ferbatch.data import FerData
 from ferbatch.scoring import KerasClassifier
+from ferbatch.training._data import FerData
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 

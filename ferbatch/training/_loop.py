@@ -13,7 +13,7 @@ import os
 import platform
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -22,151 +22,10 @@ import numpy as np
 
 from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
 from ferbatch.errors import FerbatchError
-from ferbatch.model import Augmentation, create_model, inference_copy, serving_model, with_augmentation
+from ferbatch.models import create_model, inference_copy, serving_model, with_augmentation
+from ferbatch.training._recipes import Augmentation, TrainConfig
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-CALIBRATIONS = ("none", "macro_f1")  # what ferbatch.calibration does after training
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training recipe; saved on the model card and checked on resume."""
-
-    architecture: str = "fer_cnn"
-    epochs: int = 40
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    class_weights: bool = False
-    lr_schedule: str = "plateau"  # "plateau" (halve on a PublicTest plateau) or "cosine"
-    plateau_patience: int = 3
-    early_stopping_patience: int = 8
-    precision: str = "float32"
-    seed: int = 1234
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    # After training: "macro_f1" picks per-class logit biases on PublicTest (ferbatch.calibration).
-    calibration: str = "none"
-    optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum)
-    momentum: float = 0.9  # sgd only
-    # 0: the network sees the whole 48x48 face, augmented by Keras layers in the model. A side below 48:
-    # random crops of that side, augmented in the batch pipeline (numpy, keyed by seed, epoch and batch, so a
-    # resumed run sees the very same batches); evaluated on the centre crop.
-    crop: int = 0
-    jit_compile: bool = False  # XLA; about 20% faster per step on 2 CPU cores for crop_cnn
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise FerbatchError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            raise FerbatchError(f"lr_schedule must be 'plateau' or 'cosine', not {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise FerbatchError("epochs and batch_size must be at least 1")
-        if self.calibration not in CALIBRATIONS:
-            raise FerbatchError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {self.calibration!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise FerbatchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if not 0 <= self.crop < IMAGE_SIZE:
-            raise FerbatchError(f"crop must be 0 (the whole face) or a side below {IMAGE_SIZE}, not {self.crop}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise FerbatchError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        values = dict(values)
-        if isinstance(values.get("augmentation"), dict):
-            values["augmentation"] = Augmentation(**values["augmentation"])
-        return cls(**values)
-
-    def with_overrides(self, **overrides: object) -> TrainConfig:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-# Named, committed recipes: `ferbatch train --preset NAME`.
-PRESETS: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(architecture="tiny", epochs=2, batch_size=32, early_stopping_patience=2),
-    "default": TrainConfig(),
-    # Issue 4's recipe: a 7M-parameter VGG, cosine schedule, stronger augmentation for the longer run.
-    "vgg": TrainConfig(
-        architecture="vgg",
-        epochs=50,
-        batch_size=128,
-        label_smoothing=0.1,
-        lr_schedule="cosine",
-        early_stopping_patience=15,
-        precision="mixed_bfloat16",
-        augmentation=Augmentation(rotation=0.04, zoom=0.1, translation=0.1, erasing=0.25),
-        calibration="macro_f1",
-    ),
-}
-# vgg's schedule, smoothing and augmentation on the 0.6M fer_cnn: about 2 min per epoch on 2 CPU cores,
-# where vgg takes 3 to 6 (AMX or not), so it fits one working session. Measured: 1 point below `default`
-# on PublicTest (the small net under-fits with this much augmentation); kept so that figure reproduces.
-PRESETS["fer_cnn_cosine"] = replace(PRESETS["vgg"], architecture="fer_cnn", epochs=45)
-# Issue 11's recipe: what the published 72-73% recipes share, at a width 2 CPU cores can train in resumed
-# chunks: random 40x40 crops, flip, small rotation and scale, random erasing, SGD Nesterov with one warm-up
-# epoch to 0.05 then cosine, weight decay 5e-4, label smoothing 0.1, XLA.
-PRESETS["crop_cnn"] = TrainConfig(
-    architecture="crop_cnn",
-    epochs=60,
-    batch_size=128,
-    learning_rate=0.05,
-    weight_decay=5e-4,
-    label_smoothing=0.1,
-    lr_schedule="cosine",
-    early_stopping_patience=1000,  # a cosine schedule runs to its end
-    optimizer="sgd",
-    crop=40,
-    jit_compile=True,
-    augmentation=Augmentation(flip=True, rotation=10 / 360, zoom=0.1, translation=0.0, erasing=0.5),
-)
-
-
-@dataclass(frozen=True)
-class EnsembleRecipe:
-    """Several networks of one preset, each with its own seed, served as one model.keras that averages their
-    probabilities over fixed views of the face (ferbatch.model.serving_model)."""
-
-    member: str  # the preset each member trains with
-    seeds: tuple[int, ...]
-    crops: int = 1  # 1 = the centre crop, 5 = centre and corners
-    flip: bool = True  # also the mirrored views
-
-    def member_configs(self) -> list[TrainConfig]:
-        return [preset(self.member).with_overrides(seed=seed) for seed in self.seeds]
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "seeds": list(self.seeds)}
-
-
-# Ensemble presets: `ferbatch train --preset NAME` trains the members one after another (each resumable,
-# in chunks with --stop-after), then assembles, evaluates, registers and promotes the whole.
-ENSEMBLES: dict[str, EnsembleRecipe] = {
-    "crop_cnn_x3": EnsembleRecipe(member="crop_cnn", seeds=(1234, 2345, 3456), crops=1, flip=True),
-}
-
-
-def preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]
-
-
-def recipe(name: str) -> TrainConfig | EnsembleRecipe:
-    """A single-network preset or an ensemble preset, by name."""
-    if name in ENSEMBLES:
-        return ENSEMBLES[name]
-    if name not in PRESETS:
-        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
-    return PRESETS[name]
 
 
 class FaceBatches(keras.utils.PyDataset):
@@ -275,6 +134,26 @@ def balanced_class_weights(labels: np.ndarray) -> np.ndarray:
     return weights
 
 
+# The best epoch's weights, without optimizer state (Keras's save_weights of a compiled model keeps it, which
+# doubles an unfinished version's size). Runs checkpointed before held them in LEGACY_BEST_WEIGHTS.
+BEST_WEIGHTS = "best.weights.npz"
+LEGACY_BEST_WEIGHTS = "best.weights.h5"
+
+
+def _save_best_weights(classifier: keras.Model, workdir: Path) -> None:
+    tmp = workdir / "best.weights.tmp.npz"
+    np.savez(tmp, *classifier.get_weights())
+    os.replace(tmp, workdir / BEST_WEIGHTS)
+
+
+def _load_best_weights(classifier: keras.Model, workdir: Path) -> None:
+    if (workdir / BEST_WEIGHTS).is_file():
+        with np.load(workdir / BEST_WEIGHTS) as saved:
+            classifier.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    elif (workdir / LEGACY_BEST_WEIGHTS).is_file():
+        classifier.load_weights(workdir / LEGACY_BEST_WEIGHTS)
+
+
 class _Bookkeeping(keras.callbacks.Callback):
     """Per-epoch checkpoint, best-on-PublicTest weights, LR plateaus and early stopping, all resumable."""
 
@@ -298,7 +177,7 @@ class _Bookkeeping(keras.callbacks.Callback):
         improved = val_acc > self.state["best_val_accuracy"]
         if improved:
             self.state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
-            self.classifier.save_weights(self.workdir / "best.weights.h5")
+            _save_best_weights(self.classifier, self.workdir)
         else:
             self.state["wait"] += 1
         if self.config.lr_schedule == "plateau" and not improved:
@@ -447,7 +326,7 @@ def train(
     resumed = state is not None
     if state is None:
         state = _fresh_state(config)
-        for stale in ("checkpoint.keras", "state.json", "best.weights.h5"):
+        for stale in ("checkpoint.keras", "state.json", BEST_WEIGHTS, LEGACY_BEST_WEIGHTS):
             (workdir / stale).unlink(missing_ok=True)
 
     batches = FaceBatches(
@@ -498,9 +377,7 @@ def train(
             shuffle=False,  # FaceBatches shuffles by (seed, epoch); Keras's own shuffle would not resume
             verbose=0,
         )
-    best = workdir / "best.weights.h5"
-    if best.is_file():
-        classifier.load_weights(best)
+    _load_best_weights(classifier, workdir)
     served = inference_copy(classifier, config.architecture)
     if config.crop:
         served = serving_model([served], crops=1, flip=False, name=config.architecture)

@@ -1,0 +1,38 @@
+"""Training: FER2013 data -> a trained, calibrated, evaluated network -> a registered, promoted model.
+
+Public surface: the recipes (`TrainConfig`, `Augmentation`, the presets and ensemble presets), which import no
+Keras, so `ferbatch presets` and configuration checks stay light; and, imported on first use, the data loaders,
+the resumable training loop, evaluation, calibration and the retrain steps that `flows/retrain.py` wires.
+"""
+
+from ferbatch._lazy import lazy_exports
+from ferbatch.training._recipes import (
+    CALIBRATIONS,
+    ENSEMBLES,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    Augmentation,
+    EnsembleRecipe,
+    TrainConfig,
+    preset,
+    recipe,
+)
+
+_LAZY = {
+    "_data": ("FERPLUS_COLUMNS", "FerData", "add_extra_folder", "apply_ferplus_labels", "ferplus_majority",
+              "load_fer2013", "load_training_data", "source_digests"),
+    "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "balanced_class_weights", "centre_crops",
+              "same_architecture", "train"),
+    "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),
+    "_calibration": ("apply_class_bias", "biased_predictions", "fit_class_bias"),
+    "_pipeline": ("RetrainDecision", "assemble", "calibrate", "checkpoint_dir", "find_member", "fit",
+                  "metrics_markdown", "prepare_data", "promote", "register", "register_ensemble",
+                  "register_unfinished", "retrain_decision", "training_setup", "unfinished_card_for", "work_dir"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+__all__ = [
+    "CALIBRATIONS", "ENSEMBLES", "OPTIMIZERS", "PRECISIONS", "PRESETS", "Augmentation", "EnsembleRecipe",
+    "TrainConfig", "preset", "recipe", *(name for names in _LAZY.values() for name in names),
+]

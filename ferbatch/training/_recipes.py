@@ -1,0 +1,167 @@
+"""Training recipes: `TrainConfig`, its augmentation, and the named presets and ensemble presets.
+
+Plain dataclasses with no Keras, so `ferbatch presets` and configuration checks stay light; the cards
+of registered models store `TrainConfig.to_dict()`, so the field names here are a file format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ferbatch.classes import IMAGE_SIZE
+from ferbatch.errors import FerbatchError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+CALIBRATIONS = ("none", "macro_f1")  # what the calibrate step does after training
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation; factors follow the Keras layers' conventions (fractions of the image)."""
+
+    # Light by default: on 4-epoch probes over full FER2013 it learned faster than twice these factors.
+    flip: bool = True
+    rotation: float = 0.03  # fraction of a full turn (0.03 = about 11 degrees)
+    zoom: float = 0.05
+    translation: float = 0.05
+    contrast: float = 0.0
+    erasing: float = 0.0  # probability of random erasing per image
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training recipe; saved on the model card and checked on resume."""
+
+    architecture: str = "fer_cnn"
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    class_weights: bool = False
+    lr_schedule: str = "plateau"  # "plateau" (halve on a PublicTest plateau) or "cosine"
+    plateau_patience: int = 3
+    early_stopping_patience: int = 8
+    precision: str = "float32"
+    seed: int = 1234
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    # After training: "macro_f1" picks per-class logit biases on PublicTest (the calibrate step).
+    calibration: str = "none"
+    optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum)
+    momentum: float = 0.9  # sgd only
+    # 0: the network sees the whole 48x48 face, augmented by Keras layers in the model. A side below 48:
+    # random crops of that side, augmented in the batch pipeline (numpy, keyed by seed, epoch and batch, so a
+    # resumed run sees the very same batches); evaluated on the centre crop.
+    crop: int = 0
+    jit_compile: bool = False  # XLA; about 20% faster per step on 2 CPU cores for crop_cnn
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise FerbatchError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise FerbatchError(f"lr_schedule must be 'plateau' or 'cosine', not {self.lr_schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise FerbatchError("epochs and batch_size must be at least 1")
+        if self.calibration not in CALIBRATIONS:
+            raise FerbatchError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {self.calibration!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise FerbatchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if not 0 <= self.crop < IMAGE_SIZE:
+            raise FerbatchError(f"crop must be 0 (the whole face) or a side below {IMAGE_SIZE}, not {self.crop}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise FerbatchError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if isinstance(values.get("augmentation"), dict):
+            values["augmentation"] = Augmentation(**values["augmentation"])
+        return cls(**values)
+
+    def with_overrides(self, **overrides: object) -> TrainConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# Named, committed recipes: `ferbatch train --preset NAME`.
+PRESETS: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(architecture="tiny", epochs=2, batch_size=32, early_stopping_patience=2),
+    "default": TrainConfig(),
+    # Issue 4's recipe: a 7M-parameter VGG, cosine schedule, stronger augmentation for the longer run.
+    "vgg": TrainConfig(
+        architecture="vgg",
+        epochs=50,
+        batch_size=128,
+        label_smoothing=0.1,
+        lr_schedule="cosine",
+        early_stopping_patience=15,
+        precision="mixed_bfloat16",
+        augmentation=Augmentation(rotation=0.04, zoom=0.1, translation=0.1, erasing=0.25),
+        calibration="macro_f1",
+    ),
+}
+# vgg's schedule, smoothing and augmentation on the 0.6M fer_cnn: about 2 min per epoch on 2 CPU cores,
+# where vgg takes 3 to 6 (AMX or not), so it fits one working session. Measured: 1 point below `default`
+# on PublicTest (the small net under-fits with this much augmentation); kept so that figure reproduces.
+PRESETS["fer_cnn_cosine"] = replace(PRESETS["vgg"], architecture="fer_cnn", epochs=45)
+# Issue 11's recipe: what the published 72-73% recipes share, at a width 2 CPU cores can train in resumed
+# chunks: random 40x40 crops, flip, small rotation and scale, random erasing, SGD Nesterov with one warm-up
+# epoch to 0.05 then cosine, weight decay 5e-4, label smoothing 0.1, XLA.
+PRESETS["crop_cnn"] = TrainConfig(
+    architecture="crop_cnn",
+    epochs=60,
+    batch_size=128,
+    learning_rate=0.05,
+    weight_decay=5e-4,
+    label_smoothing=0.1,
+    lr_schedule="cosine",
+    early_stopping_patience=1000,  # a cosine schedule runs to its end
+    optimizer="sgd",
+    crop=40,
+    jit_compile=True,
+    augmentation=Augmentation(flip=True, rotation=10 / 360, zoom=0.1, translation=0.0, erasing=0.5),
+)
+
+
+@dataclass(frozen=True)
+class EnsembleRecipe:
+    """Several networks of one preset, each with its own seed, served as one model.keras that averages their
+    probabilities over fixed views of the face (ferbatch.models.serving_model)."""
+
+    member: str  # the preset each member trains with
+    seeds: tuple[int, ...]
+    crops: int = 1  # 1 = the centre crop, 5 = centre and corners
+    flip: bool = True  # also the mirrored views
+
+    def member_configs(self) -> list[TrainConfig]:
+        return [preset(self.member).with_overrides(seed=seed) for seed in self.seeds]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seeds": list(self.seeds)}
+
+
+# Ensemble presets: `ferbatch train --preset NAME` trains the members one after another (each resumable,
+# in chunks with --stop-after), then assembles, evaluates, registers and promotes the whole.
+ENSEMBLES: dict[str, EnsembleRecipe] = {
+    "crop_cnn_x3": EnsembleRecipe(member="crop_cnn", seeds=(1234, 2345, 3456), crops=1, flip=True),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def recipe(name: str) -> TrainConfig | EnsembleRecipe:
+    """A single-network preset or an ensemble preset, by name."""
+    if name in ENSEMBLES:
+        return ENSEMBLES[name]
+    if name not in PRESETS:
+        raise FerbatchError(f"unknown preset {name!r}; choose from {', '.join(sorted([*PRESETS, *ENSEMBLES]))}")
+    return PRESETS[name]
