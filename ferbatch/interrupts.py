@@ -130,8 +130,27 @@ def _arm(signum: int) -> None:
     threading.Thread(target=deadline, name="ferbatch-interrupt-deadline", daemon=True).start()
 
 
+_deferring: list[bool] = []
+_pending: list[int] = []
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """No interruption inside (a run's commit renames): a signal that arrives is raised right after."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        if _pending and not _deferring:
+            raise Interrupted(_pending.pop())
+
+
 def _on_signal(signum: int, frame: object) -> None:
     _arm(signum)
+    if _deferring:
+        _pending.append(signum)
+        return
     raise Interrupted(signum)
 
 
@@ -146,6 +165,9 @@ def keep_deadline() -> None:
 
     def deadline_then_prefect(signum: int, frame: object) -> None:
         _arm(signum)
+        if _deferring:
+            _pending.append(signum)
+            return
         prefect_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, deadline_then_prefect)

@@ -85,9 +85,20 @@ from fakes import FakeComponents
 from ferbatch.interrupts import handled
 from ferbatch.scoring import ScoreSettings, run_scoring
 
+import ferbatch.reports._store as store
+renames = store._roll_forward
+
+
+def signalled_between_renames(manifest):
+    os.kill(os.getpid(), signal.SIGTERM)  # lands while the run is committing
+    return renames(manifest)
+
+
+store._roll_forward = signalled_between_renames
 with handled():
     if {commit!r}:
         run_scoring(ScoreSettings(folders=[{folder!r}], out={out!r}), FakeComponents())
+        print("not interrupted", flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
     signal.pause()
 """
@@ -95,6 +106,7 @@ with handled():
 
 @pytest.mark.parametrize("commit", [True, False])
 def test_the_exit_code_after_a_signal_says_whether_the_run_committed(tmp_path, commit):
+    """A signal during the commit takes effect once it is done: exit 0, the reports complete."""
     from imagefactory import encode, synthetic
 
     folder = tmp_path / "in"
@@ -105,6 +117,9 @@ def test_the_exit_code_after_a_signal_says_whether_the_run_committed(tmp_path, c
     assert done.returncode == (0 if commit else 143), done.stderr
     expected = "its reports were committed" if commit else "nothing was committed"
     assert f"ferbatch: interrupted by SIGTERM; {expected}" in done.stderr and "Traceback" not in done.stderr
+    assert "not interrupted" not in done.stdout  # the signal did end the run, right after the commit
+    parts = list((tmp_path / "out").glob("*/run_date=*/*.parquet"))
+    assert len(parts) == (3 if commit else 0) and not list((tmp_path / "out").glob(".ferbatch-commit-*"))
 
 
 def test_a_run_that_committed_and_then_lost_its_prefect_server_exits_0_with_a_warning(tmp_path, monkeypatch):

@@ -380,8 +380,11 @@ class ReportStore:
 
     def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
         """Make a run's finished files visible together; returns their final paths."""
-        finals = _commit_parts(self.out_dir, run_id, moves)
-        _COMMITTED.append(run_id)
+        from ferbatch.interrupts import deferred
+
+        with deferred():  # a signal during the renames takes effect after them: the exit code can say "committed"
+            finals = _commit_parts(self.out_dir, run_id, moves)
+            _COMMITTED.append(run_id)
         return finals
 
     def abort(self, moves: list[tuple[str, str]]) -> None:
