@@ -441,3 +441,13 @@ def test_a_lock_file_that_is_a_folder_is_a_one_line_error(tmp_path):
     (tmp_path / "out" / ".ferbatch.lock").mkdir(parents=True)
     with pytest.raises(FerbatchError, match=r"\.ferbatch\.lock: is a folder, not ferbatch's lock file; remove it"):
         _score(folder, tmp_path / "out")
+
+
+def test_report_reading_a_damaged_aggregates_file_is_a_one_line_error_naming_it(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    first, _ = _score(folder, tmp_path / "out")
+    part = first.files["aggregates"][0]
+    part.write_bytes(part.read_bytes()[:-20])  # truncated: `ferbatch report` opens the folder without the lock
+    with pytest.raises(FerbatchError, match=rf"{part}: a report file cannot be read \(.*\); move it out") as raised:
+        ReportStore(tmp_path / "out").latest_aggregates()
+    assert "\n" not in str(raised.value)
