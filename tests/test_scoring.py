@@ -421,6 +421,10 @@ def test_a_damaged_report_file_is_set_aside_with_a_warning_and_its_rows_come_bac
     assert len(faces) == len(faces.drop_duplicates(["image_id", "face_index"]))
     third, _ = _score(folder, out)
     assert third.n_scored == 0  # and the runs after go on as usual
+    (partition / "junk.parquet").write_bytes(os.urandom(5000))  # another stray of the same name
+    _score(folder, out)
+    assert (aside / "images" / partition.name / "junk.parquet.1").exists()  # the first one is kept
+    assert (aside / "images" / partition.name / "junk.parquet").exists()
 
 
 def test_a_damaged_report_file_past_its_footer_is_a_one_line_error(tmp_path):
@@ -451,3 +455,18 @@ def test_report_reading_a_damaged_aggregates_file_is_a_one_line_error_naming_it(
     with pytest.raises(FerbatchError, match=rf"{part}: a report file cannot be read \(.*\); move it out") as raised:
         ReportStore(tmp_path / "out").latest_aggregates()
     assert "\n" not in str(raised.value)
+
+
+def test_a_run_whose_only_images_part_is_damaged_has_all_its_parts_set_aside_not_deleted(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350})
+    out = tmp_path / "out"
+    first, _ = _score(folder, out)
+    part = first.files["images"][0]
+    part.write_bytes(part.read_bytes()[:100])
+    second, _ = _score(folder, out)
+    assert second.n_scored == 2
+    aside = out / ".ferbatch-damaged"
+    for table in ("images", "faces", "aggregates"):
+        assert [p.name for p in aside.glob(f"{table}/run_date=*/*.parquet")] == [first.files[table][0].name]
+    assert set(_table(out, "images").run_id) == set(_table(out, "aggregates").run_id) == {second.run_id}
+    assert len(_table(out, "faces")) == 4  # a.jpg's face and b.jpg's three, once

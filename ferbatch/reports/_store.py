@@ -180,6 +180,18 @@ def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     return leftovers
 
 
+def _move_aside(out_dir: Path, file: Path) -> Path:
+    """Move `file` to the same place under OUT/.ferbatch-damaged/, never over an earlier one."""
+    target = out_dir / DAMAGED_DIR / file.relative_to(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{file.name}.{n}")
+        n += 1
+    os.replace(file, target)
+    return target
+
+
 def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
     """Move every report file whose Parquet footer cannot be read to OUT/.ferbatch-damaged/, with a warning.
 
@@ -196,26 +208,28 @@ def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
                 pq.read_metadata(path)
             except (pa.ArrowException, OSError) as exc:
                 damaged.append(path)
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log.debug("%s: %s", path, reason)
+                log.debug("%s: %s", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     moved: list[Path] = []
     for path in damaged:
+        table, ours = path.parent.parent.name, _run_id_of(path) is not None
         siblings = [path]
-        if _run_id_of(path) is not None and path.parent.parent.name in ("images", "faces"):
-            other = "faces" if path.parent.parent.name == "images" else "images"
-            siblings.append(out_dir / other / path.parent.name / path.name)
+        if ours and table in ("images", "faces"):
+            siblings.append(out_dir / ("faces" if table == "images" else "images") / path.parent.name / path.name)
         for file in siblings:
             if file in moved or not file.exists():
                 continue
-            target = out_dir / DAMAGED_DIR / file.relative_to(out_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, target)
+            target = _move_aside(out_dir, file)
             moved.append(file)
-            if file == path:
-                ours = " (a ferbatch part: its images are scored again)" if _run_id_of(file) else ""
-                log.warning("%s: not a readable Parquet file, moved to %s%s", file, target, ours)
-            else:
+            if file != path:
                 log.warning("%s: moved to %s with its damaged sibling %s", file, target, path.name)
+            elif not ours:
+                log.warning("%s: not a readable Parquet file, moved to %s", file, target)
+            elif table == "aggregates":
+                log.warning("%s: not a readable Parquet file, moved to %s (a ferbatch part: that run's "
+                            "aggregates are no longer in the reports)", file, target)
+            else:
+                log.warning("%s: not a readable Parquet file, moved to %s (a ferbatch part: its images are "
+                            "scored again)", file, target)
     # A run left with no `images` part would count as uncommitted, and recovery would delete its
     # aggregates: they go aside too, named, so nothing is removed that was not ferbatch's to remove.
     runs_left = {_run_id_of(p) for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
@@ -225,9 +239,7 @@ def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
             continue
         for aggregate in (out_dir / "aggregates").glob(f"run_date=*/part-{run}*.parquet"):
             if _run_id_of(aggregate) == run:
-                target = out_dir / DAMAGED_DIR / aggregate.relative_to(out_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(aggregate, target)
+                target = _move_aside(out_dir, aggregate)
                 moved.append(aggregate)
                 log.warning("%s: moved to %s: its run has no readable images part left", aggregate, target)
     return moved
