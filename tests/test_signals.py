@@ -29,16 +29,30 @@ def _slow_folder(folder: Path, copies: int = 40) -> Path:
     return folder
 
 
+def _drain(lines: queue.Queue, seen: list[str]) -> list[str]:
+    while not lines.empty() and (line := lines.get()) is not None:
+        seen.append(line)
+    return seen
+
+
 def _lines(stream, into: queue.Queue) -> None:
     for line in stream:
         into.put(line)
     into.put(None)
 
 
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory) -> Path:
+    """One Prefect home for the temporary servers of this module's runs: its database is set up once."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
 @pytest.mark.parametrize("how", ["SIGTERM to the process", "SIGINT to the process group"])
-def test_a_signal_ends_the_run_within_10_seconds_with_no_process_left_and_nothing_committed(tmp_path, how):
+def test_a_signal_ends_the_run_within_10_seconds_with_no_process_left_and_nothing_committed(
+    tmp_path, prefect_home, how
+):
     folder, out = _slow_folder(tmp_path / "in"), tmp_path / "out"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)  # Prefect starts its temporary server, as for a user without one
     child = subprocess.Popen([sys.executable, "-m", "ferbatch", "score", str(folder), "--out", str(out)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -48,14 +62,13 @@ def test_a_signal_ends_the_run_within_10_seconds_with_no_process_left_and_nothin
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 240
-        while not any("scoring " in line and "image(s) in" in line for line in seen):
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
-            assert line is not None, "".join(seen)
-            seen.append(line)
-        time.sleep(2)  # into the shard: detector and model at work
+        while not (out / ".ferbatch.lock").exists():  # the run has begun: it holds the folder's lock
+            assert child.poll() is None and time.monotonic() < deadline, "".join(_drain(lines, seen))
+            time.sleep(0.2)
+        time.sleep(3)  # into the scan and the shard: detector and model at work, far from the commit
         descendants = psutil.Process(child.pid).children(recursive=True)
         assert descendants, "expected Prefect's temporary server as a child process"
-        before = len(seen)
+        before = len(_drain(lines, seen))
         started = time.monotonic()
         if how.startswith("SIGTERM"):
             child.send_signal(signal.SIGTERM)
