@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from ferbatch import scoring
 from ferbatch.config import ScoreSettings
 from ferbatch.console import ScoringProgress, summary_markdown
 from ferbatch.errors import FerbatchError
+from ferbatch.interrupts import keep_deadline
 
 
 @task(name="score-shard", cache_policy=NO_CACHE)
@@ -82,16 +84,22 @@ def score(
 
     `sentiment` changes the default emotion -> sentiment map; `model` defaults to the current one.
     """
+    keep_deadline()  # SIGTERM during the flow still ends the `ferbatch` process within seconds
     committed = scoring.run_scoring(
         settings, scoring.Components.for_run(settings, model, models_dir),
         sentiment=scoring.SentimentMap.with_overrides(sentiment), rescore=rescore, annotate=annotate,
         map_shards=shard_mapper(task_runner(settings), progress),
     )
     summary = committed.to_dict()
-    create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
-    if committed.aggregates:  # a run that scored nothing writes no aggregates; the summary artifact records it
-        create_table_artifact(
-            [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
-            key="score-aggregates", description="Aggregates of this run",
-        )
+    try:  # the reports are committed: losing the Prefect server now must not fail the run
+        create_markdown_artifact(summary_markdown(summary), key="score-summary", description="Scoring run summary")
+        if committed.aggregates:  # a run that scored nothing writes no aggregates; the summary artifact records it
+            create_table_artifact(
+                [{k: (str(v) if k == "run_date" else v) for k, v in row.items()} for row in committed.aggregates],
+                key="score-aggregates", description="Aggregates of this run",
+            )
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        logging.getLogger("ferbatch.flows").warning("run %s committed; its Prefect artifacts were not saved: %s",
+                                                    committed.run_id, first)
     return summary

@@ -113,6 +113,37 @@ def test_promotion_score_reads_public_test_accuracy_only():
     assert promotion_score(card) == 0.5
 
 
+def test_a_corrupt_model_is_a_one_line_error_before_loading_with_or_without_a_sha256_on_the_card(tmp_path, tiny):
+    """Issue 12, case 4: the card's model_sha256 is compared; older cards get a structural check."""
+    registry = ModelRegistry(tmp_path / "models")
+    version = registry.register(tiny, _card(0.5))
+    card_file = registry.root / version / "card.json"
+    card = json.loads(card_file.read_text())
+    assert len(card["model_sha256"]) == 64
+    assert registry.verify_model(version) == registry.model_path(version)
+    path = registry.model_path(version)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(RegistryError, match=r"model\.keras: corrupt model file \(its sha256 differs"):
+        registry.verify_model(version)
+    with pytest.raises(RegistryError, match=r"model\.keras: cannot load the model") as raised:
+        registry.load_model(version)
+    assert "\n" not in str(raised.value)
+
+    del card["model_sha256"]  # a card registered before the sha256 was recorded
+    card_file.write_text(json.dumps(card))
+    path.write_bytes(good)
+    assert registry.verify_model(version) == path
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(RegistryError, match=r"model\.keras: corrupt model file \(not a Keras archive"):
+        registry.verify_model(version)
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF  # a flipped bit inside the archive
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(RegistryError, match=r"model\.keras: corrupt model file"):
+        registry.verify_model(version)
+
+
 def test_at_opens_the_given_folder_else_the_default_one(tmp_path, monkeypatch):
     assert ModelRegistry.at(tmp_path / "given").root == tmp_path / "given"
     monkeypatch.setenv("FERBATCH_MODELS_DIR", str(tmp_path / "default"))

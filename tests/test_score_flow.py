@@ -210,3 +210,45 @@ def test_the_local_shard_mapper_advances_the_progress_per_image(tmp_path, prefec
         progress_logger.setLevel(level)
     assert sorted(counts) == [1, 2, 3, 4, 5]  # per image decoded and detected, across 3 shards
     assert any(line.startswith("scored 5/5 image(s),") for line in lines), lines
+
+
+def test_a_corrupt_model_is_a_one_line_error_before_the_scan_even_when_nothing_is_new(tmp_path, run_ferbatch):
+    """Issue 12, case 4: checked against the card (no model_sha256 here: the structural check), without TensorFlow."""
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "model.keras").write_bytes(b"PK\x03\x04 but not really a zip")
+    (models / "v1" / "card.json").write_text(json.dumps({"version": "v1"}))
+    (models / "current.json").write_text(json.dumps({"version": "v1"}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_ferbatch("score", empty, "--out", tmp_path / "out", "--models-dir", models)
+    assert result.returncode == 1
+    assert f"Error: {models / 'v1' / 'model.keras'}: corrupt model file (not a Keras archive" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "images").exists()  # nothing was scanned or committed
+    check = ("import sys\nfrom ferbatch.scoring import Components, ScoreSettings\n"
+             f"try:\n    Components.for_run(ScoreSettings(), models_dir={str(models)!r})\n"
+             "except Exception as exc:\n    print(type(exc).__name__, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["RegistryError", "False"], done.stderr
+
+
+def test_a_stray_damaged_parquet_file_is_set_aside_with_one_warning_line_and_the_run_goes_on(tmp_path, run_ferbatch):
+    """Issue 12, case 2 through the CLI (was: ArrowInvalid, a traceback three times, every later run failing)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "fr_two_people.jpg", folder / "a.jpg")
+    out = tmp_path / "out"
+    assert run_ferbatch("score", folder, "--out", out).returncode == 0
+    junk = next((out / "images").glob("run_date=*")) / "junk.parquet"
+    junk.write_bytes(bytes(range(256)) * 20)
+    again = run_ferbatch("score", folder, "--out", out, "--json")
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    warnings = [line for line in again.stderr.splitlines() if str(junk) in line]
+    assert len(warnings) == 1 and "not a readable Parquet file, moved to" in warnings[0], again.stderr
+    assert json.loads(again.stdout)["already_scored"] == 1
+    assert (out / ".ferbatch-damaged" / "images" / junk.parent.name / "junk.parquet").exists()

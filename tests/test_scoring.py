@@ -370,7 +370,9 @@ def test_recovery_never_deletes_files_it_did_not_write(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"someone else's file")
     _score(folder, tmp_path / "out")
-    assert all(path.exists() for path in strangers)
+    # unreadable as Parquet, they are set aside (case 2 of issue 12), never deleted
+    aside = tmp_path / "out" / ".ferbatch-damaged" / "faces" / "run_date=2026-01-01"
+    assert all((aside / path.name).read_bytes() == b"someone else's file" for path in strangers)
 
 
 def test_typed_rows_match_the_schemas_and_the_summary_shares_match_the_aggregates(tmp_path):
@@ -413,3 +415,108 @@ def test_progress_counts_each_image_as_it_is_prepared_before_its_chunk_is_classi
                              on_prepared=lambda: prepared.append(1)))
     assert len(rows) == 4 and len(prepared) == 4
     assert seen == [4]  # one chunk of 4 images: all counted before the one classifier call
+
+
+def test_overlapping_and_differently_spelled_roots_give_one_row_per_file(tmp_path, monkeypatch):
+    """Issue 12, case 1: `A A/`, `A A/sub`, and `A` relative then absolute."""
+    folder = _photos(tmp_path / "A", {"a.jpg": 150, "b.jpg": 250, "sub/c.jpg": 350, "sub/d.jpg": 90})
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    settings = SETTINGS.with_overrides(folders=["A", "A/", "A/sub", str(folder / "sub" / "c.jpg")], out=out)
+    summary = run_scoring(settings, FakeComponents(), pipeline=PIPELINE)
+    images = _table(out, "images")
+    assert summary.n_found == 4 and len(images) == 4 and images.path.is_unique
+    assert set(images.root) == {as_text(folder.resolve())}  # the outer root wins
+    assert dict(zip(images.path, images.folder, strict=True))["sub/c.jpg"] == "sub"
+    everything = next(row for row in summary.aggregates if row["group_by"] == "all")
+    assert everything["n_images"] == 4
+
+    import ferbatch.scoring._run
+
+    reads = []
+    original = ferbatch.scoring._run.read_bytes
+    monkeypatch.setattr(ferbatch.scoring._run, "read_bytes", lambda file: reads.append(file) or original(file))
+    again = run_scoring(SETTINGS.with_overrides(folders=[folder.resolve()], out=out), FakeComponents(),
+                        pipeline=PIPELINE)
+    assert again.n_skipped == 4 and reads == []  # absolute after relative: the cheap fingerprint still matches
+    again = run_scoring(SETTINGS.with_overrides(folders=["A/sub/../sub/", "A/./a.jpg"], out=out), FakeComponents(),
+                        pipeline=PIPELINE)
+    assert again.n_found == 3 and again.n_skipped == 3 and reads == []
+
+
+def test_a_damaged_report_file_is_set_aside_with_a_warning_and_its_rows_come_back(tmp_path, caplog):
+    """Issue 12, case 2: a stray or truncated .parquet never stops later runs and loses no rows."""
+    from ferbatch.reports import DAMAGED_DIR
+
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350, "c.jpg": 250})
+    out = tmp_path / "out"
+    first, _ = _score(folder, out, shard_size=2)
+    partition = first.files["images"][0].parent
+    (partition / "junk.parquet").write_bytes(os.urandom(5000))  # a stray file, not ours
+    damaged = sorted(partition.glob("part-*-s0001.parquet"))[0]  # ours: truncated by a bad copy
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    with caplog.at_level("WARNING", logger="ferbatch"):
+        second, _ = _score(folder, out, shard_size=2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(partition / "junk.parquet") in w and "moved to" in w for w in warnings)
+    assert any(str(damaged) in w and "scored again" in w for w in warnings)
+    assert all("\n" not in w for w in warnings)
+    aside = out / DAMAGED_DIR
+    assert (aside / "images" / partition.name / "junk.parquet").exists()
+    assert (aside / "images" / partition.name / damaged.name).exists()
+    assert (aside / "faces" / partition.name / damaged.name).exists()  # its faces go with it: no duplicates
+    assert second.n_scored == 1  # the image of the damaged part is scored again
+    images, faces = _table(out, "images"), _table(out, "faces")
+    assert sorted(images.path) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert len(faces) == len(faces.drop_duplicates(["image_id", "face_index"]))
+    third, _ = _score(folder, out)
+    assert third.n_scored == 0  # and the runs after go on as usual
+    (partition / "junk.parquet").write_bytes(os.urandom(5000))  # another stray of the same name
+    _score(folder, out)
+    assert (aside / "images" / partition.name / "junk.parquet.1").exists()  # the first one is kept
+    assert (aside / "images" / partition.name / "junk.parquet").exists()
+
+
+def test_a_damaged_report_file_past_its_footer_is_a_one_line_error(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    first, _ = _score(folder, tmp_path / "out")
+    part = first.files["images"][0]
+    data = bytearray(part.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[4 : len(data) - footer] = os.urandom(len(data) - footer - 4)  # the pages, not the footer
+    part.write_bytes(bytes(data))
+    with pytest.raises(FerbatchError, match=rf"{part.name}: a report file cannot be read \(.*\); move it out"):
+        _score(folder, tmp_path / "out")
+
+
+def test_a_lock_file_that_is_a_folder_is_a_one_line_error(tmp_path):
+    """Issue 12, case 3."""
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    (tmp_path / "out" / ".ferbatch.lock").mkdir(parents=True)
+    with pytest.raises(FerbatchError, match=r"\.ferbatch\.lock: is a folder, not ferbatch's lock file; remove it"):
+        _score(folder, tmp_path / "out")
+
+
+def test_report_reading_a_damaged_aggregates_file_is_a_one_line_error_naming_it(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150})
+    first, _ = _score(folder, tmp_path / "out")
+    part = first.files["aggregates"][0]
+    part.write_bytes(part.read_bytes()[:-20])  # truncated: `ferbatch report` opens the folder without the lock
+    with pytest.raises(FerbatchError, match=rf"{part}: a report file cannot be read \(.*\); move it out") as raised:
+        ReportStore(tmp_path / "out").latest_aggregates()
+    assert "\n" not in str(raised.value)
+
+
+def test_a_run_whose_only_images_part_is_damaged_has_all_its_parts_set_aside_not_deleted(tmp_path):
+    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350})
+    out = tmp_path / "out"
+    first, _ = _score(folder, out)
+    part = first.files["images"][0]
+    part.write_bytes(part.read_bytes()[:100])
+    second, _ = _score(folder, out)
+    assert second.n_scored == 2
+    aside = out / ".ferbatch-damaged"
+    for table in ("images", "faces", "aggregates"):
+        assert [p.name for p in aside.glob(f"{table}/run_date=*/*.parquet")] == [first.files[table][0].name]
+    assert set(_table(out, "images").run_id) == set(_table(out, "aggregates").run_id) == {second.run_id}
+    assert len(_table(out, "faces")) == 4  # a.jpg's face and b.jpg's three, once

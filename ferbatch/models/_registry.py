@@ -7,6 +7,7 @@ pointer naming a half-written model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,7 +198,30 @@ class ModelRegistry:
     def load_model(self, version: str | None = None) -> keras.Model:
         import keras
 
-        return keras.saving.load_model(self.model_path(version), compile=False)
+        path = self.model_path(version)
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except Exception as exc:  # Keras says "File not found" for a file that is there but unreadable
+            raise RegistryError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+
+    def verify_model(self, version: str | None = None) -> Path:
+        """Check a model file without loading TensorFlow: its sha256 against the card's `model_sha256`,
+        or, for cards registered before it was recorded, that it is a whole Keras zip with its config."""
+        path = self.model_path(version)
+        card = self.card(version)
+        if card.get("model_sha256"):
+            if file_sha256(path) != card["model_sha256"]:
+                raise RegistryError(f"{path}: corrupt model file (its sha256 differs from the card's model_sha256)")
+            return path
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+                json.loads(archive.read("config.json"))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise RegistryError(f"{path}: corrupt model file (not a Keras archive: {_first_line(exc)})") from None
+        if damaged is not None:
+            raise RegistryError(f"{path}: corrupt model file ({damaged} fails its CRC check)")
+        return path
 
     def new_version_name(self, architecture: str) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -218,6 +243,7 @@ class ModelRegistry:
                 shutil.copy2(file, staging / Path(file).name)
             card = {**card, "version": version, "files": sorted(p.name for p in staging.iterdir())}
             card["model_bytes"] = (staging / MODEL_FILE).stat().st_size
+            card["model_sha256"] = file_sha256(staging / MODEL_FILE)  # checked before every scoring run
             (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
             os.rename(staging, self.root / version)
         except BaseException:
@@ -247,6 +273,19 @@ class ModelRegistry:
             {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")},
         )
         return Promotion(True, version, previous, reason)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def runtime_versions() -> dict[str, str]:

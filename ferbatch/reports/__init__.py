@@ -16,10 +16,19 @@ from ferbatch.reports._schemas import (
     SCHEMAS,
     TABLES,
 )
-from ferbatch.reports._store import TMP_SUFFIX, ReportStore, ReportWriter, ScoredIndex, metadata_json
+from ferbatch.reports._store import (
+    DAMAGED_DIR,
+    TMP_SUFFIX,
+    ReportStore,
+    ReportWriter,
+    ScoredIndex,
+    committed_runs,
+    metadata_json,
+)
 
 __all__ = [
     "AGGREGATES_SCHEMA",
+    "DAMAGED_DIR",
     "FACES_SCHEMA",
     "IMAGES_SCHEMA",
     "PROBABILITY_COLUMNS",
@@ -34,6 +43,7 @@ __all__ = [
     "ReportWriter",
     "RunSummary",
     "ScoredIndex",
+    "committed_runs",
     "drop_partition_column",
     "metadata_json",
     "sentiment_shares",

@@ -29,6 +29,7 @@ COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks 
 LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
+DAMAGED_DIR = ".ferbatch-damaged"  # unreadable report files set aside: OUT/.ferbatch-damaged/<table>/run_date=.../
 STAGING_DIR = ".ferbatch-staging"  # OUT/.ferbatch-staging/<table>/run_date=.../part-*.parquet.tmp
 ROW_GROUP = 4096
 _PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
@@ -179,6 +180,85 @@ def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     return leftovers
 
 
+def _move_aside(out_dir: Path, file: Path) -> Path:
+    """Move `file` to the same place under OUT/.ferbatch-damaged/, never over an earlier one."""
+    target = out_dir / DAMAGED_DIR / file.relative_to(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{file.name}.{n}")
+        n += 1
+    os.replace(file, target)
+    return target
+
+
+def _set_aside_damaged(out_dir: str | Path) -> list[Path]:
+    """Move every report file whose Parquet footer cannot be read to OUT/.ferbatch-damaged/, with a warning.
+
+    Readers point at OUT/<table>/, so the moved files no longer break them (or the next run's scored
+    index). A damaged ferbatch part takes its sibling in the other table (`images` and `faces` parts of
+    the same run and shard) with it: those images are then no longer in the scored index and are scored
+    again by this run, so no row is lost and no face is counted twice. Call only while holding the lock.
+    """
+    out_dir = Path(out_dir)
+    damaged: list[Path] = []
+    for table in TABLES:
+        for path in sorted((out_dir / table).glob("run_date=*/*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except (pa.ArrowException, OSError) as exc:
+                damaged.append(path)
+                log.debug("%s: %s", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    moved: list[Path] = []
+    for path in damaged:
+        table, ours = path.parent.parent.name, _run_id_of(path) is not None
+        siblings = [path]
+        if ours and table in ("images", "faces"):
+            siblings.append(out_dir / ("faces" if table == "images" else "images") / path.parent.name / path.name)
+        for file in siblings:
+            if file in moved or not file.exists():
+                continue
+            target = _move_aside(out_dir, file)
+            moved.append(file)
+            if file != path:
+                log.warning("%s: moved to %s with its damaged sibling %s", file, target, path.name)
+            elif not ours:
+                log.warning("%s: not a readable Parquet file, moved to %s", file, target)
+            elif table == "aggregates":
+                log.warning("%s: not a readable Parquet file, moved to %s (a ferbatch part: that run's "
+                            "aggregates are no longer in the reports)", file, target)
+            else:
+                log.warning("%s: not a readable Parquet file, moved to %s (a ferbatch part: its images are "
+                            "scored again)", file, target)
+    # A run left with no `images` part would count as uncommitted, and recovery would delete its
+    # aggregates: they go aside too, named, so nothing is removed that was not ferbatch's to remove.
+    runs_left = {_run_id_of(p) for p in (out_dir / "images").glob("run_date=*/part-*.parquet")}
+    for file in list(moved):
+        run = _run_id_of(file)
+        if run is None or run in runs_left or file.parent.parent.name == "aggregates":
+            continue
+        for aggregate in (out_dir / "aggregates").glob(f"run_date=*/part-{run}*.parquet"):
+            if _run_id_of(aggregate) == run:
+                target = _move_aside(out_dir, aggregate)
+                moved.append(aggregate)
+                log.warning("%s: moved to %s: its run has no readable images part left", aggregate, target)
+    return moved
+
+
+def _read_error(out_dir: str | Path, table: str, exc: BaseException) -> FerbatchError:
+    """A one-line error naming the file a dataset read failed on (found by reading each file alone)."""
+    culprit = Path(out_dir) / table
+    for path in sorted(culprit.glob("run_date=*/*.parquet")):
+        try:
+            pq.read_table(path, partitioning=None)
+        except (pa.ArrowException, OSError) as error:
+            culprit, exc = path, error
+            break
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return FerbatchError(f"{culprit}: a report file cannot be read ({first}); "
+                         f"move it out of the folder (see README, Reports)")
+
+
 class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
@@ -191,7 +271,12 @@ class _OutDirLock:
 
     def __enter__(self) -> _OutDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            handle = open(self.path, "a+")
+        except IsADirectoryError:
+            raise FerbatchError(f"{self.path}: is a folder, not ferbatch's lock file; remove it") from None
+        except OSError as exc:
+            raise FerbatchError(f"{self.path}: cannot open the lock file ({exc.strerror or exc})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -224,7 +309,7 @@ class ScoredIndex:
     """What an output folder already holds for one model version (for incremental runs)."""
 
     image_ids: frozenset[str]
-    fingerprints: frozenset[tuple[str, str, int, int]]  # (root, path, bytes, mtime in microseconds)
+    fingerprints: frozenset[tuple[str, int, int]]  # (root/path, bytes, mtime in microseconds)
 
     def __contains__(self, image_id: str) -> bool:
         return image_id in self.image_ids
@@ -240,10 +325,11 @@ def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     )
     ids = frozenset(table.column("image_id").to_pylist())
     mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
-    fingerprints = frozenset(
-        zip(table.column("root").to_pylist(), table.column("path").to_pylist(),
-            table.column("bytes").to_pylist(), mtimes, strict=True)
-    )
+    # root/path: the file's absolute path for runs since roots are resolved; older runs' relative roots
+    # never match, so their files are recognised by content once and by this fingerprint afterwards.
+    files = (f"{root.rstrip('/')}/{path}" for root, path in
+             zip(table.column("root").to_pylist(), table.column("path").to_pylist(), strict=True))
+    fingerprints = frozenset(zip(files, table.column("bytes").to_pylist(), mtimes, strict=True))
     return ScoredIndex(ids, fingerprints)
 
 
@@ -256,6 +342,14 @@ def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     with_images = table.filter(pc.greater(table.column("n_images"), 0))
     runs = (with_images if with_images.num_rows else table).column("run_id").to_pylist()
     return table.filter(pc.equal(table.column("run_id"), max(runs)))
+
+
+_COMMITTED: list[str] = []  # run ids committed by this process (the exit code on a signal says so)
+
+
+def committed_runs() -> tuple[str, ...]:
+    """The runs this process has committed, oldest first."""
+    return tuple(_COMMITTED)
 
 
 def metadata_json(**values: object) -> dict[str, str]:
@@ -283,22 +377,34 @@ class ReportStore:
             leftovers = _recover_interrupted_runs(self.out_dir)
             if leftovers:
                 log.info("removed %d file(s) left by an interrupted run", len(leftovers))
+            _set_aside_damaged(self.out_dir)
             yield self
 
     def scored_index(self, model_version: str) -> ScoredIndex:
         """What the folder already holds for `model_version` (call inside `open_run`)."""
-        return _scored_index(self.out_dir, model_version)
+        try:
+            return _scored_index(self.out_dir, model_version)
+        except (pa.ArrowException, OSError) as exc:  # damage past the footer, which open_run checks
+            raise _read_error(self.out_dir, "images", exc) from None
 
     def writer(self, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None) -> ReportWriter:
         return ReportWriter(self.out_dir, run_id, run_date, metadata, part=part)
 
     def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
         """Make a run's finished files visible together; returns their final paths."""
-        return _commit_parts(self.out_dir, run_id, moves)
+        from ferbatch.interrupts import deferred
+
+        with deferred():  # a signal during the renames takes effect after them: the exit code can say "committed"
+            finals = _commit_parts(self.out_dir, run_id, moves)
+            _COMMITTED.append(run_id)
+        return finals
 
     def abort(self, moves: list[tuple[str, str]]) -> None:
         """Delete the finished but uncommitted files of a run that will not be committed."""
         _abort_parts(moves)
 
     def latest_aggregates(self) -> pa.Table | None:
-        return _latest_aggregates(self.out_dir)
+        try:
+            return _latest_aggregates(self.out_dir)
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, "aggregates", exc) from None

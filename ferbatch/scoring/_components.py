@@ -31,7 +31,9 @@ class Components:
         from ferbatch.models import ModelRegistry
 
         registry = ModelRegistry.at(models_dir)
-        return cls(str(registry.root), registry.resolve(model), str(default_detector_path(registry.root)),
+        version = registry.resolve(model)
+        registry.verify_model(version)  # a corrupt model fails before the scan, also when nothing is new
+        return cls(str(registry.root), version, str(default_detector_path(registry.root)),
                    DetectorSettings.from_settings(settings), settings.batch_size, settings.flip_tta)
 
     def detector(self) -> YuNetDetector:

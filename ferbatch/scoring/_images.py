@@ -120,7 +120,7 @@ def scan(
     row instead of silently disappearing.
     """
     skipped = {Path(d).resolve() for d in skip_dirs}
-    for root in map(Path, roots):
+    for root in normalise_roots(roots):
         if not root.is_dir():  # a file named directly (a broken link too: it becomes an error row)
             yield _image_file(root.parent, Path(root.name))
             continue
@@ -138,6 +138,29 @@ def scan(
                 if exclude and _matches(posix, exclude):
                     continue
                 yield _image_file(root, relative)
+
+
+def _absolute(path: Path) -> Path:
+    """The path with its folders resolved (symlinks, `..`, a trailing `/`, relative to the working folder);
+    a file named directly keeps its own name, so a symlink to an image is still reported by its name."""
+    path = Path(os.path.abspath(path))
+    return path.resolve() if path.is_dir() else path.parent.resolve() / path.name
+
+
+def normalise_roots(roots: Sequence[str | Path]) -> list[Path]:
+    """The roots as absolute, resolved paths, each once, without those inside another root.
+
+    `A A/`, `A A/sub`, `A $PWD/A` all scan `A` once, so every real file gets one row per run; the outer
+    root wins, so the `folder` column stays the same whichever roots are named. Order is kept.
+    """
+    absolute = [_absolute(Path(root)) for root in roots]
+    kept: list[Path] = []
+    for root in absolute:
+        inside = any(other == root or other in root.parents for other in absolute
+                     if other != root and other.is_dir())
+        if not inside and root not in kept:
+            kept.append(root)
+    return kept
 
 
 def _image_file(root: Path, relative: Path) -> ImageFile:

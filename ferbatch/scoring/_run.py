@@ -93,12 +93,15 @@ def new_run_id(now: datetime) -> str:
 
 
 def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
-    """The cheap fingerprint (root, path, size, mtime) first; the content hash only when it differs."""
+    """The cheap fingerprint (absolute path, size, mtime) first; the content hash only when it differs.
+
+    The roots are absolute and resolved (`normalise_roots`), so however a folder was named on the
+    command line, the same file has the same fingerprint."""
     if not index.image_ids:
         return True  # nothing scored yet: no need to read the file twice
     if file.bytes is not None and file.mtime is not None:
         mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
-        if (file.root_text, file.path_text, file.bytes, mtime_us) in index.fingerprints:
+        if (as_text(file.absolute), file.bytes, mtime_us) in index.fingerprints:
             return False
     try:
         return image_id(read_bytes(file)) not in index
