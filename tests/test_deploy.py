@@ -85,11 +85,14 @@ def test_prefect_yaml_entrypoints_name_real_flows():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load((PROJECT / "deploy" / "prefect.yaml").read_text())
+    loaded_before = set(sys.modules)
     try:
         for deployment in spec["deployments"]:
             path, _, name = deployment["entrypoint"].partition(":")
             assert load_flow_from_entrypoint(f"{PROJECT / path}:{name}").name == name  # by file, as a worker does
-    finally:  # the loader registers the files under their bare names ('score'): leave those free for others
-        for module_name, module in list(sys.modules.items()):
+    finally:  # the loader registers the files under their bare names ('score'): leave those free for others,
+        # and leave the installed package (ferbatch_flows, also a file under flows/) as other tests imported it
+        for module_name in set(sys.modules) - loaded_before:
+            module = sys.modules[module_name]
             if str(getattr(module, "__file__", "")).startswith(str(PROJECT / "flows")) and "." not in module_name:
                 del sys.modules[module_name]
