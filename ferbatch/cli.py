@@ -198,18 +198,20 @@ def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | No
               help=f"Images per shard (one Parquet part each) [{_SCORE_DEFAULTS.shard_size}].")
 @click.option("--fail-on-error", is_flag=True, help="Exit with code 3 if any image became an error row.")
 @click.option("--fail-on-empty", is_flag=True, help="Exit with code 4 if no image files were found at all.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="How to print the run summary.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 @interruptible  # SIGTERM / SIGINT: out within seconds, no process left behind, exit code by commit
 def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, version: str | None,
           models_dir: Path | None, rescore: bool, include: tuple[str, ...], exclude: tuple[str, ...],
           sentiment_map: str | None, annotate: Path | None, fail_on_error: bool, fail_on_empty: bool,
-          as_json: bool, **options: object) -> None:
+          fmt: str, as_json: bool, **options: object) -> None:
     """Score the faces in image folders into Parquet reports (the `score` flow).
 
     Without PATHS, scores the configured score.folders; unset options come from the configuration.
     """
-    from ferbatch.console import print_summary
+    from ferbatch.console import format_summary, print_summary
     from ferbatch.scoring import SentimentMap, parse_sentiment_map
 
     config = _config(ctx)
@@ -238,8 +240,8 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
         click.echo(f"warning: run {committed_runs()[-1]} committed its reports, but Prefect could not record "
                    f"the end of the run ({first})", err=True)
         return
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if as_json or fmt != "table":
+        click.echo(format_summary(summary, "json" if as_json else fmt))
     else:
         print_summary(summary)
     if fail_on_error and summary["error"]:

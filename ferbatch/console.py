@@ -181,6 +181,23 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     console.print(f"reports in {summary['out_dir']}")
 
 
+def format_summary(summary: dict, fmt: str) -> str:
+    """A run summary as json, markdown, or csv (one header line, one row; error reasons joined)."""
+    if fmt == "json":
+        return json.dumps(summary, indent=2, default=str)
+    if fmt == "markdown":
+        return summary_markdown(summary)
+    if fmt == "csv":
+        flat = {k: ("; ".join(f"{r}: {n}" for r, n in v.items()) if isinstance(v, dict) else v)
+                for k, v in summary.items() if not isinstance(v, list)}
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(flat)
+        writer.writerow(["" if v is None else v for v in flat.values()])
+        return out.getvalue().rstrip("\n")
+    raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
 def aggregate_views(rows: list[dict]) -> list[Table]:
     """The report's tables, one per view, each narrow enough for a 100-column terminal."""
     tables = []

@@ -139,3 +139,16 @@ def test_presets_table_fits_100_columns_with_each_recipes_settings_and_purpose()
     assert set(PRESET_NOTES) >= set(PRESETS) | set(ENSEMBLES)  # a new recipe gets a line here too
     result = CliRunner().invoke(__import__("ferbatch.cli", fromlist=["cli"]).cli, ["presets", "--json"])
     assert json.loads(result.output)["default"]["architecture"] == "fer_cnn"
+
+
+def test_the_score_summary_formats_parse_back():
+    from ferbatch.console import format_summary
+
+    summary = {**SUMMARY, "seconds": 1900.2}
+    assert json.loads(format_summary(summary, "json"))["run_id"] == SUMMARY["run_id"]
+    (row,) = list(csv.DictReader(io.StringIO(format_summary(summary, "csv"))))
+    assert row["scored"] == str(SUMMARY["scored"]) and row["run_id"] == SUMMARY["run_id"]
+    markdown = format_summary(summary, "markdown")
+    assert markdown.startswith(f"## Scoring run {SUMMARY['run_id']}") and f"| {SUMMARY['scored']} |" in markdown
+    with pytest.raises(ValueError, match="unknown format"):
+        format_summary(summary, "xml")
