@@ -7,6 +7,7 @@ unfinished one resumed), then assembles, evaluates, registers and promotes the w
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -80,14 +81,16 @@ def retrain(
     config, resume_run, init_weights = training.training_setup(registry, workdir, config, resume_from, init_from,
                                                                  overrides)
     report_dir = workdir / "report"
-    faces = load_data(data, labels, extra_folder, report_dir)
+    faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
     result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights)
     if not result.finished:
         version = register_unfinished(registry, config, result, workdir, preset_name, faces)
         return _unfinished(version, registry, result.epochs_run, config.epochs, result.best_public_accuracy)
-    calibration = calibrate_model(config, result.classifier, faces)
+    model, calibration = calibrate_model(config, result.classifier, faces)
+    result = replace(result, classifier=model)
     metrics = evaluate_model(result.classifier, faces)
-    version = register_model(registry, config, faces, result, metrics, report_dir, calibration, preset_name)
+    version = register_model(registry, config, faces, result, metrics, report_dir, calibration, preset_name,
+                             data_pictures=data_pictures)
     return _finish(registry, version, promote, tolerance)
 
 
@@ -95,7 +98,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
                       labels: str | None, extra_folder: str | None, stop_at: float | None, promote: str,
                       tolerance: float) -> dict:
     report_dir = workdir / "report"
-    faces = load_data(data, labels, extra_folder, report_dir)
+    faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
     sources = faces.summary()["sources"]
     member_versions, trained = [], False
     for config in ensemble.member_configs():
@@ -118,7 +121,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
                                f"member seed {config.seed} stopped at the deadline; run the same command again")
         metrics = evaluate_model(result.classifier, faces)
         member_versions.append(register_model(registry, config, faces, result, metrics, report_dir, None, name,
-                                              "member"))
+                                              "member", data_pictures))
     members = [registry.load_model(version) for version in member_versions]
     model = assemble_ensemble(members, ensemble, name)
     metrics = evaluate_model(model, faces)

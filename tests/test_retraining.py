@@ -15,7 +15,7 @@ from ferbatch.training import classification_metrics, preset
 
 def test_calibrate_does_nothing_for_a_recipe_without_calibration(models_dir, sample_data):
     model = ModelRegistry(models_dir).load_model()
-    assert training.calibrate(preset("smoke"), model, sample_data) is None
+    assert training.calibrate(preset("smoke"), model, sample_data) == (model, None)
 
 
 def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(models_dir, sample_data):
@@ -24,9 +24,12 @@ def test_calibrate_folds_publictest_biases_into_the_model_and_reports_them(model
     model = ModelRegistry(models_dir).load_model()
     faces, labels = sample_data.subset("PublicTest")
     before = KerasClassifier(model, "before").predict(faces)
-    record = training.calibrate(preset("smoke").with_overrides(calibration="macro_f1"), model, sample_data)
+    calibrated, record = training.calibrate(preset("smoke").with_overrides(calibration="macro_f1"), model,
+                                            sample_data)
     bias = np.array(list(record["logit_bias"].values()))
-    after = KerasClassifier(model, "after").predict(faces)
+    after = KerasClassifier(calibrated, "after").predict(faces)
+    # The step is pure: the model it was given is unchanged, so a retry cannot add the biases twice.
+    np.testing.assert_array_equal(KerasClassifier(model, "again").predict(faces), before)
     expected = np.exp(np.log(before) + bias)
     np.testing.assert_allclose(after, expected / expected.sum(axis=1, keepdims=True), rtol=1e-3, atol=1e-5)
     assert record["chosen_on"] == "PublicTest"

@@ -38,15 +38,15 @@ def prepare_data(
     ferplus_labels: str | Path | None,
     extra_folder: str | Path | None,
     report_dir: Path,
-) -> FerData:
-    """Load and validate the data, and write the data report pictures."""
+) -> tuple[FerData, list[Path]]:
+    """Load and validate the data; write the data report pictures and return them with the data."""
     data = load_training_data(data_path, ferplus_labels, extra_folder)
     shutil.rmtree(report_dir, ignore_errors=True)  # pictures of an earlier run must not reach this card
-    plots.write_data_report(data, report_dir)
+    pictures = plots.write_data_report(data, report_dir)
     summary = data.summary()
     log.info("data: %d faces used of %d rows; rejected %s", summary["rows_used"], summary["rows_read"],
              summary["rejected"] or "none")
-    return data
+    return data, pictures
 
 
 def checkpoint_dir(workdir: Path) -> Path:
@@ -169,20 +169,24 @@ def register_unfinished(registry: ModelRegistry, config: TrainConfig, result: Tr
     return version
 
 
-def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> dict | None:
-    """Fold PublicTest-chosen class biases into `classifier` when the recipe asks; what was done, for the card."""
+def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> tuple[keras.Model, dict | None]:
+    """(model, record): a copy of `classifier` with PublicTest-chosen class biases folded in when the recipe
+    asks (else `classifier` itself), and what was done, for the card. `classifier` is never changed, so a
+    retried step cannot add the biases twice."""
     if config.calibration == "none":
-        return None
+        return classifier, None
     faces, labels = data.subset("PublicTest")
     probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
     bias = fit_class_bias(probabilities, labels)
-    apply_class_bias(classifier, bias)
+    calibrated = keras.models.clone_model(classifier)
+    calibrated.set_weights(classifier.get_weights())
+    apply_class_bias(calibrated, bias)
     before = classification_metrics(labels, probabilities.argmax(axis=1))
     after = classification_metrics(labels, biased_predictions(probabilities, bias))
     log.info("calibration on PublicTest: biases %s; accuracy %.4f -> %.4f, macro-F1 %.4f -> %.4f",
              dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True)), before["accuracy"], after["accuracy"],
              before["macro_f1"], after["macro_f1"])
-    return {
+    return calibrated, {
         "objective": config.calibration,
         "chosen_on": "PublicTest",
         "logit_bias": dict(zip(CLASS_NAMES, bias.round(4).tolist(), strict=True)),
@@ -201,6 +205,7 @@ def register(
     calibration: dict | None = None,
     preset_name: str | None = None,
     role: str = "model",
+    data_pictures: list[Path] = (),
 ) -> str:
     """Write curves and confusion matrices, build the card and register a new version.
 
@@ -213,7 +218,7 @@ def register(
                 plots.confusion_matrix_plot(values["confusion_matrix"], title,
                                             report_dir / f"confusion_{split}_{mode}.png")
             )
-    pictures += sorted(p for p in report_dir.glob("*.png") if p not in pictures)
+    pictures += list(data_pictures)
     card = build_card(
         architecture=config.architecture,
         parameters=int(result.classifier.count_params()),
