@@ -18,6 +18,7 @@ import pandas as pd
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, SPLITS
 from ferbatch.errors import DataError
+from ferbatch.models._registry import file_sha256
 from ferbatch.scoring import IMAGE_SUFFIXES, ImageError, ImageFile, decode, read_bytes
 
 log = logging.getLogger(__name__)
@@ -71,20 +72,12 @@ class FerData:
         }
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def folder_digest(folder: Path) -> str:
     """sha256 over the relative paths and contents of every file under `folder`, in sorted order."""
     digest = hashlib.sha256()
     for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         digest.update(file.relative_to(folder).as_posix().encode("utf-8", "surrogateescape") + b"\0")
-        digest.update(bytes.fromhex(sha256_file(file)))
+        digest.update(bytes.fromhex(file_sha256(file)))
     return digest.hexdigest()
 
 
@@ -97,9 +90,9 @@ def source_digests(
             raise DataError(f"{source}: no such file")
     if extra_folder is not None and not Path(extra_folder).is_dir():
         raise DataError(f"{extra_folder}: no such folder")
-    sources = {Path(path).name: sha256_file(Path(path))}
+    sources = {Path(path).name: file_sha256(Path(path))}
     if ferplus_labels is not None:
-        sources[Path(ferplus_labels).name] = sha256_file(Path(ferplus_labels))
+        sources[Path(ferplus_labels).name] = file_sha256(Path(ferplus_labels))
     if extra_folder is not None:
         sources[f"{Path(extra_folder).name}/"] = folder_digest(Path(extra_folder))
     return sources
@@ -177,7 +170,7 @@ def load_fer2013(path: str | Path) -> FerData:
         source_row=np.flatnonzero(valid).astype(np.int64),
         n_source_rows=n_rows,
         rejected={k: v for k, v in rejected.items() if v},
-        sources={path.name: sha256_file(path)},
+        sources={path.name: file_sha256(path)},
     )
     log.info("%s: %d rows, %d valid, rejected: %s", path, n_rows, valid.sum(), _format_reasons(data.rejected))
     return data
@@ -237,7 +230,7 @@ def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
         split=data.split[keep_rows],
         source_row=data.source_row[keep_rows],
         rejected=dict(rejected),
-        sources={**data.sources, path.name: sha256_file(path)},
+        sources={**data.sources, path.name: file_sha256(path)},
         label_source="ferplus",
     )
 
