@@ -125,5 +125,6 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
     members = [registry.load_model(version) for version in member_versions]
     model = assemble_ensemble(members, ensemble, name)
     metrics = evaluate_model(model, faces)
-    version = register_ensemble(registry, name, ensemble, faces, model, metrics, member_versions)
+    version = register_ensemble(registry, name, ensemble, faces, model, metrics, member_versions, report_dir,
+                                data_pictures)
     return _finish(registry, version, promote, tolerance)

@@ -40,7 +40,7 @@ def test_flip_tta_averages_the_image_and_its_mirror(random_faces):
 
 def test_fixed_size_batches_give_the_same_probabilities_as_one_plain_predict(random_faces):
     model = create_model("tiny")
-    batched = KerasClassifier(model, "v", batch_size=5).predict(random_faces[:13])  # 5 + 5 + 3, padded
+    batched = KerasClassifier(model, "v", batch_size=5).predict(random_faces[:13])  # 5 + 5 + 3
     direct = model.predict(random_faces[:13, ..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(batched, direct, atol=1e-5)
     assert batched.shape == (13, 7)

@@ -94,11 +94,11 @@ def test_argument_errors_and_help_import_no_tensorflow(args, exit_code):
 def test_presets_imports_no_tensorflow():
     result = _run("presets")
     _assert_light(result)
-    assert "crop_cnn_x3" in result["output"]
+    assert "crop_cnn_100_x3" in result["output"]
 
 
 def test_a_configured_preset_is_checked_without_tensorflow():
-    _assert_light(_run("config", "show", env={"FERBATCH_TRAIN__PRESET": "crop_cnn_x3"}))
+    _assert_light(_run("config", "show", env={"FERBATCH_TRAIN__PRESET": "crop_cnn_100_x3"}))
     result = _run("config", "show", env={"FERBATCH_TRAIN__PRESET": "huge"})
     _assert_light(result, exit_code=1)
     assert "unknown preset 'huge'" in result["output"]

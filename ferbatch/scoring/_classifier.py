@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
+from ferbatch.classes import NUM_CLASSES
 from ferbatch.config import DEFAULT_BATCH_SIZE
 
 
@@ -24,7 +24,7 @@ class EmotionClassifier(Protocol):
 
 
 class KerasClassifier:
-    """A registered `model.keras`, called in fixed-size batches so the graph is traced once."""
+    """A registered `model.keras`, called in batches of at most `batch_size` faces."""
 
     def __init__(self, model, version: str, batch_size: int = DEFAULT_BATCH_SIZE, flip_tta: bool = False) -> None:
         self.model, self.version = model, version
@@ -41,21 +41,21 @@ class KerasClassifier:
         chosen = registry.resolve(version)
         return cls(registry.load_model(chosen), chosen, batch_size, flip_tta)
 
-    def _predict_padded(self, x: np.ndarray) -> np.ndarray:
+    def _predict_batches(self, x: np.ndarray) -> np.ndarray:
+        # Batches of at most batch_size at their own size: padding a chunk's last batch to a fixed shape cost
+        # up to 40% more work (650 faces in chunks of about 208 padded to 256), and Keras traces a shape-generic
+        # function after the second size, so exact sizes add no tracing.
         out = np.empty((len(x), NUM_CLASSES), dtype=np.float32)
-        batch = np.zeros((self.batch_size, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.float32)
         for start in range(0, len(x), self.batch_size):
-            chunk = x[start : start + self.batch_size]
-            batch[: len(chunk), ..., 0] = chunk
-            batch[len(chunk) :] = 0
-            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch))[: len(chunk)]
+            chunk = x[start : start + self.batch_size, :, :, None].astype(np.float32)
+            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(chunk))
         return out
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces)
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), dtype=np.float32)
-        probabilities = self._predict_padded(faces)
+        probabilities = self._predict_batches(faces)
         if self.flip_tta:
-            probabilities = (probabilities + self._predict_padded(faces[:, :, ::-1])) / 2
+            probabilities = (probabilities + self._predict_batches(faces[:, :, ::-1])) / 2
         return probabilities

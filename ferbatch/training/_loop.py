@@ -252,7 +252,26 @@ def _fresh_state(config: TrainConfig) -> dict:
 
 def _machine() -> dict:
     return {"host": platform.node(), "cpus": os.cpu_count(), "backend": keras.backend.backend(),
-            "processor": platform.processor() or platform.machine()}
+            "processor": platform.processor() or platform.machine(), "accelerator": _accelerator()}
+
+
+def _accelerator() -> str | None:
+    """The GPU a chunk trained on under JAX or torch (the accelerator backends); None on CPU or TensorFlow,
+    whose device query would be the loop's only TensorFlow API."""
+    try:
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return None if device.platform == "cpu" else str(device.device_kind)
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a label on the card must never stop a training run
+        return None
+    return None
 
 
 def _load_resume_state(workdir: Path, config: TrainConfig) -> dict | None:

@@ -119,8 +119,12 @@ def member_summary(registry: ModelRegistry, version: str) -> dict:
 
 
 def register_ensemble(registry: ModelRegistry, name: str, recipe: EnsembleRecipe, data: FerData,
-                      model: keras.Model, metrics: dict, member_versions: list[str]) -> str:
+                      model: keras.Model, metrics: dict, member_versions: list[str], report_dir: Path,
+                      data_pictures: list[Path] = ()) -> str:
+    """Register the assembled model with its members' curves and its own confusion matrices."""
     members = [member_summary(registry, v) for v in member_versions]
+    pictures = [plots.member_curves(members, report_dir / "training_curves.png"),
+                *_confusion_pictures(metrics, report_dir), *data_pictures]
     card = build_card(
         architecture=f"{len(members)}x{preset(recipe.member).architecture}",
         parameters=int(model.count_params()),
@@ -136,7 +140,7 @@ def register_ensemble(registry: ModelRegistry, name: str, recipe: EnsembleRecipe
     card.update(preset=name, role="ensemble", members=members, history={},
                 views={"crops": recipe.crops, "flip": recipe.flip, "count": len(members) * recipe.crops
                        * (2 if recipe.flip else 1)}, calibration=None)
-    version = registry.register(model, card)
+    version = registry.register(model, card, pictures)
     log.info("registered ensemble %s of %s", version, ", ".join(member_versions))
     return version
 
@@ -210,15 +214,8 @@ def register(
     """Write curves and confusion matrices, build the card and register a new version.
 
     role: "model" (a candidate for promotion) or "member" (one network of an ensemble preset)."""
-    pictures = [plots.training_curves(result.history, report_dir / "training_curves.png")]
-    for split, by_mode in metrics.items():
-        for mode, values in by_mode.items():
-            title = f"{split} ({mode}): accuracy {values['accuracy']:.3f}"
-            pictures.append(
-                plots.confusion_matrix_plot(values["confusion_matrix"], title,
-                                            report_dir / f"confusion_{split}_{mode}.png")
-            )
-    pictures += list(data_pictures)
+    pictures = [plots.training_curves(result.history, report_dir / "training_curves.png"),
+                *_confusion_pictures(metrics, report_dir), *data_pictures]
     card = build_card(
         architecture=config.architecture,
         parameters=int(result.classifier.count_params()),
@@ -239,6 +236,13 @@ def register(
     for superseded in registry.remove_unfinished(result.run_id):
         log.info("removed %s: the run it held has finished as %s", superseded, version)
     return version
+
+
+def _confusion_pictures(metrics: dict, report_dir: Path) -> list[Path]:
+    return [plots.confusion_matrix_plot(values["confusion_matrix"],
+                                        f"{split} ({mode}): accuracy {values['accuracy']:.3f}",
+                                        report_dir / f"confusion_{split}_{mode}.png")
+            for split, by_mode in metrics.items() for mode, values in by_mode.items()]
 
 
 def promote(registry: ModelRegistry, version: str, policy: str = "auto", tolerance: float = 0.0) -> Promotion:

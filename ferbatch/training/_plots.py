@@ -86,6 +86,18 @@ def training_curves(history: dict[str, list[float]], path: Path) -> Path:
     return _save(figure, path)
 
 
+def member_curves(members: list[dict], path: Path) -> Path:
+    """An ensemble's picture of its training: every member's PublicTest accuracy by epoch."""
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for member in members:
+        curve = member.get("public_test_curve") or []
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=f"seed {member.get('seed')}")
+    ax.set_title("members: PublicTest accuracy")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    return _save(figure, path)
+
+
 def confusion_matrix_plot(matrix: list[list[int]], title: str, path: Path) -> Path:
     counts = np.asarray(matrix)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
