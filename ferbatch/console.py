@@ -252,7 +252,7 @@ def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str 
 # attribute on the recipe wins). Costs are the ones measured on this project's 2-core machine.
 PRESET_NOTES = {
     "smoke": "a tiny net for 2 epochs: checks the pipeline end to end in about a minute",
-    "default": "the shipped fer_cnn (0.6M parameters), plateau schedule",
+    "default": "fer_cnn (0.6M parameters), plateau schedule; the model shipped before the ensemble",
     "vgg": "7M-parameter VGG, cosine, stronger augmentation; 3-6 min per epoch on 2 cores",
     "fer_cnn_cosine": "vgg's schedule on fer_cnn; about 2 min per epoch on 2 cores, 1 point below default",
     "crop_cnn": "random 40x40 crops, SGD Nesterov + cosine, XLA; trained in resumed chunks (--stop-after)",

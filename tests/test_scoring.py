@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +417,36 @@ def test_progress_counts_each_image_as_it_is_prepared_before_its_chunk_is_classi
                              on_prepared=lambda: prepared.append(1)))
     assert len(rows) == 4 and len(prepared) == 4
     assert seen == [4]  # one chunk of 4 images: all counted before the one classifier call
+
+
+def test_a_classifier_loader_is_called_once_after_the_first_chunk_is_submitted(tmp_path):
+    from ferbatch.scoring import scan
+    from ferbatch.scoring._pipeline import score_images
+
+    folder = _photos(tmp_path / "in", {f"{i}.jpg": 150 for i in range(5)})
+    components, loads = FakeComponents(None), []
+    detector = components.detector()
+    detect = detector.detect
+    submitted = threading.Event()
+
+    def detecting(*args, **kwargs):
+        submitted.set()
+        return detect(*args, **kwargs)
+
+    detector.detect = detecting
+
+    def load():
+        # The model loads while the threads work on the first chunk: they have it before the load returns.
+        assert submitted.wait(timeout=10)
+        loads.append(1)
+        return components.classifier()
+
+    settings = replace(PIPELINE, chunk_images=2)
+    by_loader = list(score_images(list(scan([folder])), detector, load, settings))
+    direct = list(score_images(list(scan([folder])), components.detector(), components.classifier(), settings))
+    assert loads == [1] and len(by_loader) == 5
+    for lazy, eager in zip(by_loader, direct, strict=True):
+        np.testing.assert_allclose(lazy.probabilities, eager.probabilities)
 
 
 def test_overlapping_and_differently_spelled_roots_give_one_row_per_file(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ferbatch.classes import NUM_CLASSES
+from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
 from ferbatch.config import DEFAULT_BATCH_SIZE
 
 
@@ -39,7 +39,15 @@ class KerasClassifier:
 
         registry = ModelRegistry(models_dir)
         chosen = registry.resolve(version)
-        return cls(registry.load_model(chosen), chosen, batch_size, flip_tta)
+        return cls(registry.load_model(chosen), chosen, batch_size, flip_tta).warmed_up()
+
+    def warmed_up(self) -> KerasClassifier:
+        """Trace the model before the first real batch: Keras traces the first batch size, then a shape-generic
+        function at the second, so two tiny batches take both traces (about 1 s for the 3-network model) off
+        the first chunk's critical path."""
+        for n in (1, 2):
+            self.model.predict_on_batch(np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))
+        return self
 
     def _predict_batches(self, x: np.ndarray) -> np.ndarray:
         # Batches of at most batch_size at their own size: padding a chunk's last batch to a fixed shape cost

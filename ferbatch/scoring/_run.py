@@ -220,8 +220,7 @@ def score_shard(
     writer = shard.store.writer(run.run_id, run.run_date, shard.metadata, part=shard.name)
     aggregator = Aggregator()
     try:
-        classifier = load_classifier()
-        for scored in score_images(shard.files, detector, classifier, settings, on_prepared):
+        for scored in score_images(shard.files, detector, load_classifier, settings, on_prepared):
             started = time.perf_counter()
             image_row, face_rows = rows_for(scored, run)
             writer.write("images", [image_row])
