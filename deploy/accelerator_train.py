@@ -39,6 +39,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the device machine runs the checkout without installing it
 
+from ferbatch.errors import FerbatchError  # noqa: E402 - after the path above
+
 MOSAIC_SIDE = 64  # faces per mosaic row and column: 4096 faces, 3072x3072 pixels per WebP file
 FACE = 48
 SPLITS = ("Training", "PublicTest")
@@ -140,6 +142,8 @@ def train_ensemble(arrays: Path, ensemble: str, core: int, minutes: float, out: 
     still finish before the deadline."""
     from ferbatch.training import ENSEMBLES
 
+    if not (arrays / "manifest.json").is_file():
+        raise FerbatchError(f"{arrays}: no packed faces here (manifest.json); run `pack` and carry the folder")
     started = time.time()
     stop_at = started + minutes * 60
     configs = ENSEMBLES[ensemble].member_configs()
@@ -223,11 +227,13 @@ def adopt(data: Path, tars: list[Path], models_dir: Path | None, preset_name: st
     sources = source_digests(data)
     versions = []
     for tar_path in tars:
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(tar_path) as tar:
-            tar.extractall(tmp, filter="data")
-            card = unfinished_card_for(Path(tmp), preset_name)
-            card["data"] = {"sources": sources}
-            version = registry.register_unfinished(tmp, card)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                with tarfile.open(tar_path, "r:") as tar:  # `train` writes plain tars
+                    tar.extractall(tmp, filter="data")
+            except tarfile.TarError as error:
+                raise FerbatchError(f"{tar_path}: not a member tar written by `train` ({error})") from None
+            version = registry.register_unfinished(tmp, unfinished_card_for(Path(tmp), preset_name, sources=sources))
         card = registry.unfinished_card(version)
         print(f"{tar_path.name}: {version}, epoch {card['epochs_done']} of {card['training_config']['epochs']}")
         versions.append(version)
@@ -260,6 +266,13 @@ def main() -> None:
     p.add_argument("--preset", default=None, help="the ensemble preset the members belong to (for the cards)")
     p.add_argument("tars", type=Path, nargs="+")
     args = parser.parse_args()
+    try:
+        _run(args)
+    except (FerbatchError, OSError, tarfile.TarError) as error:  # one line, as the ferbatch command gives
+        raise SystemExit("Error: " + " ".join(str(error).split())) from None
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "pack":
         pack(args.data, args.out)
     elif args.command == "train":

@@ -408,9 +408,8 @@ def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir
 
     registry = ModelRegistry.at(models_dir)
     workdir = checkpoint_dir(work_dir(registry.root))
-    card = unfinished_card_for(workdir, preset_name)
-    card["data"] = {"sources": source_digests(data_path)}
-    version = registry.register_unfinished(workdir, card)
+    version = registry.register_unfinished(
+        workdir, unfinished_card_for(workdir, preset_name, sources=source_digests(data_path)))
     card = registry.unfinished_card(version)
     click.echo(f"registered unfinished run {version}: epoch {card['epochs_done']} of "
                f"{card['training_config']['epochs']}, {card['bytes'] / 1e6:.1f} MB")

@@ -73,3 +73,13 @@ def test_members_trained_elsewhere_are_adopted_and_assembled_without_training_ag
         # The only chunk is the one run elsewhere: the flow evaluated and registered it, and trained nothing.
         assert member["chunks"] == states[seed]["chunks"]
         assert member["public_test_curve"] == pytest.approx(states[seed]["history"]["val_accuracy"], abs=5e-5)
+
+
+def test_a_damaged_tar_is_refused_by_name_and_registers_nothing(tmp_path):
+    from ferbatch.errors import FerbatchError
+
+    bad = tmp_path / "member-11.tar"
+    bad.write_bytes(b"cut off in transfer")
+    with pytest.raises(FerbatchError, match=r"member-11\.tar: not a member tar written by `train`"):
+        tool.adopt(SAMPLE_CSV, [bad], tmp_path / "models")
+    assert ModelRegistry(tmp_path / "models").unfinished_versions() == []

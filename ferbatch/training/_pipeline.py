@@ -145,8 +145,10 @@ def register_ensemble(registry: ModelRegistry, name: str, recipe: EnsembleRecipe
     return version
 
 
-def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data: FerData | None = None) -> dict:
-    """The card of an unfinished run, from the recipe its checkpoint state records."""
+def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data: FerData | None = None,
+                        sources: dict | None = None) -> dict:
+    """The card of an unfinished run, from the recipe its checkpoint state records. The data it trained on:
+    `data` (loaded here), or only its `sources` digests (a run registered from its folder, without loading)."""
     state_file = Path(checkpoints) / "state.json"
     if not state_file.is_file():
         raise FerbatchError(f"{checkpoints}: no interrupted training run here (no state.json)")
@@ -157,7 +159,7 @@ def unfinished_card_for(checkpoints: Path, preset_name: str | None = None, data:
         "training_config": config.to_dict(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "runtime": runtime_versions(),
-        "data": data.summary() if data is not None else None,
+        "data": data.summary() if data is not None else ({"sources": sources} if sources else None),
         "selection": "checkpoint chosen on PublicTest only",
     }
 
