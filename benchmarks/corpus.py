@@ -1,6 +1,6 @@
 """A deterministic corpus of realistic photos for benchmarks, built from the repo's test photos.
 
-    python benchmarks/corpus.py OUT_DIR --n 200 [--seed 0] [--large-share 0.1]
+    python benchmarks/corpus.py OUT_DIR --n 200 [--seed 0] [--large-share 0.1] [--faces N]
 
 Each photo is 1920x1080 (a share of them 4000x3000): a background made from a random crop of a
 test photo, scaled, blurred and brightness-shifted, with 0-6 face tiles pasted at random sizes,
@@ -74,14 +74,21 @@ def _background(rng: np.random.Generator, sources: list[np.ndarray], width: int,
 
 
 def make_photo(index: int, seed: int, tiles: list[FaceTile], sources: list[np.ndarray],
-               large_share: float = 0.1) -> tuple[bytes, int, str]:
-    """(JPEG bytes, faces pasted, size name) of photo `index`; depends only on (seed, index)."""
+               large_share: float = 0.1, faces: int | None = None) -> tuple[bytes, int, str]:
+    """(JPEG bytes, faces pasted, size name) of photo `index`; depends only on (seed, index).
+
+    faces: None for 0-6 faces (a tenth with none) on a 3x2 grid; N for N-1 to N+1 faces on a 4x3 grid, a
+    crowd-like photo."""
     rng = np.random.default_rng([seed, index])
     size = "12mp" if rng.random() < large_share else "1080p"
     width, height = SIZES[size]
     canvas = _background(rng, sources, width, height)
-    n_faces = 0 if rng.random() < 0.1 else int(rng.integers(1, 7))
-    columns, rows = 3, 2  # one face per cell, so pasted faces never overlap
+    if faces is None:
+        n_faces = 0 if rng.random() < 0.1 else int(rng.integers(1, 7))
+        columns, rows = 3, 2  # one face per cell, so pasted faces never overlap
+    else:
+        columns, rows = 4, 3
+        n_faces = int(np.clip(rng.integers(faces - 1, faces + 2), 0, columns * rows))
     cells = rng.permutation(columns * rows)[:n_faces]
     cell_w, cell_h = width // columns, height // rows
     for cell in cells:
@@ -104,9 +111,9 @@ def make_photo(index: int, seed: int, tiles: list[FaceTile], sources: list[np.nd
     return encoded.tobytes(), n_faces, size
 
 
-def _write_photo(job: tuple[Path, int, int, float]) -> tuple[str, int, str]:
-    out_dir, index, seed, large_share = job
-    data, n_faces, size = make_photo(index, seed, _TILES, _SOURCES, large_share)
+def _write_photo(job: tuple[Path, int, int, float, int | None]) -> tuple[str, int, str]:
+    out_dir, index, seed, large_share, faces = job
+    data, n_faces, size = make_photo(index, seed, _TILES, _SOURCES, large_share, faces)
     name = f"photo_{index:05d}.jpg"
     (out_dir / name).write_bytes(data)
     return name, n_faces, size
@@ -121,17 +128,18 @@ def _init_worker() -> None:
     _SOURCES.extend(backgrounds())
 
 
-def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float = 0.1) -> Path:
+def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float = 0.1,
+                 faces: int | None = None) -> Path:
     """Write n photos and manifest.csv into out_dir (kept if already complete for these settings)."""
     from concurrent.futures import ProcessPoolExecutor
 
     out_dir = Path(out_dir)
     manifest, settings = out_dir / "manifest.csv", out_dir / "SETTINGS"
-    stamp = f"n={n} seed={seed} large_share={large_share}"
+    stamp = f"n={n} seed={seed} large_share={large_share}" + (f" faces={faces}" if faces is not None else "")
     if manifest.exists() and settings.exists() and settings.read_text() == stamp:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(out_dir, index, seed, large_share) for index in range(n)]
+    jobs = [(out_dir, index, seed, large_share, faces) for index in range(n)]
     with ProcessPoolExecutor(initializer=_init_worker) as pool:
         rows = list(pool.map(_write_photo, jobs, chunksize=16))
     with open(manifest, "w", newline="") as handle:
@@ -148,8 +156,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--large-share", type=float, default=0.1)
+    parser.add_argument("--faces", type=int, default=None, help="About this many faces a photo (N-1 to N+1).")
     args = parser.parse_args()
-    print(build_corpus(args.out_dir, args.n, args.seed, args.large_share))
+    print(build_corpus(args.out_dir, args.n, args.seed, args.large_share, args.faces))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _settings(args: argparse.Namespace, detector_size: int | None = None):
 def _components(args: argparse.Namespace, detector_size: int | None = None):
     from ferbatch.scoring import Components
 
-    return Components.for_run(_settings(args, detector_size)[0], models_dir=args.models_dir)
+    return Components.for_run(_settings(args, detector_size)[0], args.model, models_dir=args.models_dir)
 
 
 def child_real(args: argparse.Namespace) -> dict:
@@ -208,6 +208,8 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
                "--baseline-detector-size", str(args.baseline_detector_size), "--baseline-call", args.baseline_call]
     if args.models_dir:
         command += ["--models-dir", args.models_dir]
+    if args.model:
+        command += ["--model", args.model]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
         try:
@@ -317,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "real, baseline, classify, torture.")
     parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
     parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--model", default=None, help="Model version (default: the current one).")
+    parser.add_argument("--faces", type=int, default=None, help="About this many faces a photo (default 0-6).")
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--detector-size", type=int, default=defaults.detector_size)
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size)
@@ -352,7 +356,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ferbatch-bench-") as tmp:
         work = Path(tmp)
-        corpus = build_corpus(args.corpus_dir or work / "corpus", args.n, args.seed, args.large_share)
+        corpus = build_corpus(args.corpus_dir or work / "corpus", args.n, args.seed, args.large_share, args.faces)
         results: dict = {"n": args.n, "seed": args.seed, "large_share": args.large_share, "cpu_count": os.cpu_count(),
                          "workers": args.workers, "detector_size": args.detector_size,
                          "decode_long_side": args.decode_long_side}

@@ -136,28 +136,44 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
 
 
 @cli.command()
-@click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="FER2013 CSV, plain or .gz.")
+@click.option("--data", "data_path", type=EXISTING_FILE, default=None, help="FER2013 CSV, plain or .gz.")
 @click.option("--model", "version", default=None, help="Model version (default: the current one).")
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None, metavar="ferplus FILE",
               help="Evaluate against FER+ majority-vote labels instead of the file's own.")
+@click.option("--real-photos", "photo_sets", type=EXISTING_DIR, multiple=True,
+              help="A folder of labelled real photos (labels.csv: file,label), scored as `score` scores "
+                   "them; the figures go onto the model card (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_models_dir_option
-def evaluate(data_path: Path, version: str | None, labels: tuple[str, Path] | None, as_json: bool,
-             models_dir: Path | None) -> None:
-    """Re-evaluate a registered model on PublicTest and PrivateTest."""
+@click.pass_context
+def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, labels: tuple[str, Path] | None,
+             photo_sets: tuple[Path, ...], as_json: bool, models_dir: Path | None) -> None:
+    """Re-evaluate a registered model on PublicTest and PrivateTest, and on labelled real photos."""
     from ferbatch.models import ModelRegistry
-    from ferbatch.training import apply_ferplus_labels, evaluate_splits, load_fer2013, metrics_markdown
 
+    if data_path is None and not photo_sets:
+        raise click.UsageError("give --data FILE, --real-photos DIR, or both")
     registry = ModelRegistry.at(models_dir)
     card = registry.card(version)
-    data = load_fer2013(data_path)
-    if labels:
-        data = apply_ferplus_labels(data, labels[1])
-    metrics = evaluate_splits(registry.load_model(card["version"]), data)
+    report: dict = {}
+    if data_path is not None:
+        from ferbatch.training import apply_ferplus_labels, evaluate_splits, load_fer2013, metrics_markdown
+
+        data = load_fer2013(data_path)
+        if labels:
+            data = apply_ferplus_labels(data, labels[1])
+        report["metrics"] = evaluate_splits(registry.load_model(card["version"]), data)
+        if not as_json:
+            click.echo(metrics_markdown({**card, "metrics": report["metrics"]}))
+    if photo_sets:
+        from ferbatch.training import real_photos_markdown, real_photos_on_card
+
+        settings = _config(ctx).score
+        report["real_photos"] = real_photos_on_card(registry, card["version"], photo_sets, settings)
+        if not as_json:
+            click.echo(real_photos_markdown(report["real_photos"]["sets"]))
     if as_json:
-        click.echo(json.dumps(metrics, indent=2))
-    else:
-        click.echo(metrics_markdown({**card, "metrics": metrics}))
+        click.echo(json.dumps(report if photo_sets else report["metrics"], indent=2))
 
 
 @cli.command()

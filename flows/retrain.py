@@ -21,6 +21,7 @@ from ferbatch.training import EnsembleRecipe, recipe
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more
 # than it saves, so these tasks do not cache.
 load_data = task(training.prepare_data, name="load-and-validate-data", cache_policy=NO_CACHE)
+mix_in_teacher = task(training.teacher_targets, name="teacher-targets", cache_policy=NO_CACHE)
 train_model = task(training.fit, name="train", cache_policy=NO_CACHE)
 calibrate_model = task(training.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
 evaluate_model = task(training.evaluate_splits, name="evaluate", cache_policy=NO_CACHE)
@@ -81,7 +82,8 @@ def retrain(
     config, resume_run, init_weights = training.training_setup(registry, workdir, config, resume_from, init_from,
                                                                  overrides)
     report_dir = workdir / "report"
-    faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
+    faces, data_pictures = load_data(data, labels, extra_folder, report_dir, config.targets)
+    faces = mix_in_teacher(registry, config, faces, workdir)
     result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights)
     if not result.finished:
         version = register_unfinished(registry, config, result, workdir, preset_name, faces)
@@ -98,7 +100,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
                       labels: str | None, extra_folder: str | None, stop_at: float | None, promote: str,
                       tolerance: float) -> dict:
     report_dir = workdir / "report"
-    faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
+    faces, data_pictures = load_data(data, labels, extra_folder, report_dir, training.preset(ensemble.member).targets)
     sources = faces.summary()["sources"]
     member_versions, trained = [], False
     for config in ensemble.member_configs():

@@ -192,6 +192,11 @@ class ModelRegistry:
     def card(self, version: str | None = None) -> dict:
         return json.loads((self.root / self.resolve(version) / CARD_FILE).read_text())
 
+    def record_on_card(self, version: str, key: str, value: object) -> None:
+        """Set one entry of a registered model's card (a measurement made after registration), atomically."""
+        chosen = self.resolve(version)
+        _write_json_atomic(self.root / chosen / CARD_FILE, {**self.card(chosen), key: value})
+
     def model_path(self, version: str | None = None) -> Path:
         return self.root / self.resolve(version) / MODEL_FILE
 

@@ -12,6 +12,7 @@ from ferbatch.training._recipes import (
     OPTIMIZERS,
     PRECISIONS,
     PRESETS,
+    TARGETS,
     Augmentation,
     EnsembleRecipe,
     TrainConfig,
@@ -21,18 +22,21 @@ from ferbatch.training._recipes import (
 
 _LAZY = {
     "_data": ("FERPLUS_COLUMNS", "FerData", "add_extra_folder", "apply_ferplus_labels", "ferplus_majority",
-              "load_fer2013", "load_training_data", "source_digests"),
+              "ferplus_vote_targets", "load_fer2013", "load_training_data", "source_digests", "with_teacher"),
     "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "balanced_class_weights", "centre_crops",
               "same_architecture", "train"),
     "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),
+    "_real_photos": ("LabelledPhotos", "evaluate_real_photos", "load_labelled_photos", "predict_photos",
+                     "real_photo_metrics", "real_photos_markdown", "real_photos_on_card"),
     "_calibration": ("apply_class_bias", "biased_predictions", "fit_class_bias"),
     "_pipeline": ("RetrainDecision", "assemble", "calibrate", "checkpoint_dir", "find_member", "fit",
                   "metrics_markdown", "prepare_data", "promote", "register", "register_ensemble",
-                  "register_unfinished", "retrain_decision", "training_setup", "unfinished_card_for", "work_dir"),
+                  "register_unfinished", "retrain_decision", "teacher_targets", "training_setup", "unfinished_card_for",
+                  "work_dir"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
-    "CALIBRATIONS", "ENSEMBLES", "OPTIMIZERS", "PRECISIONS", "PRESETS", "Augmentation", "EnsembleRecipe",
+    "CALIBRATIONS", "ENSEMBLES", "OPTIMIZERS", "PRECISIONS", "PRESETS", "TARGETS", "Augmentation", "EnsembleRecipe",
     "TrainConfig", "preset", "recipe", *(name for names in _LAZY.values() for name in names),
 ]

@@ -47,11 +47,17 @@ class FerData:
     rejected: dict[str, int] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     label_source: str = "fer2013"
+    # (N, 7) float32 training targets that replace the one-hot labels (FER+ votes, a teacher's mix); None: labels
+    targets: np.ndarray | None = None
 
     def subset(self, split_name: str) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of one split (Training, PublicTest or PrivateTest)."""
         mask = self.split == SPLITS.index(split_name)
         return self.images[mask], self.labels[mask]
+
+    def training_targets(self) -> np.ndarray | None:
+        """The soft targets of the Training faces, in `subset("Training")` order, or None (train on labels)."""
+        return None if self.targets is None else self.targets[self.split == SPLITS.index("Training")]
 
     def class_counts(self) -> dict[str, list[int]]:
         """Per split, the number of faces of each class in CLASS_NAMES order."""
@@ -196,9 +202,8 @@ def ferplus_majority(votes: np.ndarray, is_face: np.ndarray) -> tuple[np.ndarray
     return labels, reason
 
 
-def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
-    """Replace labels with FER+ majority votes (same row order as the FER2013 file)."""
-    path = Path(path)
+def _read_ferplus_votes(data: FerData, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(votes, is_face) per source row of the FER2013 file, checked to be in the same row order."""
     frame = _read_csv(path, "FER+")
     missing = [c for c in ("Usage", "Image name", *FERPLUS_COLUMNS) if c not in frame.columns]
     if missing:
@@ -218,7 +223,14 @@ def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
             f"{path}: Usage differs from the FER2013 file on {int((~usage_matches).sum())} rows; "
             "the files are not in the same order"
         )
-    labels, reason = ferplus_majority(votes, frame["Image name"].str.strip().to_numpy() != "")
+    return votes, frame["Image name"].str.strip().to_numpy() != ""
+
+
+def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
+    """Replace labels with FER+ majority votes (same row order as the FER2013 file)."""
+    path = Path(path)
+    votes, is_face = _read_ferplus_votes(data, path)
+    labels, reason = ferplus_majority(votes, is_face)
     keep_rows = reason[data.source_row] == ""
     rejected = Counter(data.rejected)
     rejected.update(Counter(reason[data.source_row][~keep_rows].tolist()))
@@ -233,6 +245,61 @@ def apply_ferplus_labels(data: FerData, path: str | Path) -> FerData:
         sources={**data.sources, path.name: file_sha256(path)},
         label_source="ferplus",
     )
+
+
+def ferplus_vote_targets(votes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each face's FER+ vote distribution over the 7 FER2013 classes, as (N, 7) float32 training targets.
+
+    Contempt, unknown and not-a-face votes are left out and the emotion votes renormalised; a face with no
+    emotion vote at all keeps its FER2013 label (one-hot).
+    """
+    to_fer = [_FERPLUS_TO_FER.get(name) for name in FERPLUS_COLUMNS]
+    emotion = np.zeros((len(votes), NUM_CLASSES), dtype=np.float32)
+    for column, fer_class in enumerate(to_fer):
+        if fer_class is not None:
+            emotion[:, fer_class] += votes[:, column]
+    totals = emotion.sum(axis=1, keepdims=True)
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return np.where(totals > 0, emotion / np.maximum(totals, 1), one_hot).astype(np.float32)
+
+
+def apply_ferplus_votes(data: FerData, path: str | Path) -> FerData:
+    """Train towards FER+ vote distributions; keep FER2013 labels for selection and evaluation.
+
+    Training faces that FER+ judged not a face are dropped (their votes say nothing of an emotion); test
+    faces all stay, so PublicTest and PrivateTest figures compare with every other recipe's.
+    """
+    path = Path(path)
+    votes, is_face = _read_ferplus_votes(data, path)
+    training = data.split == SPLITS.index("Training")
+    keep = ~training | is_face[data.source_row]
+    rejected = Counter(data.rejected)
+    if (~keep).any():
+        rejected["ferplus_not_a_face"] += int((~keep).sum())
+    log.info("FER+ vote targets from %s: %d training faces judged not a face dropped", path, (~keep).sum())
+    return replace(
+        data,
+        images=data.images[keep],
+        labels=data.labels[keep],
+        split=data.split[keep],
+        source_row=data.source_row[keep],
+        rejected=dict(rejected),
+        sources={**data.sources, path.name: file_sha256(path)},
+        label_source="ferplus_votes",
+        targets=ferplus_vote_targets(votes[data.source_row[keep]], data.labels[keep]),
+    )
+
+
+def with_teacher(data: FerData, teacher_probabilities: np.ndarray, weight: float) -> FerData:
+    """Mix a teacher's (N_train, 7) probabilities on the Training faces into their targets with `weight`."""
+    training = data.split == SPLITS.index("Training")
+    if len(teacher_probabilities) != training.sum():
+        raise DataError(f"the teacher scored {len(teacher_probabilities)} faces, not the {training.sum()} "
+                        "training faces")
+    targets = (data.targets.copy() if data.targets is not None
+               else np.eye(NUM_CLASSES, dtype=np.float32)[data.labels])
+    targets[training] = (1 - weight) * targets[training] + weight * teacher_probabilities.astype(np.float32)
+    return replace(data, targets=targets)
 
 
 def read_face_crop(path: Path) -> np.ndarray | None:
@@ -284,6 +351,8 @@ def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
         source_row=np.concatenate([data.source_row, np.full(n, -1, dtype=np.int64)]),
         rejected=dict(rejected),
         sources={**data.sources, f"{folder.name}/": folder_digest(folder)},
+        targets=None if data.targets is None else np.concatenate(
+            [data.targets, np.eye(NUM_CLASSES, dtype=np.float32)[np.array(labels, dtype=np.uint8)]]),
     )
 
 
@@ -291,10 +360,17 @@ def load_training_data(
     path: str | Path,
     ferplus_labels: str | Path | None = None,
     extra_folder: str | Path | None = None,
+    targets: str = "labels",
 ) -> FerData:
-    """The full loading recipe used by training: FER2013 CSV, optional FER+ labels, optional extra faces."""
+    """The full loading recipe used by training: FER2013 CSV, optional FER+ labels (majority labels, or vote
+    distributions as targets when `targets="ferplus_votes"`), optional extra faces."""
     data = load_fer2013(path)
-    if ferplus_labels is not None:
+    if targets == "ferplus_votes":
+        if ferplus_labels is None:
+            raise DataError("this recipe trains on FER+ vote distributions: give the FER+ file "
+                            "(--labels ferplus FILE)")
+        data = apply_ferplus_votes(data, ferplus_labels)
+    elif ferplus_labels is not None:
         data = apply_ferplus_labels(data, ferplus_labels)
     if extra_folder is not None:
         data = add_extra_folder(data, extra_folder)

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 class FaceBatches(keras.utils.PyDataset):
-    """Shuffled (x, one-hot y, sample weight) batches from uint8 arrays; the last partial batch is dropped.
+    """Shuffled (x, y, sample weight) batches from uint8 arrays, y one-hot or the given soft targets; the last
+    partial batch is dropped.
 
     Dropping the remainder avoids a TensorFlow 2.21 oneDNN crash seen on odd-sized training batches.
     The shuffle order (and a crop recipe's augmentation) depends only on (seed, epoch), so a resumed run sees
@@ -46,12 +47,16 @@ class FaceBatches(keras.utils.PyDataset):
         first_epoch: int = 0,
         crop: int = 0,
         augmentation: Augmentation | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.crop, self.augmentation = crop, augmentation or Augmentation()
         if len(images) < batch_size:
             raise FerbatchError(f"only {len(images)} training faces, fewer than one batch of {batch_size}")
         self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        if targets is not None and targets.shape != (len(labels), NUM_CLASSES):
+            raise FerbatchError(f"targets must be ({len(labels)}, {NUM_CLASSES}), not {targets.shape}")
+        self.targets = np.eye(NUM_CLASSES, dtype="float32")[labels] if targets is None else targets.astype("float32")
         self.sample_weight = (
             class_weight[labels].astype("float32") if class_weight is not None else np.ones(len(labels), "float32")
         )
@@ -71,8 +76,7 @@ class FaceBatches(keras.utils.PyDataset):
             x = augmented_crops(self.images[rows], self.crop, self.augmentation, rng)[..., None]
         else:
             x = self.images[rows, :, :, None].astype("float32")
-        y = np.eye(NUM_CLASSES, dtype="float32")[self.labels[rows]]
-        return x, y, self.sample_weight[rows]
+        return x, self.targets[rows], self.sample_weight[rows]
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the training loop as each epoch begins (0-based, as Keras counts)."""
@@ -331,8 +335,12 @@ def train(
     resume: bool = False,
     stop_at: float | None = None,
     init_weights: keras.Model | None = None,
+    train_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch.
+
+    train_targets: (N, 7) soft targets for the training faces (FER+ votes, a teacher's mix) instead of their
+    one-hot labels; class weights still follow the labels.
 
     stop_at: a time.time() deadline; no epoch starts that would end after it, and the result is then
     `finished=False` with the work folder holding what `resume=True` needs. init_weights: a model of the same
@@ -357,6 +365,7 @@ def train(
         first_epoch=state["epochs_done"],
         crop=config.crop,
         augmentation=config.augmentation,
+        targets=train_targets,
     )
     if resumed:
         trainer = keras.saving.load_model(workdir / "checkpoint.keras")

@@ -5,6 +5,7 @@ prepare_data -> fit -> calibrate -> evaluate_splits -> register -> promote
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
@@ -20,7 +22,7 @@ from ferbatch.models import INPUT_CONTRACT, ModelRegistry, Promotion, build_card
 from ferbatch.scoring import KerasClassifier
 from ferbatch.training import _plots as plots
 from ferbatch.training._calibration import apply_class_bias, biased_predictions, fit_class_bias
-from ferbatch.training._data import FerData, load_training_data, source_digests
+from ferbatch.training._data import FerData, load_training_data, source_digests, with_teacher
 from ferbatch.training._evaluation import classification_metrics
 from ferbatch.training._loop import TrainResult, same_architecture, train
 from ferbatch.training._recipes import EnsembleRecipe, TrainConfig, preset
@@ -38,9 +40,10 @@ def prepare_data(
     ferplus_labels: str | Path | None,
     extra_folder: str | Path | None,
     report_dir: Path,
+    targets: str = "labels",
 ) -> tuple[FerData, list[Path]]:
     """Load and validate the data; write the data report pictures and return them with the data."""
-    data = load_training_data(data_path, ferplus_labels, extra_folder)
+    data = load_training_data(data_path, ferplus_labels, extra_folder, targets)
     shutil.rmtree(report_dir, ignore_errors=True)  # pictures of an earlier run must not reach this card
     pictures = plots.write_data_report(data, report_dir)
     summary = data.summary()
@@ -56,7 +59,28 @@ def checkpoint_dir(workdir: Path) -> Path:
 def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at: float | None = None,
         init_weights: keras.Model | None = None) -> TrainResult:
     return train(config, *data.subset("Training"), *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
-                 stop_at=stop_at, init_weights=init_weights)
+                 stop_at=stop_at, init_weights=init_weights, train_targets=data.training_targets())
+
+
+def teacher_targets(registry: ModelRegistry, config: TrainConfig, data: FerData, workdir: Path) -> FerData:
+    """`data` with the recipe's teacher mixed into the training targets (unchanged without a teacher).
+
+    The teacher's probabilities on the Training faces are kept in the work folder, keyed by the teacher and
+    the faces, so a resumed chunk does not score them again."""
+    if config.teacher is None:
+        return data
+    version = registry.resolve(config.teacher)
+    faces, _ = data.subset("Training")
+    key = hashlib.sha256(faces.tobytes()).hexdigest()[:16]
+    cache = Path(workdir) / f"teacher-{version}-{key}.npy"
+    if cache.is_file():
+        probabilities = np.load(cache)
+    else:
+        log.info("scoring %d training faces with the teacher %s", len(faces), version)
+        probabilities = KerasClassifier(registry.load_model(version), version=version).predict(faces)
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        np.save(cache, probabilities.astype(np.float32))
+    return with_teacher(data, probabilities, config.teacher_weight)
 
 
 def training_setup(

@@ -14,6 +14,8 @@ from ferbatch.errors import FerbatchError
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CALIBRATIONS = ("none", "macro_f1")  # what the calibrate step does after training
 OPTIMIZERS = ("adamw", "sgd")
+# What a training face is trained towards: its one-hot label, or the distribution of its FER+ votes.
+TARGETS = ("labels", "ferplus_votes")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class TrainConfig:
     # resumed run sees the very same batches); evaluated on the centre crop.
     crop: int = 0
     jit_compile: bool = False  # XLA; about 20% faster per step on 2 CPU cores for crop_cnn
+    # "ferplus_votes": train against each face's FER+ vote distribution over the 7 classes (needs the FER+
+    # file; selection stays on FER2013's PublicTest labels). See ferbatch.training._data.ferplus_vote_targets.
+    targets: str = "labels"
+    # Distillation: a registered model version whose probabilities on each training face are mixed into
+    # its target with this weight (the rest is the label or vote distribution).
+    teacher: str | None = None
+    teacher_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,6 +76,10 @@ class TrainConfig:
             raise FerbatchError(f"calibration must be one of {', '.join(CALIBRATIONS)}, not {self.calibration!r}")
         if self.optimizer not in OPTIMIZERS:
             raise FerbatchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.targets not in TARGETS:
+            raise FerbatchError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
+        if not 0 <= self.teacher_weight <= 1:
+            raise FerbatchError(f"teacher_weight must be between 0 and 1, not {self.teacher_weight}")
         if not 0 <= self.crop < IMAGE_SIZE:
             raise FerbatchError(f"crop must be 0 (the whole face) or a side below {IMAGE_SIZE}, not {self.crop}")
 
@@ -130,6 +143,22 @@ PRESETS["crop_cnn"] = TrainConfig(
 # The same recipe with a longer cosine schedule (the published recipes run 150-300 epochs): what 40 more
 # epochs buy, measured on PublicTest against the 60-epoch members.
 PRESETS["crop_cnn_100"] = replace(PRESETS["crop_cnn"], epochs=100)
+
+# One network distilled from the shipped three-network model and the FER+ votes: it starts from the best
+# member's weights (`--init-from` that member) and trains towards an even mix of the ensemble's probabilities
+# and the crowd's vote distribution, so it keeps the ensemble's FER2013 skill at one network's cost and
+# learns from the votes what FER2013's single labels miss (mostly Neutral on ordinary faces).
+PRESETS["crop_cnn_distil"] = replace(
+    PRESETS["crop_cnn"],
+    epochs=30,
+    learning_rate=0.01,
+    label_smoothing=0.0,  # the targets are soft already
+    targets="ferplus_votes",
+    teacher="20261127-212938-3xcrop_cnn",
+    teacher_weight=0.5,
+)
+# The vote targets alone, no teacher, same start and budget: what the votes do by themselves.
+PRESETS["crop_cnn_votes"] = replace(PRESETS["crop_cnn_distil"], teacher=None)
 
 
 @dataclass(frozen=True)

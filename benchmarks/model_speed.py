@@ -1,0 +1,86 @@
+"""Scoring speed of several models side by side on crowd-like photos: marginal images/s and faces/s.
+
+    python benchmarks/model_speed.py --model A --model B [--faces 7] [--sizes 100,400] [--repeats 2]
+
+For each model and corpus size, a fresh process scores the corpus through the real path (benchmarks/score.py's
+`real` child: run_scoring with YuNet, the model and the report writing). Runs are interleaved (A small, B small,
+A large, B large, then again), so a busy machine slows every model alike. The marginal rate,
+(large - small) / (t_large - t_small), leaves out start-up and model loading, which a nightly run pays once.
+Prints one line per model, the ratios to the first model, and the core count; writes JSON with --json-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def main() -> None:
+    from corpus import build_corpus
+    from score import parse_args, run_child
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True, help="model version (repeatable)")
+    parser.add_argument("--faces", type=int, default=7)
+    parser.add_argument("--sizes", default="100,400", help="two corpus sizes, small,large")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--large-share", type=float, default=0.5, help="share of 12 MP photos (the rest 1080p)")
+    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    small, large = (int(n) for n in args.sizes.split(","))
+
+    times: dict[str, dict[int, list[float]]] = {m: {small: [], large: []} for m in args.model}
+    faces: dict[int, int] = {}
+    with tempfile.TemporaryDirectory(prefix="ferbatch-speed-") as tmp:
+        work = Path(tmp)
+        # The small corpus is the large one's first photos, so the marginal photos are the same for every model.
+        full = build_corpus(work / f"corpus-{large}", large, 0, args.large_share, args.faces)
+        subset = work / f"corpus-{small}"
+        subset.mkdir()
+        for path in sorted(full.glob("photo_*.jpg"))[:small]:
+            os.link(path, subset / path.name)
+        corpora = {small: subset, large: full}
+        for repeat in range(args.repeats):
+            for n in (small, large):
+                for model in args.model:
+                    child_args = parse_args(["--model", model] + (["--models-dir", args.models_dir]
+                                                                  if args.models_dir else []))
+                    out = work / f"out-{model}-{n}-{repeat}"
+                    result = run_child("real", corpora[n], out, child_args)
+                    times[model][n].append(result["seconds"])
+                    faces[n] = result["faces"]
+                    print(f"  {model} n={n} run {repeat + 1}: {result['seconds']:.1f} s, {result['faces']} faces",
+                          flush=True)
+
+    rows = {}
+    for model, by_size in times.items():
+        t_small, t_large = statistics.median(by_size[small]), statistics.median(by_size[large])
+        marginal = (large - small) / (t_large - t_small)
+        rows[model] = {"images_per_s_small": small / t_small, "images_per_s_large": large / t_large,
+                       "marginal_images_per_s": marginal,
+                       "marginal_faces_per_s": (faces[large] - faces[small]) / (t_large - t_small),
+                       "seconds": by_size}
+    first = rows[args.model[0]]["marginal_images_per_s"]
+    print(f"\n{os.cpu_count()} cores; ~{args.faces} faces a photo; {faces[large] / large:.1f} found a photo; "
+          f"median of {args.repeats}")
+    print(f"{'model':34} {'img/s':>6} {'img/s':>6} {'marginal':>8} {'faces/s':>7} {'ratio':>5}")
+    print(f"{'':34} {'n=' + str(small):>6} {'n=' + str(large):>6} {'img/s':>8} {'':>7} {'':>5}")
+    for model, row in rows.items():
+        print(f"{model:34} {row['images_per_s_small']:6.1f} {row['images_per_s_large']:6.1f} "
+              f"{row['marginal_images_per_s']:8.1f} {row['marginal_faces_per_s']:7.1f} "
+              f"{row['marginal_images_per_s'] / first:5.2f}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"cores": os.cpu_count(), "faces": args.faces, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

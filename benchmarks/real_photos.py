@@ -1,0 +1,80 @@
+"""A model on labelled real photos, through the scoring path: found, acc7, sent3, macro recall, per-class recall
+and the confusion matrix of each set, for one or more models and crop framings.
+
+The verdict on a photo is what the images table says (the argmax of its faces' area-weighted probabilities,
+plain, no flip), with the scoring defaults unless an option changes them. Use the sets to measure and to choose
+among a few candidates, never to fit anything.
+
+    python benchmarks/real_photos.py ../shared/data/dev_wild ../shared/data/dev_posed [--model VERSION ...]
+        [--margin M] [--shift S] [--level-above DEG|never] [--light none|equalize|clahe] [--grid] [--json FILE]
+
+--grid tries every framing of MARGINS x SHIFTS x LEVELS x LIGHTS with each model and prints one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+from ferbatch.config import ScoreSettings
+from ferbatch.scoring import Components, PipelineSettings
+from ferbatch.scoring._pipeline import LIGHT_NORMALISATIONS
+from ferbatch.training._real_photos import evaluate_real_photos, real_photos_markdown
+
+MARGINS = (-0.075, -0.025, 0.025, 0.075)
+SHIFTS = (-0.05, 0.0, 0.05)
+LEVELS = (None, 0.0)
+LIGHTS = ("none", "equalize")
+
+
+def level(text: str) -> float | None:
+    return None if text == "never" else float(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", nargs="+", type=Path, help="folders with labels.csv")
+    parser.add_argument("--model", action="append", default=None, help="model version (repeatable; default current)")
+    parser.add_argument("--models-dir", default=None)
+    defaults = PipelineSettings(max_pixels=1, decode_long_side=None, workers=1)
+    parser.add_argument("--margin", type=float, default=defaults.crop_margin)
+    parser.add_argument("--shift", type=float, default=defaults.crop_shift)
+    parser.add_argument("--level-above", type=level, default=defaults.level_above, metavar="DEG|never")
+    parser.add_argument("--light", choices=LIGHT_NORMALISATIONS, default=defaults.light)
+    parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    args = parser.parse_args()
+
+    settings = ScoreSettings()
+    framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid
+                else [(args.margin, args.shift, args.level_above, args.light)])
+    everything = []
+    for model in args.model or [None]:
+        components = Components.for_run(settings, model, args.models_dir)
+        detector, classifier = components.detector(), components.classifier()
+        print(f"model {components.model_version}")
+        for margin, shift, level_above, light in framings:
+            pipeline = PipelineSettings.from_settings(settings, crop_margin=margin, crop_shift=shift,
+                                                      level_above=level_above, light=light)
+            started = time.perf_counter()
+            results = evaluate_real_photos(args.sets, detector, classifier, pipeline)
+            seconds = time.perf_counter() - started
+            framing = f"margin {margin:+.3f} shift {shift:+.2f} level {level_above} light {light}"
+            if args.grid:
+                print(f"  {framing}: " + "; ".join(
+                    f"{name} acc7 {m['acc7']:.3f} sent3 {m['sent3']:.3f} mr {m['macro_recall']:.3f}"
+                    for name, m in results.items()))
+            else:
+                print(f"{framing} ({seconds:.0f} s)\n")
+                print(real_photos_markdown(results))
+            everything.append({"model": components.model_version, "margin": margin, "shift": shift,
+                               "level_above": level_above, "light": light, "results": results})
+    if args.json:
+        args.json.write_text(json.dumps(everything, indent=1))
+
+
+if __name__ == "__main__":
+    main()
