@@ -254,6 +254,52 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
+@_models_dir_option
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
+              help="Change the default map, e.g. 'Surprise=positive'.")
+@click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write copies of the images with boxes and labels drawn into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print every image and face as JSON.")
+@click.pass_context
+def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, models_dir: Path | None,
+            include: tuple[str, ...], exclude: tuple[str, ...], sentiment_map: str | None, annotate: Path | None,
+            as_json: bool) -> None:
+    """Print the faces in images or folders: box, emotion, its probability, sentiment and score.
+
+    The same detector, framing and model as `score`, with the configured score settings, but no Prefect
+    and no report folder: nothing is written (except --annotate's copies).
+    """
+    from ferbatch.scoring import parse_sentiment_map
+
+    config = _config(ctx)
+    sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
+    from ferbatch.analysis import Analyzer
+
+    analyzer = Analyzer(model=version, models_dir=models_dir or config.models_dir, settings=config.score,
+                        sentiment=sentiment)
+    from ferbatch.scoring import annotator
+
+    draw = annotator(annotate, analyzer.sentiment) if annotate else None
+    images = list(analyzer.images(paths, include=include, exclude=exclude, skip_dirs=[annotate] if annotate else (),
+                                  on_image=draw))
+    if not images:
+        from ferbatch.scoring import no_images_message
+
+        raise FerbatchError(no_images_message(paths))
+    if as_json:
+        click.echo(json.dumps({"model_version": analyzer.model_version,
+                               "images": [image.to_dict() for image in images]}, indent=2))
+        return
+    from ferbatch.console import print_analysis
+
+    print_analysis(images, analyzer.model_version)
+
+
+@cli.command()
 @click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -97,9 +98,10 @@ def _log_handlers_printing_on(console: Console) -> Iterator[None]:
 
 
 def _console() -> Console:
-    """Rich's console; wide enough for the tables when output goes to a file or pipe, not a terminal."""
+    """Rich's console: the terminal's width, or $COLUMNS when set; 200 columns for a file or pipe otherwise, so
+    long folder names stay on one line there."""
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal or os.environ.get("COLUMNS", "").isdigit() else Console(width=200)
 
 
 def _share(value: float | None) -> str:
@@ -288,3 +290,40 @@ def print_presets(presets: dict, ensembles: dict, console: Console | None = None
 
 def _about(name: str, recipe: object) -> str:
     return getattr(recipe, "description", None) or PRESET_NOTES.get(name, "-")
+
+
+def _display_path(path: str) -> str:
+    """A path relative to the working folder when it lies inside it (shorter), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def analysis_table(images: list) -> Table:
+    """`ferbatch analyze`'s rows: one per face, plus an image's own row when it has no face or several
+    (`all`: the area-weighted mean of its faces, as the images table holds it); fits 80 columns."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("file", overflow="fold", ratio=1)
+    for header, justify in (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"), ("prob", "right"),
+                            ("sentiment", "left"), ("score", "right")):
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for image in images:
+        name = _display_path(image.path)
+        for index, face in enumerate(image.faces, start=1):
+            table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)), face.emotion,
+                          f"{face.probability:.1%}", face.sentiment, f"{face.score:+.3f}")
+        if image.status == "ok" and len(image.faces) > 1:
+            table.add_row("", "all", "", image.emotion, f"{image.probability:.1%}", image.sentiment,
+                          f"{image.score:+.3f}", end_section=True)
+        elif image.status != "ok":
+            table.add_row(name, "-", "", "no face" if image.status == "no_face" else "error", "", "", "")
+    return table
+
+
+def print_analysis(images: list, model_version: str, console: Console | None = None) -> None:
+    console = console or _console()
+    console.print(analysis_table(images))
+    for image in images:
+        if image.error:
+            console.print(f"  error: {_display_path(image.path)}: {image.error}", overflow="fold", highlight=False)
+    n_faces = sum(len(image.faces) for image in images)
+    console.print(f"{len(images)} image(s), {n_faces} face(s); model {model_version}", highlight=False)

@@ -88,10 +88,7 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
                 # A face too small in the reduced copy: crop every face from the full-resolution image.
                 decoded = decode(data, settings.max_pixels, known_id=result.image_id)
                 clock.lap("decode")
-            grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
-            result.crops = np.stack([crop_face(grey, face.scaled(decoded.scale), settings.crop_margin,
-                                               level_above=settings.level_above)
-                                     for face in faces])
+            result.crops = crop_faces(decoded.rgb, faces, decoded.scale, settings)
             result.faces = faces
             clock.lap("crop")
     except ImageError as exc:
@@ -100,6 +97,14 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
         log.exception("unexpected failure on %s", file.absolute)
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     return result
+
+
+def crop_faces(rgb: np.ndarray, faces: Sequence[Face], scale: float, settings: PipelineSettings) -> np.ndarray:
+    """The classifier's (n, 48, 48) grey crops of `faces` (original coordinates) from `rgb`, which is `scale`
+    times the original size: the one place the framing is applied, for files and for arrays alike."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return np.stack([crop_face(grey, face.scaled(scale), settings.crop_margin, level_above=settings.level_above)
+                     for face in faces])
 
 
 class _Clock:
