@@ -65,9 +65,11 @@ class Face:
 @dataclass(frozen=True)
 class ImageAnalysis:
     """One image's faces and, when it has any, its verdict: the area-weighted mean of its faces, as the images
-    table holds it. `status` is `ok`, `no_face` or `error` (then `error` says why)."""
+    table holds it. `status` is `ok`, `no_face` or `error` (then `error` says why). `path` is the file's absolute
+    path and `root` the folder it was found in (a file named directly: its own folder)."""
 
     path: str
+    root: str
     status: str
     error: str | None
     faces: list[Face]
@@ -141,14 +143,14 @@ class Analyzer:
 
     def _image(self, scored: ScoredImage) -> ImageAnalysis:
         item = scored.prepared
-        path = str(item.file.absolute)
+        path, root = str(item.file.absolute), str(item.file.root)
         if item.error:
-            return ImageAnalysis(path, "error", item.error, [])
+            return ImageAnalysis(path, root, "error", item.error, [])
         if not item.faces:
-            return ImageAnalysis(path, "no_face", None, [])
+            return ImageAnalysis(path, root, "no_face", None, [])
         verdict = image_verdict(item.faces, scored.probabilities, self.sentiment)
         return ImageAnalysis(
-            path, "ok", None, _faces(item.faces, scored.probabilities, self.sentiment),
+            path, root, "ok", None, _faces(item.faces, scored.probabilities, self.sentiment),
             emotion=verdict["emotion"], sentiment=str(verdict["sentiment"]), score=verdict["sentiment_score"],
             probabilities={name: verdict[f"p_{name.lower()}"] for name in CLASS_NAMES},
         )

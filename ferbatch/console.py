@@ -298,30 +298,36 @@ def _display_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def analysis_table(images: list) -> Table:
-    """`ferbatch analyze`'s rows: one per face, plus an image's own row when it has no face or several
-    (`all`: the area-weighted mean of its faces, as the images table holds it); fits 80 columns."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("file", overflow="fold", ratio=1)
-    for header, justify in (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"), ("prob", "right"),
-                            ("sentiment", "left"), ("score", "right")):
-        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+def analysis_tables(images: list) -> list[Table]:
+    """`ferbatch analyze`'s rows, a table per folder: one row per face, plus an image's own row when it has no
+    face or several (`all`: the area-weighted mean of its faces, as the images table holds it); fits 80 columns."""
+    tables: list[Table] = []
+    root = None
     for image in images:
-        name = _display_path(image.path)
+        if image.root != root:
+            root = image.root
+            tables.append(Table(title=_display_path(root), box=box.SIMPLE_HEAD, title_justify="left",
+                                pad_edge=False, padding=(0, 1), collapse_padding=True))
+            tables[-1].add_column("file", overflow="fold", ratio=1)
+            for header, justify in (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"),
+                                    ("p", "right"), ("sentiment", "left"), ("score", "right")):
+                tables[-1].add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table, name = tables[-1], os.path.relpath(image.path, image.root)
         for index, face in enumerate(image.faces, start=1):
             table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)), face.emotion,
                           f"{face.probability:.1%}", face.sentiment, f"{face.score:+.3f}")
         if image.status == "ok" and len(image.faces) > 1:
             table.add_row("", "all", "", image.emotion, f"{image.probability:.1%}", image.sentiment,
-                          f"{image.score:+.3f}", end_section=True)
+                          f"{image.score:+.3f}")
         elif image.status != "ok":
             table.add_row(name, "-", "", "no face" if image.status == "no_face" else "error", "", "", "")
-    return table
+    return tables
 
 
 def print_analysis(images: list, model_version: str, console: Console | None = None) -> None:
     console = console or _console()
-    console.print(analysis_table(images))
+    for table in analysis_tables(images):
+        console.print(table)
     for image in images:
         if image.error:
             console.print(f"  error: {_display_path(image.path)}: {image.error}", overflow="fold", highlight=False)

@@ -158,8 +158,8 @@ def score_images(
             return [pool.submit(prepare_one, file) for file in chunk]
 
         pending = submit(next(chunks, []))
-        if not isinstance(classifier, EmotionClassifier):
-            classifier = classifier()  # while the threads detect the first chunk
+        if pending and not isinstance(classifier, EmotionClassifier):
+            classifier = classifier()  # while the threads detect the first chunk; no files, no model
         while pending:
             upcoming = submit(next(chunks, []))
             prepared = [future.result() for future in pending]
