@@ -368,25 +368,49 @@ def init_config(path: Path) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=EXISTING_DIR)
+@click.option("--images", "rows", flag_value="images", default=None,
+              help="The rows themselves: one per image (its latest scoring), instead of the aggregates.")
+@click.option("--faces", "rows", flag_value="faces", help="The rows themselves: one per face.")
+@click.option("--folder", default=None, help="With --images / --faces: only this first-level folder "
+              "(or '(top level)').")
+@click.option("--emotion", default=None, help="With --images / --faces: only rows whose top emotion is this.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --images / --faces: at most N rows.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
-              show_default=True, help="Tables that fit 100 columns, or every column as CSV, JSON or Markdown.")
+              show_default=True, help="Tables that fit 80 columns, or every column as CSV or JSON, or Markdown.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Instead, write that run's charts to one self-contained HTML FILE.")
-def report(out_dir: Path, fmt: str, as_json: bool, html_file: Path | None) -> None:
-    """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
+def report(out_dir: Path, rows: str | None, folder: str | None, emotion: str | None, limit: int | None, fmt: str,
+           as_json: bool, html_file: Path | None) -> None:
+    """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR;
+    with --images or --faces, the rows themselves (each image's latest scoring)."""
+    fmt = "json" if as_json else fmt
+    if rows is None:
+        unused = [name for name, value in (("--folder", folder), ("--emotion", emotion), ("--limit", limit))
+                  if value is not None]
+        if unused:
+            raise click.UsageError(f"{', '.join(unused)}: only with --images or --faces")
+    elif html_file is not None:
+        raise click.UsageError(f"--html and --{rows} contradict each other")
     if html_file is not None:
         from ferbatch.html_report import write_html_report
 
         click.echo(f"wrote {write_html_report(out_dir, html_file)}")
         return
-    from ferbatch.console import print_aggregates
     from ferbatch.reports import ReportStore
+
+    if rows is not None:
+        from ferbatch.console import print_rows
+
+        print_rows(ReportStore(out_dir).rows(rows, folder=folder, emotion=emotion, limit=limit).to_pylist(), rows,
+                   fmt=fmt)
+        return
+    from ferbatch.console import print_aggregates
 
     table = ReportStore(out_dir).latest_aggregates()
     if table is None:
         raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
-    print_aggregates(table.to_pylist(), fmt="json" if as_json else fmt)
+    print_aggregates(table.to_pylist(), fmt=fmt)
 
 
 @cli.command()

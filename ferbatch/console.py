@@ -298,30 +298,125 @@ def _display_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def analysis_tables(images: list) -> list[Table]:
-    """`ferbatch analyze`'s rows, a table per folder: one row per face, plus an image's own row when it has no
-    face or several (`all`: the area-weighted mean of its faces, as the images table holds it); fits 80 columns."""
+# Per-row views (`analyze`, `report --images` / `--faces`): a table per scanned root, the file's path relative to
+# it in the first column (folded, never cut), the rest fixed-width; each fits 80 columns.
+_FACE_VIEW = (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"), ("p", "right"), ("sentiment", "left"),
+              ("score", "right"))
+_IMAGE_VIEW = (("faces", "right"), ("emotion", "left"), ("p", "right"), ("sentiment", "left"), ("score", "right"),
+               ("taken", "left"))
+
+
+def _rows_table(title: str, view: tuple[tuple[str, str], ...]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    table.add_column("file", overflow="fold", ratio=1)
+    for header, justify in view:
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    return table
+
+
+def _tables_by_root(items: list, root_of: Callable[[object], str], view: tuple[tuple[str, str], ...],
+                    add_rows: Callable[[Table, object], None]) -> list[Table]:
     tables: list[Table] = []
     root = None
-    for image in images:
-        if image.root != root:
-            root = image.root
-            tables.append(Table(title=_display_path(root), box=box.SIMPLE_HEAD, title_justify="left",
-                                pad_edge=False, padding=(0, 1), collapse_padding=True))
-            tables[-1].add_column("file", overflow="fold", ratio=1)
-            for header, justify in (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"),
-                                    ("p", "right"), ("sentiment", "left"), ("score", "right")):
-                tables[-1].add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        table, name = tables[-1], os.path.relpath(image.path, image.root)
+    for item in items:
+        if root_of(item) != root:
+            root = root_of(item)
+            tables.append(_rows_table(_display_path(root), view))
+        add_rows(tables[-1], item)
+    return tables
+
+
+def _verdict_cells(emotion: str, probability: float, sentiment: str, score: float) -> list[str]:
+    return [emotion, f"{probability:.1%}", sentiment, f"{score:+.3f}"]
+
+
+def analysis_tables(images: list) -> list[Table]:
+    """`ferbatch analyze`'s rows: one per face (numbered from 1), plus an image's own row when it has no face
+    or several (`all`: the area-weighted mean of its faces, as the images table holds it)."""
+
+    def add_rows(table: Table, image) -> None:
+        name = os.path.relpath(image.path, image.root)
         for index, face in enumerate(image.faces, start=1):
-            table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)), face.emotion,
-                          f"{face.probability:.1%}", face.sentiment, f"{face.score:+.3f}")
+            table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)),
+                          *_verdict_cells(face.emotion, face.probability, face.sentiment, face.score))
         if image.status == "ok" and len(image.faces) > 1:
-            table.add_row("", "all", "", image.emotion, f"{image.probability:.1%}", image.sentiment,
-                          f"{image.score:+.3f}")
+            table.add_row("", "all", "", *_verdict_cells(image.emotion, image.probability, image.sentiment,
+                                                         image.score))
         elif image.status != "ok":
             table.add_row(name, "-", "", "no face" if image.status == "no_face" else "error", "", "", "")
-    return tables
+
+    return _tables_by_root(images, lambda image: image.root, _FACE_VIEW, add_rows)
+
+
+def _row_probability(row: dict) -> float:
+    return row[f"p_{row['emotion'].lower()}"]
+
+
+def image_rows_tables(rows: list[dict]) -> list[Table]:
+    """`report --images`: one row per image; `faces` is its face count, `taken` its EXIF date."""
+
+    def add_rows(table: Table, row: dict) -> None:
+        taken = row["taken_at"].date().isoformat() if row.get("taken_at") else "-"
+        if row["status"] == "ok":
+            table.add_row(row["path"], str(row["n_faces"]), *_verdict_cells(
+                row["emotion"], _row_probability(row), row["sentiment"], row["sentiment_score"]), taken)
+        else:
+            table.add_row(row["path"], "-", "no face" if row["status"] == "no_face" else "error", "", "", "", taken)
+
+    return _tables_by_root(rows, lambda row: row["root"], _IMAGE_VIEW, add_rows)
+
+
+def face_rows_tables(rows: list[dict]) -> list[Table]:
+    """`report --faces`: one row per face, numbered from 1 within its image (face_index + 1)."""
+
+    previous: list = [None]
+
+    def add_rows(table: Table, row: dict) -> None:
+        image = (row["root"], row["path"])
+        name, previous[0] = ("" if image == previous[0] else row["path"]), image  # each image's name once
+        table.add_row(name, str(row["face_index"] + 1), ",".join(str(row[c]) for c in "xywh"),
+                      *_verdict_cells(row["emotion"], _row_probability(row), row["sentiment"],
+                                      row["sentiment_score"]))
+
+    return _tables_by_root(rows, lambda row: row["root"], _FACE_VIEW, add_rows)
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """Rows as csv or json (every column), or markdown (the columns the table view shows, with root and path)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if rows:
+            writer.writerow(rows[0])
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row.values()])
+        return out.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        faces = bool(rows) and "face_index" in rows[0]
+        columns = ["root", "path", *(["face_index", "x", "y", "w", "h"] if faces else ["status", "n_faces"]),
+                   "emotion", "sentiment", "sentiment_score", *([] if faces else ["taken_at"])]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        cell = lambda value: "-" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)  # noqa: E731
+        lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+        return "\n".join(lines)
+    raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
+def print_rows(rows: list[dict], table: str, console: Console | None = None, fmt: str = "table") -> None:
+    """`report --images` / `--faces` in a format; the table view says how many rows it shows."""
+    if fmt != "table":
+        (console.file if console else sys.stdout).write(format_rows(rows, fmt) + "\n")
+        return
+    console = console or _console()
+    for view in (image_rows_tables if table == "images" else face_rows_tables)(rows):
+        console.print(view)
+    for row in rows:
+        if row.get("error"):
+            console.print(f"  error: {row['path']}: {row['error']}", overflow="fold", highlight=False)
+    console.print(f"{len(rows)} {table[:-1] if len(rows) == 1 else table}", highlight=False)
 
 
 def print_analysis(images: list, model_version: str, console: Console | None = None) -> None:

@@ -72,20 +72,21 @@ def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceR
     faces: list[FaceRow] = []
     verdict: dict = {"emotion": None, "sentiment": None, "sentiment_score": None,
                      **dict.fromkeys(PROBABILITY_COLUMNS)}
+    folder = as_text(Path(file.folder)) if file.folder else TOP_LEVEL_FOLDER
     if status == "ok":
         for index, (face, probabilities, face_verdict) in enumerate(zip(
                 item.faces, scored.probabilities, face_verdicts(scored.probabilities, run.sentiment), strict=True)):
             faces.append(FaceRow(
-                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, path=file.path_text,
-                face_index=index, x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
+                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, root=file.root_text,
+                path=file.path_text, folder=folder, taken_at=item.taken_at, face_index=index,
+                x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
                 det_score=face.score, **_probabilities(probabilities), **face_verdict,
                 model_version=run.model_version,
             ))
         verdict = image_verdict(item.faces, scored.probabilities, run.sentiment)
     image = ImageRow(
         run_id=run.run_id, run_date=run.run_date, scored_at=run.scored_at, root=file.root_text,
-        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else TOP_LEVEL_FOLDER,
-        image_id=item.image_id,
+        path=file.path_text, folder=folder, image_id=item.image_id,
         bytes=file.bytes, mtime=file.mtime, width=item.width, height=item.height, taken_at=item.taken_at,
         status=status, error=item.error, n_faces=len(item.faces), **verdict, model_version=run.model_version,
         detector=run.detector,
