@@ -33,8 +33,12 @@ def _top_level_labelled(table: pa.Table) -> pa.Table:
 
 
 def _latest_runs(images: pa.Table) -> pa.Table:
-    """(root, path, run_id) of each image's latest scoring run: a new model or --rescore scores it again."""
-    return images.group_by(_IMAGE_KEY).aggregate([("run_id", "max")]).rename_columns([*_IMAGE_KEY, "run_id"])
+    """(root, path, run_id) of each image's latest scoring run (a new model or --rescore scores it again): by
+    scored_at, to the microsecond, since run ids of runs started in the same second sort by their random tail."""
+    newest = images.group_by(_IMAGE_KEY).aggregate([("scored_at", "max")]).rename_columns([*_IMAGE_KEY, "scored_at"])
+    keys = images.select([*_IMAGE_KEY, "scored_at", "run_id"]).join(newest, keys=[*_IMAGE_KEY, "scored_at"],
+                                                                    join_type="inner")
+    return keys.select([*_IMAGE_KEY, "run_id"])
 
 
 def read_rows(out_dir: str | Path, table: str, *, folder: str | None = None, emotion: str | None = None,
