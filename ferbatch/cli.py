@@ -446,24 +446,22 @@ def list_models(models_dir: Path | None) -> None:
         click.echo(f"no models registered in {registry.root}")
         return
     current = registry.current_version()
-    click.echo(f"{'':2}{'version':34} {'arch':8} {'params':>9} {'public':>7} {'private':>7} {'priv+flip':>9} labels")
+    rows = []
     for version in versions:
         card = registry.card(version)
-        m = card["metrics"]
-        private = m.get("PrivateTest", {})
-        click.echo(
-            f"{'*' if version == current else ' '} {version:34} {card['architecture']:8} {card['parameters']:>9,} "
-            f"{m['PublicTest']['plain']['accuracy']:>7.4f} "
-            f"{private.get('plain', {}).get('accuracy', float('nan')):>7.4f} "
-            f"{private.get('flip_tta', {}).get('accuracy', float('nan')):>9.4f} {card['label_source']}"
-        )
+        metrics, private = card["metrics"], card["metrics"].get("PrivateTest", {})
+        rows.append({"version": version, "current": version == current, "parameters": card["parameters"],
+                     "public": metrics["PublicTest"]["plain"]["accuracy"],
+                     "private": private.get("plain", {}).get("accuracy"),
+                     "private_flip": private.get("flip_tta", {}).get("accuracy"), "labels": card["label_source"]})
+    runs = []
     for version in unfinished:
         card = registry.unfinished_card(version)
-        click.echo(
-            f"  {version:34} {card['architecture']:8} unfinished: epoch {card['epochs_done']} of "
-            f"{card['training_config']['epochs']}, best PublicTest {card['best_public_accuracy']:.4f} so far "
-            f"(`ferbatch train --data ... --resume-from {version}`)"
-        )
+        runs.append({"version": version, "epochs_done": card["epochs_done"],
+                     "epochs": card["training_config"]["epochs"], "best_public": card["best_public_accuracy"]})
+    from ferbatch.console import print_models
+
+    print_models(rows, runs)
 
 
 @models.command("register-unfinished")

@@ -125,7 +125,7 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-# The report's views: each fits 100 columns; headers say what a value is (a share of images with a face,
+# The report's views: each fits 80 columns; headers say what a value is (a share of images with a face,
 # or a count of images whose top emotion it is), so no two columns share a header.
 _GROUP_COLUMNS = (("group_by", "by"), ("group_value", "value"))
 AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -139,14 +139,16 @@ AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
 AGGREGATE_FORMATS = ("table", "csv", "json", "markdown")
 
 
-def _table(title: str, headers: list[str], first_columns: int = 0) -> Table:
-    """A compact table: label columns fold long values instead of cutting them with `…`."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+def _table(title: str | None, headers: list[str], first_columns: int = 0) -> Table:
+    """A compact table (two spaces between columns): label columns fold long values instead of cutting them with
+    `…`; a header's line break shares its width between two lines."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
     for i, header in enumerate(headers):
         if i < first_columns:
             table.add_column(header, overflow="fold")
         else:
-            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+            table.add_column(header, justify="right", no_wrap=True, min_width=max(map(len, header.split("\n"))))
     return table
 
 
@@ -164,7 +166,7 @@ def _cell(column: str, value: object) -> str:
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or _console()
     console.print(f"ferbatch run {summary['run_id']} (model {summary['model_version']})")
-    images = _table("images", ["found", "already scored", "scored", "with face", "no face", "error", "faces",
+    images = _table("images", ["found", "already\nscored", "scored", "with\nface", "no\nface", "error", "faces",
                                "images/s"])
     images.add_row(*map(str, (summary["images_found"], summary["already_scored"], summary["scored"], summary["ok"],
                               summary["no_face"], summary["error"], summary["faces"])),
@@ -201,10 +203,11 @@ def format_summary(summary: dict, fmt: str) -> str:
 
 
 def aggregate_views(rows: list[dict]) -> list[Table]:
-    """The report's tables, one per view, each narrow enough for a 100-column terminal."""
+    """The report's tables, one per view, each narrow enough for an 80-column terminal."""
     tables = []
     for title, columns in AGGREGATE_VIEWS.items():
         table = _table(title, [h for _, h in (*_GROUP_COLUMNS, *columns)], first_columns=len(_GROUP_COLUMNS))
+        table.columns[0].no_wrap = True  # all, folder, taken_date: never folded; the value column folds
         for row in rows:
             table.add_row(*[_cell(c, row.get(c)) for c, _ in (*_GROUP_COLUMNS, *columns)])
         tables.append(table)
@@ -265,27 +268,58 @@ PRESET_NOTES = {
 }
 
 
+_PRECISION = {"float32": "fp32", "mixed_bfloat16": "bf16 mix", "mixed_float16": "fp16 mix"}
+
+
+def _recipe_cells(config) -> list[str]:
+    return [str(config.epochs), str(config.batch_size), f"{config.learning_rate:g}",
+            f"{config.optimizer}+{config.lr_schedule}", _PRECISION.get(config.precision, config.precision),
+            f"{config.crop}px" if config.crop else "-"]
+
+
 def print_presets(presets: dict, ensembles: dict, console: Console | None = None) -> None:
-    """The training recipes: a table of key settings, then what each is for; fits 100 columns."""
+    """The training recipes: a table of key settings, then what each is for; fits 80 columns."""
     console = console or _console()
     table = _table("training presets (ferbatch train --preset NAME)",
-                   ["preset", "network", "epochs", "batch", "lr", "schedule", "optimizer", "precision", "crop"],
-                   first_columns=2)
+                   ["preset", "network", "epochs", "batch", "lr", "optimizer", "precision", "crop"], first_columns=2)
     table.columns[0].no_wrap = True  # names are what a person types: never folded
+    table.columns[1].min_width = 8  # a network's name on one line; "3 x crop_cnn" on two
+    for index in (5, 6):
+        table.columns[index].justify = "left"
     for name, config in presets.items():
-        table.add_row(name, config.architecture, str(config.epochs), str(config.batch_size),
-                      f"{config.learning_rate:g}", config.lr_schedule, config.optimizer, config.precision,
-                      f"{config.crop}px" if config.crop else "-")
+        table.add_row(name, config.architecture, *_recipe_cells(config))
     for name, ensemble in ensembles.items():
         member = presets.get(ensemble.member)
-        table.add_row(name, f"{len(ensemble.seeds)} x {ensemble.member}", *(
-            [str(member.epochs), str(member.batch_size), f"{member.learning_rate:g}", member.lr_schedule,
-             member.optimizer, member.precision, f"{member.crop}px" if member.crop else "-"] if member
-            else ["-"] * 7))
+        table.add_row(name, f"{len(ensemble.seeds)} x {member.architecture if member else ensemble.member}",
+                      *(_recipe_cells(member) if member else ["-"] * 6))
     console.print(table)
+    notes = Table.grid(padding=(0, 1))
+    notes.add_column(no_wrap=True)
+    notes.add_column(overflow="fold")
     for name, recipe in [*presets.items(), *ensembles.items()]:
-        console.print(f"  {name}: {_about(name, recipe)}", overflow="fold", highlight=False)
+        notes.add_row(f"  {name}:", _about(name, recipe))
+    console.print(notes, highlight=False)
     console.print("  every setting: ferbatch presets --json", highlight=False)
+
+
+def print_models(rows: list[dict], unfinished: list[dict], console: Console | None = None) -> None:
+    """`models list`: a version per row (its name ends with its architecture; * marks the current one), with
+    PublicTest and PrivateTest accuracy; unfinished runs below, with how to continue them. Fits 80 columns."""
+    console = console or _console()
+    if rows:
+        table = _table(None, ["version", "params", "public", "private", "priv+flip", "labels"], first_columns=1)
+        table.columns[0].no_wrap = True
+        table.columns[-1].justify = "left"
+        for row in rows:
+            table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", f"{row['parameters']:,}",
+                          *(f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("public", "private",
+                                                                                             "private_flip")),
+                          row["labels"])
+        console.print(table, highlight=False)
+    for run in unfinished:
+        console.print(f"  {run['version']}: unfinished, epoch {run['epochs_done']} of {run['epochs']}, best "
+                      f"PublicTest {run['best_public']:.4f} so far; continue it with `ferbatch train --data ... "
+                      f"--resume-from {run['version']}`", highlight=False)
 
 
 def _about(name: str, recipe: object) -> str:
