@@ -22,13 +22,16 @@ from rich.table import Table
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.reports import TOP_LEVEL_FOLDER
 
+WRITING_REPORTS = "writing reports"  # the bar's label once every image is counted
+
 
 class ScoringProgress:
     """Counts scored images against a total, with rate and ETA from `clock`.
 
-    On a terminal (`terminal=True`) it draws a rich bar on stderr; log lines printed meanwhile (ferbatch's
-    and Prefect's) go above it. Elsewhere it logs a plain line (count, rate, ETA) at most every `interval`
-    seconds and once at the end, so a log file shows a long run moving.
+    On a terminal (`terminal=True`) it draws a rich bar on stderr, labelled 'writing reports' once every image
+    is counted; log lines printed meanwhile (ferbatch's and Prefect's) go above it. Elsewhere it logs a plain
+    line (count, rate, ETA) at most every `interval` seconds and once at the end, so a log file shows a long run
+    moving.
     """
 
     def __init__(self, total: int, *, terminal: bool, clock: Callable[[], float] = time.monotonic,
@@ -55,8 +58,8 @@ class ScoringProgress:
     def __enter__(self) -> ScoringProgress:
         self._started = self._last_line = self.clock()
         if self.terminal and self.total:
-            columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                       TextColumn("ETA"), TimeRemainingColumn())
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
             self._bar = Progress(*columns, console=Console(file=sys.stderr), transient=True, redirect_stderr=True,
                                  redirect_stdout=True)
             self._stack.enter_context(self._bar)
@@ -69,7 +72,11 @@ class ScoringProgress:
             self.done += n
             if self._bar is not None:
                 rate = self.rate()
-                self._bar.update(self._task, advance=n, rate="" if rate is None else f"{rate:.1f} img/s")
+                # Every image counted: its chunk is still classified, then the parts and the aggregates are written
+                # and committed, which takes seconds; the bar says so instead of sitting at N/N.
+                finishing = {"description": WRITING_REPORTS} if self.done >= self.total else {}
+                self._bar.update(self._task, advance=n, rate="" if rate is None else f"{rate:.1f} img/s",
+                                 **finishing)
             elif self.total and self.clock() - self._last_line >= self.interval:
                 self._last_line = self.clock()
                 self.log.info(self.line())
