@@ -47,6 +47,10 @@ def _with_image_columns(faces: pa.Table, images: pa.Table) -> pa.Table:
     """`faces` with root, folder and taken_at from the images rows of the same run, image and path."""
     keys = ["run_id", "image_id", "path"]
     source = images.select([*keys, *FACE_IMAGE_COLUMNS]).filter(pc.is_valid(images.column("image_id")))
+    # One row per key, so no face is repeated: the same file content at the same relative path under two roots
+    # in one run is the only way to meet a key twice, and an old faces row cannot say which root it came from.
+    source = source.group_by(keys, use_threads=False).aggregate([(c, "first") for c in FACE_IMAGE_COLUMNS])
+    source = source.select([*keys, *(f"{c}_first" for c in FACE_IMAGE_COLUMNS)])
     source = source.rename_columns([*keys, *(f"_image_{c}" for c in FACE_IMAGE_COLUMNS)])
     joined = faces.append_column("_order", pa.array(range(faces.num_rows), pa.int64()))
     joined = joined.join(source, keys=keys, join_type="left outer").sort_by("_order")
@@ -62,8 +66,9 @@ def _with_image_columns(faces: pa.Table, images: pa.Table) -> pa.Table:
 def fill_face_columns(faces: pa.Table, images: pa.Table) -> pa.Table:
     """Faces rows read from parts written before the faces table held its image's root, folder and taken_at,
     given them from `images` (the same runs' rows); rows that hold them already are unchanged."""
-    missing = [c for c in FACE_IMAGE_COLUMNS if c not in faces.column_names or faces.column(c).null_count]
-    return _with_image_columns(faces, images) if missing and faces.num_rows else faces
+    # root is never null in a part that has the columns (taken_at often is: photos without an EXIF date).
+    old_rows = "root" not in faces.column_names or faces.column("root").null_count
+    return _with_image_columns(faces, images) if old_rows and faces.num_rows else faces
 
 
 def _add_face_columns(out_dir: Path) -> list[Path]:
