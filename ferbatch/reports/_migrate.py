@@ -78,6 +78,9 @@ def _add_face_columns(out_dir: Path) -> list[Path]:
         schema = pq.read_schema(part)
         if all(column in schema.names for column in FACE_IMAGE_COLUMNS):
             continue
+        if "run_date" in schema.names:  # older still: drop_partition_column checks and drops that column first
+            log.warning("%s: still holds run_date; run `python -m ferbatch.migrate %s`", part, out_dir)
+            continue
         sibling = out_dir / "images" / part.parent.name / part.name  # the same run and shard
         if not sibling.is_file():
             log.warning("%s: no images part beside it to take root, folder and taken_at from; left as is", part)
