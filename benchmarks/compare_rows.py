@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 IGNORED = ("run_id", "scored_at")  # differ between any two runs
-KEYS = {"images": ["root", "path"], "faces": ["path", "face_index"]}
+KEYS = {"images": ["root", "path"], "faces": ["root", "path", "face_index"]}
 
 
 def read(out: Path, table: str) -> pd.DataFrame:

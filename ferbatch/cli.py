@@ -270,6 +270,52 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
+@_models_dir_option
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
+              help="Change the default map, e.g. 'Surprise=positive'.")
+@click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write copies of the images with boxes and labels drawn into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print every image and face as JSON.")
+@click.pass_context
+def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, models_dir: Path | None,
+            include: tuple[str, ...], exclude: tuple[str, ...], sentiment_map: str | None, annotate: Path | None,
+            as_json: bool) -> None:
+    """Print the faces in images or folders: box, emotion, its probability, sentiment and score.
+
+    The same detector, framing and model as `score`, with the configured score settings, but no Prefect
+    and no report folder: nothing is written (except --annotate's copies).
+    """
+    from ferbatch.scoring import parse_sentiment_map
+
+    config = _config(ctx)
+    sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
+    from ferbatch.analysis import Analyzer
+
+    analyzer = Analyzer(model=version, models_dir=models_dir or config.models_dir, settings=config.score,
+                        sentiment=sentiment)
+    from ferbatch.scoring import annotator
+
+    draw = annotator(annotate, analyzer.sentiment) if annotate else None
+    images = list(analyzer.images(paths, include=include, exclude=exclude, skip_dirs=[annotate] if annotate else (),
+                                  on_image=draw))
+    if not images:
+        from ferbatch.scoring import no_images_message
+
+        raise FerbatchError(no_images_message(paths))
+    if as_json:
+        click.echo(json.dumps({"model_version": analyzer.model_version,
+                               "images": [image.to_dict() for image in images]}, indent=2))
+        return
+    from ferbatch.console import print_analysis
+
+    print_analysis(images, analyzer.model_version)
+
+
+@cli.command()
 @click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -338,25 +384,49 @@ def init_config(path: Path) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=EXISTING_DIR)
+@click.option("--images", "rows", flag_value="images", default=None,
+              help="The rows themselves: one per image (its latest scoring), instead of the aggregates.")
+@click.option("--faces", "rows", flag_value="faces", help="The rows themselves: one per face.")
+@click.option("--folder", default=None, help="With --images / --faces: only this first-level folder "
+              "(or '(top level)').")
+@click.option("--emotion", default=None, help="With --images / --faces: only rows whose top emotion is this.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --images / --faces: at most N rows.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
-              show_default=True, help="Tables that fit 100 columns, or every column as CSV, JSON or Markdown.")
+              show_default=True, help="Tables that fit 80 columns, or every column as CSV or JSON, or Markdown.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Instead, write that run's charts to one self-contained HTML FILE.")
-def report(out_dir: Path, fmt: str, as_json: bool, html_file: Path | None) -> None:
-    """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR."""
+def report(out_dir: Path, rows: str | None, folder: str | None, emotion: str | None, limit: int | None, fmt: str,
+           as_json: bool, html_file: Path | None) -> None:
+    """Print the aggregates of the latest run that scored images, read back from the Parquet in OUT_DIR;
+    with --images or --faces, the rows themselves (each image's latest scoring)."""
+    fmt = "json" if as_json else fmt
+    if rows is None:
+        unused = [name for name, value in (("--folder", folder), ("--emotion", emotion), ("--limit", limit))
+                  if value is not None]
+        if unused:
+            raise click.UsageError(f"{', '.join(unused)}: only with --images or --faces")
+    elif html_file is not None:
+        raise click.UsageError(f"--html and --{rows} contradict each other")
     if html_file is not None:
         from ferbatch.html_report import write_html_report
 
         click.echo(f"wrote {write_html_report(out_dir, html_file)}")
         return
-    from ferbatch.console import print_aggregates
     from ferbatch.reports import ReportStore
+
+    if rows is not None:
+        from ferbatch.console import print_rows
+
+        print_rows(ReportStore(out_dir).rows(rows, folder=folder, emotion=emotion, limit=limit).to_pylist(), rows,
+                   fmt=fmt)
+        return
+    from ferbatch.console import print_aggregates
 
     table = ReportStore(out_dir).latest_aggregates()
     if table is None:
         raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
-    print_aggregates(table.to_pylist(), fmt="json" if as_json else fmt)
+    print_aggregates(table.to_pylist(), fmt=fmt)
 
 
 @cli.command()
@@ -392,24 +462,22 @@ def list_models(models_dir: Path | None) -> None:
         click.echo(f"no models registered in {registry.root}")
         return
     current = registry.current_version()
-    click.echo(f"{'':2}{'version':34} {'arch':8} {'params':>9} {'public':>7} {'private':>7} {'priv+flip':>9} labels")
+    rows = []
     for version in versions:
         card = registry.card(version)
-        m = card["metrics"]
-        private = m.get("PrivateTest", {})
-        click.echo(
-            f"{'*' if version == current else ' '} {version:34} {card['architecture']:8} {card['parameters']:>9,} "
-            f"{m['PublicTest']['plain']['accuracy']:>7.4f} "
-            f"{private.get('plain', {}).get('accuracy', float('nan')):>7.4f} "
-            f"{private.get('flip_tta', {}).get('accuracy', float('nan')):>9.4f} {card['label_source']}"
-        )
+        metrics, private = card["metrics"], card["metrics"].get("PrivateTest", {})
+        rows.append({"version": version, "current": version == current, "parameters": card["parameters"],
+                     "public": metrics["PublicTest"]["plain"]["accuracy"],
+                     "private": private.get("plain", {}).get("accuracy"),
+                     "private_flip": private.get("flip_tta", {}).get("accuracy"), "labels": card["label_source"]})
+    runs = []
     for version in unfinished:
         card = registry.unfinished_card(version)
-        click.echo(
-            f"  {version:34} {card['architecture']:8} unfinished: epoch {card['epochs_done']} of "
-            f"{card['training_config']['epochs']}, best PublicTest {card['best_public_accuracy']:.4f} so far "
-            f"(`ferbatch train --data ... --resume-from {version}`)"
-        )
+        runs.append({"version": version, "epochs_done": card["epochs_done"],
+                     "epochs": card["training_config"]["epochs"], "best_public": card["best_public_accuracy"]})
+    from ferbatch.console import print_models
+
+    print_models(rows, runs)
 
 
 @models.command("register-unfinished")

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,13 +22,16 @@ from rich.table import Table
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.reports import TOP_LEVEL_FOLDER
 
+WRITING_REPORTS = "writing reports"  # the bar's label once every image is counted
+
 
 class ScoringProgress:
     """Counts scored images against a total, with rate and ETA from `clock`.
 
-    On a terminal (`terminal=True`) it draws a rich bar on stderr; log lines printed meanwhile (ferbatch's
-    and Prefect's) go above it. Elsewhere it logs a plain line (count, rate, ETA) at most every `interval`
-    seconds and once at the end, so a log file shows a long run moving.
+    On a terminal (`terminal=True`) it draws a rich bar on stderr, labelled 'writing reports' once every image
+    is counted; log lines printed meanwhile (ferbatch's and Prefect's) go above it. Elsewhere it logs a plain
+    line (count, rate, ETA) at most every `interval` seconds and once at the end, so a log file shows a long run
+    moving.
     """
 
     def __init__(self, total: int, *, terminal: bool, clock: Callable[[], float] = time.monotonic,
@@ -54,8 +58,8 @@ class ScoringProgress:
     def __enter__(self) -> ScoringProgress:
         self._started = self._last_line = self.clock()
         if self.terminal and self.total:
-            columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                       TextColumn("ETA"), TimeRemainingColumn())
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
             self._bar = Progress(*columns, console=Console(file=sys.stderr), transient=True, redirect_stderr=True,
                                  redirect_stdout=True)
             self._stack.enter_context(self._bar)
@@ -68,7 +72,11 @@ class ScoringProgress:
             self.done += n
             if self._bar is not None:
                 rate = self.rate()
-                self._bar.update(self._task, advance=n, rate="" if rate is None else f"{rate:.1f} img/s")
+                # Every image counted: its chunk is still classified, then the parts and the aggregates are written
+                # and committed, which takes seconds; the bar says so instead of sitting at N/N.
+                finishing = {"description": WRITING_REPORTS} if self.done >= self.total else {}
+                self._bar.update(self._task, advance=n, rate="" if rate is None else f"{rate:.1f} img/s",
+                                 **finishing)
             elif self.total and self.clock() - self._last_line >= self.interval:
                 self._last_line = self.clock()
                 self.log.info(self.line())
@@ -97,9 +105,10 @@ def _log_handlers_printing_on(console: Console) -> Iterator[None]:
 
 
 def _console() -> Console:
-    """Rich's console; wide enough for the tables when output goes to a file or pipe, not a terminal."""
+    """Rich's console: the terminal's width, or $COLUMNS when set; 200 columns for a file or pipe otherwise, so
+    long folder names stay on one line there."""
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal or os.environ.get("COLUMNS", "").isdigit() else Console(width=200)
 
 
 def _share(value: float | None) -> str:
@@ -123,7 +132,7 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-# The report's views: each fits 100 columns; headers say what a value is (a share of images with a face,
+# The report's views: each fits 80 columns; headers say what a value is (a share of images with a face,
 # or a count of images whose top emotion it is), so no two columns share a header.
 _GROUP_COLUMNS = (("group_by", "by"), ("group_value", "value"))
 AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -137,14 +146,16 @@ AGGREGATE_VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
 AGGREGATE_FORMATS = ("table", "csv", "json", "markdown")
 
 
-def _table(title: str, headers: list[str], first_columns: int = 0) -> Table:
-    """A compact table: label columns fold long values instead of cutting them with `…`."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+def _table(title: str | None, headers: list[str], first_columns: int = 0) -> Table:
+    """A compact table (two spaces between columns): label columns fold long values instead of cutting them with
+    `…`; a header's line break shares its width between two lines."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
     for i, header in enumerate(headers):
         if i < first_columns:
             table.add_column(header, overflow="fold")
         else:
-            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+            table.add_column(header, justify="right", no_wrap=True, min_width=max(map(len, header.split("\n"))))
     return table
 
 
@@ -162,7 +173,7 @@ def _cell(column: str, value: object) -> str:
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or _console()
     console.print(f"ferbatch run {summary['run_id']} (model {summary['model_version']})")
-    images = _table("images", ["found", "already scored", "scored", "with face", "no face", "error", "faces",
+    images = _table("images", ["found", "already\nscored", "scored", "with\nface", "no\nface", "error", "faces",
                                "images/s"])
     images.add_row(*map(str, (summary["images_found"], summary["already_scored"], summary["scored"], summary["ok"],
                               summary["no_face"], summary["error"], summary["faces"])),
@@ -199,10 +210,11 @@ def format_summary(summary: dict, fmt: str) -> str:
 
 
 def aggregate_views(rows: list[dict]) -> list[Table]:
-    """The report's tables, one per view, each narrow enough for a 100-column terminal."""
+    """The report's tables, one per view, each narrow enough for an 80-column terminal."""
     tables = []
     for title, columns in AGGREGATE_VIEWS.items():
         table = _table(title, [h for _, h in (*_GROUP_COLUMNS, *columns)], first_columns=len(_GROUP_COLUMNS))
+        table.columns[0].no_wrap = True  # all, folder, taken_date: never folded; the value column folds
         for row in rows:
             table.add_row(*[_cell(c, row.get(c)) for c, _ in (*_GROUP_COLUMNS, *columns)])
         tables.append(table)
@@ -263,28 +275,197 @@ PRESET_NOTES = {
 }
 
 
+_PRECISION = {"float32": "fp32", "mixed_bfloat16": "bf16 mix", "mixed_float16": "fp16 mix"}
+
+
+def _recipe_cells(config) -> list[str]:
+    return [str(config.epochs), str(config.batch_size), f"{config.learning_rate:g}",
+            f"{config.optimizer}+{config.lr_schedule}", _PRECISION.get(config.precision, config.precision),
+            f"{config.crop}px" if config.crop else "-"]
+
+
 def print_presets(presets: dict, ensembles: dict, console: Console | None = None) -> None:
-    """The training recipes: a table of key settings, then what each is for; fits 100 columns."""
+    """The training recipes: a table of key settings, then what each is for; fits 80 columns."""
     console = console or _console()
     table = _table("training presets (ferbatch train --preset NAME)",
-                   ["preset", "network", "epochs", "batch", "lr", "schedule", "optimizer", "precision", "crop"],
-                   first_columns=2)
+                   ["preset", "network", "epochs", "batch", "lr", "optimizer", "precision", "crop"], first_columns=2)
     table.columns[0].no_wrap = True  # names are what a person types: never folded
+    table.columns[1].min_width = 8  # a network's name on one line; "3 x crop_cnn" on two
+    for index in (5, 6):
+        table.columns[index].justify = "left"
     for name, config in presets.items():
-        table.add_row(name, config.architecture, str(config.epochs), str(config.batch_size),
-                      f"{config.learning_rate:g}", config.lr_schedule, config.optimizer, config.precision,
-                      f"{config.crop}px" if config.crop else "-")
+        table.add_row(name, config.architecture, *_recipe_cells(config))
     for name, ensemble in ensembles.items():
         member = presets.get(ensemble.member)
-        table.add_row(name, f"{len(ensemble.seeds)} x {ensemble.member}", *(
-            [str(member.epochs), str(member.batch_size), f"{member.learning_rate:g}", member.lr_schedule,
-             member.optimizer, member.precision, f"{member.crop}px" if member.crop else "-"] if member
-            else ["-"] * 7))
+        table.add_row(name, f"{len(ensemble.seeds)} x {member.architecture if member else ensemble.member}",
+                      *(_recipe_cells(member) if member else ["-"] * 6))
     console.print(table)
+    notes = Table.grid(padding=(0, 1))
+    notes.add_column(no_wrap=True)
+    notes.add_column(overflow="fold")
     for name, recipe in [*presets.items(), *ensembles.items()]:
-        console.print(f"  {name}: {_about(name, recipe)}", overflow="fold", highlight=False)
+        notes.add_row(f"  {name}:", _about(name, recipe))
+    console.print(notes, highlight=False)
     console.print("  every setting: ferbatch presets --json", highlight=False)
+
+
+def print_models(rows: list[dict], unfinished: list[dict], console: Console | None = None) -> None:
+    """`models list`: a version per row (its name ends with its architecture; * marks the current one), with
+    PublicTest and PrivateTest accuracy; unfinished runs below, with how to continue them. Fits 80 columns."""
+    console = console or _console()
+    if rows:
+        table = _table(None, ["version", "params", "public", "private", "priv+flip", "labels"], first_columns=1)
+        table.columns[0].no_wrap = True
+        table.columns[-1].justify = "left"
+        for row in rows:
+            table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", f"{row['parameters']:,}",
+                          *(f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("public", "private",
+                                                                                             "private_flip")),
+                          row["labels"])
+        console.print(table, highlight=False)
+    for run in unfinished:
+        console.print(f"  {run['version']}: unfinished, epoch {run['epochs_done']} of {run['epochs']}, best "
+                      f"PublicTest {run['best_public']:.4f} so far; continue it with `ferbatch train --data ... "
+                      f"--resume-from {run['version']}`", highlight=False)
 
 
 def _about(name: str, recipe: object) -> str:
     return getattr(recipe, "description", None) or PRESET_NOTES.get(name, "-")
+
+
+def _display_path(path: str) -> str:
+    """A path relative to the working folder when it lies inside it (shorter), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+# Per-row views (`analyze`, `report --images` / `--faces`): a table per scanned root, the file's path relative to
+# it in the first column (folded, never cut), the rest fixed-width; each fits 80 columns.
+_FACE_VIEW = (("face", "right"), ("box x,y,w,h", "left"), ("emotion", "left"), ("p", "right"), ("sentiment", "left"),
+              ("score", "right"))
+_IMAGE_VIEW = (("faces", "right"), ("emotion", "left"), ("p", "right"), ("sentiment", "left"), ("score", "right"),
+               ("taken", "left"))
+
+
+def _rows_table(title: str, view: tuple[tuple[str, str], ...]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    table.add_column("file", overflow="fold", ratio=1)
+    for header, justify in view:
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    return table
+
+
+def _tables_by_root(items: list, root_of: Callable[[object], str], view: tuple[tuple[str, str], ...],
+                    add_rows: Callable[[Table, object], None]) -> list[Table]:
+    tables: list[Table] = []
+    root = None
+    for item in items:
+        if root_of(item) != root:
+            root = root_of(item)
+            tables.append(_rows_table(_display_path(root), view))
+        add_rows(tables[-1], item)
+    return tables
+
+
+def _verdict_cells(emotion: str, probability: float, sentiment: str, score: float) -> list[str]:
+    return [emotion, f"{probability:.1%}", sentiment, f"{score:+.3f}"]
+
+
+def analysis_tables(images: list) -> list[Table]:
+    """`ferbatch analyze`'s rows: one per face (numbered from 1), plus an image's own row when it has no face
+    or several (`all`: the area-weighted mean of its faces, as the images table holds it)."""
+
+    def add_rows(table: Table, image) -> None:
+        name = os.path.relpath(image.path, image.root)
+        for index, face in enumerate(image.faces, start=1):
+            table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)),
+                          *_verdict_cells(face.emotion, face.probability, face.sentiment, face.score))
+        if image.status == "ok" and len(image.faces) > 1:
+            table.add_row("", "all", "", *_verdict_cells(image.emotion, image.probability, image.sentiment,
+                                                         image.score))
+        elif image.status != "ok":
+            table.add_row(name, "-", "", "no face" if image.status == "no_face" else "error", "", "", "")
+
+    return _tables_by_root(images, lambda image: image.root, _FACE_VIEW, add_rows)
+
+
+def _row_probability(row: dict) -> float:
+    return row[f"p_{row['emotion'].lower()}"]
+
+
+def image_rows_tables(rows: list[dict]) -> list[Table]:
+    """`report --images`: one row per image; `faces` is its face count, `taken` its EXIF date."""
+
+    def add_rows(table: Table, row: dict) -> None:
+        taken = row["taken_at"].date().isoformat() if row.get("taken_at") else "-"
+        if row["status"] == "ok":
+            table.add_row(row["path"], str(row["n_faces"]), *_verdict_cells(
+                row["emotion"], _row_probability(row), row["sentiment"], row["sentiment_score"]), taken)
+        else:
+            table.add_row(row["path"], "-", "no face" if row["status"] == "no_face" else "error", "", "", "", taken)
+
+    return _tables_by_root(rows, lambda row: row["root"], _IMAGE_VIEW, add_rows)
+
+
+def face_rows_tables(rows: list[dict]) -> list[Table]:
+    """`report --faces`: one row per face, numbered from 1 within its image (face_index + 1)."""
+
+    previous: list = [None]
+
+    def add_rows(table: Table, row: dict) -> None:
+        image = (row["root"], row["path"])
+        name, previous[0] = ("" if image == previous[0] else row["path"]), image  # each image's name once
+        table.add_row(name, str(row["face_index"] + 1), ",".join(str(row[c]) for c in "xywh"),
+                      *_verdict_cells(row["emotion"], _row_probability(row), row["sentiment"],
+                                      row["sentiment_score"]))
+
+    return _tables_by_root(rows, lambda row: row["root"], _FACE_VIEW, add_rows)
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """Rows as csv or json (every column), or markdown (the columns the table view shows, with root and path)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if rows:
+            writer.writerow(rows[0])
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row.values()])
+        return out.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        faces = bool(rows) and "face_index" in rows[0]
+        columns = ["root", "path", *(["face_index", "x", "y", "w", "h"] if faces else ["status", "n_faces"]),
+                   "emotion", "sentiment", "sentiment_score", *([] if faces else ["taken_at"])]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        cell = lambda value: "-" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)  # noqa: E731
+        lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+        return "\n".join(lines)
+    raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
+def print_rows(rows: list[dict], table: str, console: Console | None = None, fmt: str = "table") -> None:
+    """`report --images` / `--faces` in a format; the table view says how many rows it shows."""
+    if fmt != "table":
+        (console.file if console else sys.stdout).write(format_rows(rows, fmt) + "\n")
+        return
+    console = console or _console()
+    for view in (image_rows_tables if table == "images" else face_rows_tables)(rows):
+        console.print(view)
+    for row in rows:
+        if row.get("error"):
+            console.print(f"  error: {row['path']}: {row['error']}", overflow="fold", highlight=False)
+    console.print(f"{len(rows)} {table[:-1] if len(rows) == 1 else table}", highlight=False)
+
+
+def print_analysis(images: list, model_version: str, console: Console | None = None) -> None:
+    console = console or _console()
+    for table in analysis_tables(images):
+        console.print(table)
+    for image in images:
+        if image.error:
+            console.print(f"  error: {_display_path(image.path)}: {image.error}", overflow="fold", highlight=False)
+    n_faces = sum(len(image.faces) for image in images)
+    console.print(f"{len(images)} image(s), {n_faces} face(s); model {model_version}", highlight=False)

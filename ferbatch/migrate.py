@@ -1,12 +1,15 @@
-"""Rewrite report files written before run_date left the files, so every reader opens the folder again.
+"""Rewrite report files written by earlier versions, so every reader opens the folder again.
 
     python -m ferbatch.migrate OUT
 
-Until this change each Parquet file also held `run_date` as a date column, which pandas and pyarrow cannot
-merge with the `run_date=` folder name. This drops that column from every committed part under OUT's
-`images/`, `faces/` and `aggregates/` (only where it agrees with the folder name): each file is rewritten
-under a staging name outside the table folders and renamed over the old one, under the output folder's
-lock; rows, other columns, types and key-value metadata are kept. Files already without the column are
+1. `run_date` left the files: until then each Parquet file also held it as a date column, which pandas and
+   pyarrow cannot merge with the `run_date=` folder name. It is dropped from every committed part under OUT's
+   `images/`, `faces/` and `aggregates/` (only where it agrees with the folder name).
+2. The faces table gained its image's `root`, `folder` and `taken_at`: older faces parts are given them from
+   the images part of the same run (a scoring run into OUT does this step by itself).
+
+Each file is rewritten under a staging name outside the table folders and renamed over the old one, under the
+output folder's lock; rows, other columns, types and key-value metadata are kept. Files already up to date are
 left untouched, so it can be re-run.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from ferbatch.errors import FerbatchError
-from ferbatch.reports import drop_partition_column
+from ferbatch.reports import add_face_columns, drop_partition_column
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         files = drop_partition_column(args[0])
+        faces = add_face_columns(args[0])
     except FerbatchError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     print(f"{len(files)} file(s) rewritten without the run_date column")
+    print(f"{len(faces)} faces file(s) given their images' root, folder and taken_at")
     return 0
 
 

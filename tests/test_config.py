@@ -108,7 +108,7 @@ def _re(text: str) -> str:
 
 def test_a_wrong_environment_value_names_the_variable(monkeypatch):
     monkeypatch.setenv("FERBATCH_SCORE__WORKERS", "many")
-    with pytest.raises(FerbatchError, match=r"score\.workers: .*FERBATCH_SCORE__WORKERS"):
+    with pytest.raises(FerbatchError, match=r"^FERBATCH_SCORE__WORKERS: score\.workers: .*\(got 'many'\)$"):
         load_config(None)
 
 

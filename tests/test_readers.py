@@ -28,7 +28,7 @@ from ferbatch.reports._store import ROW_GROUP
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 SECOND_RUN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-TIMESTAMPS = {"images": ["scored_at", "mtime", "taken_at"], "faces": [], "aggregates": []}
+TIMESTAMPS = {"images": ["scored_at", "mtime", "taken_at"], "faces": ["taken_at"], "aggregates": []}
 
 
 def _photo(path: Path, width: int, taken: str | None = None) -> None:

@@ -149,13 +149,23 @@ def _read_toml(path: Path) -> dict:
     return _resolve_relative(values, path.resolve().parent)
 
 
-def _describe(error: dict) -> str:
+def _env_variable(location: tuple) -> str | None:
+    """The FERBATCH_* variable set in the environment for a key's location, if any (names are case-insensitive)."""
+    wanted = ENV_PREFIX + "__".join(str(part) for part in location[:2]).upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _describe(error: dict, file: Path | None) -> str:
+    """One problem, named where it was set: the environment variable when one is set for the key, else the file."""
     location = ".".join(str(part) for part in error["loc"])
-    env_name = ENV_PREFIX + "__".join(str(part) for part in error["loc"][:2]).upper()
+    variable = _env_variable(error["loc"])
+    where = variable or (str(file) if file else "configuration")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"unknown key {location!r}"
-    return f"{location}: {message} (got {error.get('input')!r}; set in the file or {env_name})"
+        what = f"not a configuration key ({location!r})" if variable else f"unknown key {location!r}"
+        return f"{where}: {what}"
+    hint = "" if variable else f"; set in the file or {ENV_PREFIX + '__'.join(map(str, error['loc'][:2])).upper()}"
+    return f"{where}: {location}: {message} (got {error.get('input')!r}{hint})"
 
 
 def load_config(path: str | Path | None = None) -> tuple[FerbatchConfig, Path | None]:
@@ -165,9 +175,7 @@ def load_config(path: str | Path | None = None) -> tuple[FerbatchConfig, Path | 
     try:
         return FerbatchConfig(**values), source
     except ValidationError as exc:
-        where = str(source) if source else "configuration"
-        problems = "; ".join(_describe(error) for error in exc.errors())
-        raise FerbatchError(f"{where}: {problems}") from None
+        raise FerbatchError("; ".join(_describe(error, source) for error in exc.errors())) from None
 
 
 def to_toml(config: FerbatchConfig) -> str:

@@ -6,7 +6,7 @@ half-written file or a half-committed run.
 """
 
 from ferbatch.reports._aggregates import Aggregator
-from ferbatch.reports._migrate import drop_partition_column
+from ferbatch.reports._migrate import add_face_columns, drop_partition_column, fill_face_columns
 from ferbatch.reports._rows import TOP_LEVEL_FOLDER, FaceRow, ImageRow, RunSummary, sentiment_shares
 from ferbatch.reports._schemas import (
     AGGREGATES_SCHEMA,
@@ -43,8 +43,10 @@ __all__ = [
     "ReportWriter",
     "RunSummary",
     "ScoredIndex",
+    "add_face_columns",
     "committed_runs",
     "drop_partition_column",
+    "fill_face_columns",
     "metadata_json",
     "sentiment_shares",
 ]

@@ -63,7 +63,10 @@ class FaceRow:
     run_id: str
     run_date: date
     image_id: str
+    root: str
     path: str
+    folder: str
+    taken_at: datetime | None
     face_index: int
     x: int
     y: int

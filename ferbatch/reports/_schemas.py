@@ -7,6 +7,7 @@ import pyarrow as pa
 from ferbatch.classes import CLASS_NAMES
 
 TABLES = ("images", "faces", "aggregates")
+FACE_IMAGE_COLUMNS = ("root", "folder", "taken_at")  # the faces table's copy of its image's columns
 PROBABILITY_COLUMNS = [f"p_{name.lower()}" for name in CLASS_NAMES]
 UTC_US = pa.timestamp("us", tz="UTC")
 _PROBABILITIES = [pa.field(name, pa.float32()) for name in PROBABILITY_COLUMNS]
@@ -42,7 +43,12 @@ FACES_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("run_date", pa.date32(), nullable=False),
         pa.field("image_id", pa.string(), nullable=False),
+        # The image's root, folder and date, as its images row holds them, so face questions need no join.
+        # Parts written before these columns are rewritten with them (`add_face_columns`).
+        pa.field("root", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("folder", pa.string(), nullable=False),
+        pa.field("taken_at", UTC_US),
         pa.field("face_index", pa.int32(), nullable=False),
         pa.field("x", pa.int32(), nullable=False),
         pa.field("y", pa.int32(), nullable=False),

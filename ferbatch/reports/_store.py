@@ -344,6 +344,20 @@ def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     return table.filter(pc.equal(table.column("run_id"), max(runs)))
 
 
+def _upgrade_parts(out_dir: Path) -> None:
+    """Give parts written by earlier versions today's columns, so a folder's parts share one schema. A part
+    that cannot be upgraded stays as it is (readers fill its columns in), and the run goes on."""
+    from ferbatch.reports._migrate import add_face_columns  # imports this module
+
+    try:
+        upgraded = add_face_columns(out_dir, locked=True)
+    except (FerbatchError, pa.ArrowException, OSError) as exc:
+        log.warning("%s: faces parts of earlier versions not upgraded (%s)", out_dir, str(exc).splitlines()[0])
+        return
+    if upgraded:
+        log.info("%d faces part(s) given their images' root, folder and taken_at", len(upgraded))
+
+
 _COMMITTED: list[str] = []  # run ids committed by this process (the exit code on a signal says so)
 
 
@@ -378,6 +392,7 @@ class ReportStore:
             if leftovers:
                 log.info("removed %d file(s) left by an interrupted run", len(leftovers))
             _set_aside_damaged(self.out_dir)
+            _upgrade_parts(self.out_dir)
             yield self
 
     def scored_index(self, model_version: str) -> ScoredIndex:
@@ -402,6 +417,16 @@ class ReportStore:
     def abort(self, moves: list[tuple[str, str]]) -> None:
         """Delete the finished but uncommitted files of a run that will not be committed."""
         _abort_parts(moves)
+
+    def rows(self, table: str, *, folder: str | None = None, emotion: str | None = None,
+             limit: int | None = None) -> pa.Table:
+        """The images or faces rows of each image's latest scoring run (see `read_rows`)."""
+        from ferbatch.reports._read import read_rows  # imports this module
+
+        try:
+            return read_rows(self.out_dir, table, folder=folder, emotion=emotion, limit=limit)
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, table, exc) from None
 
     def latest_aggregates(self) -> pa.Table | None:
         try:

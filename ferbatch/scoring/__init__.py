@@ -6,6 +6,7 @@ benchmarks reuse, and the image helpers the training side reuses. The run's step
 """
 
 from ferbatch.config import ScoreSettings
+from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
 from ferbatch.scoring._components import Components
 from ferbatch.scoring._detection import (
@@ -27,7 +28,15 @@ from ferbatch.scoring._images import (
     read_bytes,
     scan,
 )
-from ferbatch.scoring._pipeline import PipelineSettings, PreparedImage, ScoredImage, image_probabilities, prepare
+from ferbatch.scoring._pipeline import (
+    PipelineSettings,
+    PreparedImage,
+    ScoredImage,
+    crop_faces,
+    image_probabilities,
+    prepare,
+    score_images,
+)
 from ferbatch.scoring._run import (
     RunContext,
     ScoringComponents,
@@ -35,6 +44,8 @@ from ferbatch.scoring._run import (
     ShardMapper,
     ShardResult,
     ShardScorer,
+    face_verdicts,
+    image_verdict,
     map_sequential,
     no_images_message,
     rows_for,
@@ -46,7 +57,8 @@ __all__ = [
     "ANNOTATIONS_MARKER", "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face",
     "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext",
     "ScoreSettings", "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult",
-    "ShardScorer", "YuNetDetector", "as_text", "crop_face", "decode", "default_detector_path", "eye_angle",
-    "image_probabilities", "map_sequential", "no_images_message", "parse_sentiment_map", "prepare", "read_bytes",
-    "rows_for", "run_scoring", "scan",
+    "ShardScorer", "YuNetDetector", "annotator", "as_text", "crop_face", "crop_faces", "decode",
+    "default_detector_path", "eye_angle", "face_verdicts", "image_probabilities", "image_verdict", "map_sequential",
+    "no_images_message", "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
+    "score_images",
 ]

@@ -56,7 +56,8 @@ def annotator(out_dir: str | Path, sentiment: SentimentMap) -> Callable[[ScoredI
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     marker = Path(out_dir) / ANNOTATIONS_MARKER
     if not marker.exists():
-        marker.write_text("Annotated copies by `ferbatch score --annotate`; ferbatch never scans this folder.\n")
+        marker.write_text("Annotated copies by `ferbatch score --annotate` or `ferbatch analyze --annotate`; "
+                          "ferbatch never scans this folder.\n")
 
     def annotate(scored: ScoredImage) -> None:
         if scored.prepared.faces:

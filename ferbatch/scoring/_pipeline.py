@@ -94,10 +94,7 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
                 # A face too small in the reduced copy: crop every face from the full-resolution image.
                 decoded = decode(data, settings.max_pixels, known_id=result.image_id)
                 clock.lap("decode")
-            grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
-            result.crops = np.stack([normalise_light(
-                crop_face(grey, face.scaled(decoded.scale), settings.crop_margin, shift=settings.crop_shift,
-                          level_above=settings.level_above), settings.light) for face in faces])
+            result.crops = crop_faces(decoded.rgb, faces, decoded.scale, settings)
             result.faces = faces
             clock.lap("crop")
     except ImageError as exc:
@@ -118,6 +115,16 @@ def normalise_light(crop: np.ndarray, light: str) -> np.ndarray:
     if light == "clahe":
         return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(crop)  # one per call: threads
     return crop
+
+
+def crop_faces(rgb: np.ndarray, faces: Sequence[Face], scale: float, settings: PipelineSettings) -> np.ndarray:
+    """The classifier's (n, 48, 48) grey crops of `faces` (original coordinates) from `rgb`, which is `scale`
+    times the original size: the one place the framing is applied, for files and for arrays alike."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return np.stack([normalise_light(crop_face(grey, face.scaled(scale), settings.crop_margin,
+                                               shift=settings.crop_shift, level_above=settings.level_above),
+                                     settings.light)
+                     for face in faces])
 
 
 class _Clock:
@@ -171,8 +178,8 @@ def score_images(
             return [pool.submit(prepare_one, file) for file in chunk]
 
         pending = submit(next(chunks, []))
-        if not isinstance(classifier, EmotionClassifier):
-            classifier = classifier()  # while the threads detect the first chunk
+        if pending and not isinstance(classifier, EmotionClassifier):
+            classifier = classifier()  # while the threads detect the first chunk; no files, no model
         while pending:
             upcoming = submit(next(chunks, []))
             prepared = [future.result() for future in pending]

@@ -30,7 +30,7 @@ from ferbatch.reports import (
 )
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
-from ferbatch.scoring._detection import DetectorSettings, FaceDetector
+from ferbatch.scoring._detection import DetectorSettings, Face, FaceDetector
 from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, image_id, read_bytes, scan
 from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
@@ -49,6 +49,22 @@ class RunContext:
     sentiment: SentimentMap
 
 
+def face_verdicts(probabilities: np.ndarray, sentiment: SentimentMap) -> list[dict]:
+    """Per face (a row of `probabilities`): its top emotion, that emotion's sentiment and the sentiment score."""
+    top = probabilities.argmax(axis=1)
+    scores, labels = sentiment.score(probabilities), sentiment.label(top)
+    return [{"emotion": CLASS_NAMES[top[i]], "sentiment": labels[i], "sentiment_score": float(scores[i])}
+            for i in range(len(probabilities))]
+
+
+def image_verdict(faces: Sequence[Face], probabilities: np.ndarray, sentiment: SentimentMap) -> dict:
+    """An image's emotion, sentiment, score and p_* columns, from the area-weighted mean of its faces."""
+    mean = image_probabilities(faces, probabilities)
+    emotion = int(mean.argmax())
+    return {"emotion": CLASS_NAMES[emotion], "sentiment": sentiment.label(np.array([emotion]))[0],
+            "sentiment_score": float(sentiment.score(mean[None])[0]), **_probabilities(mean)}
+
+
 def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceRow]]:
     """The images-table row and the faces-table rows of one scored image."""
     item, file = scored.prepared, scored.prepared.file
@@ -56,26 +72,21 @@ def rows_for(scored: ScoredImage, run: RunContext) -> tuple[ImageRow, list[FaceR
     faces: list[FaceRow] = []
     verdict: dict = {"emotion": None, "sentiment": None, "sentiment_score": None,
                      **dict.fromkeys(PROBABILITY_COLUMNS)}
+    folder = as_text(Path(file.folder)) if file.folder else TOP_LEVEL_FOLDER
     if status == "ok":
-        top = scored.probabilities.argmax(axis=1)
-        face_scores = run.sentiment.score(scored.probabilities)
-        face_labels = run.sentiment.label(top)
-        for index, (face, probabilities) in enumerate(zip(item.faces, scored.probabilities, strict=True)):
+        for index, (face, probabilities, face_verdict) in enumerate(zip(
+                item.faces, scored.probabilities, face_verdicts(scored.probabilities, run.sentiment), strict=True)):
             faces.append(FaceRow(
-                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, path=file.path_text,
-                face_index=index, x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
-                det_score=face.score, **_probabilities(probabilities), emotion=CLASS_NAMES[top[index]],
-                sentiment=face_labels[index], sentiment_score=float(face_scores[index]),
+                run_id=run.run_id, run_date=run.run_date, image_id=item.image_id, root=file.root_text,
+                path=file.path_text, folder=folder, taken_at=item.taken_at, face_index=index,
+                x=round(face.x), y=round(face.y), w=round(face.w), h=round(face.h),
+                det_score=face.score, **_probabilities(probabilities), **face_verdict,
                 model_version=run.model_version,
             ))
-        mean = image_probabilities(item.faces, scored.probabilities)
-        emotion = int(mean.argmax())
-        verdict = {"emotion": CLASS_NAMES[emotion], "sentiment": run.sentiment.label(np.array([emotion]))[0],
-                   "sentiment_score": float(run.sentiment.score(mean[None])[0]), **_probabilities(mean)}
+        verdict = image_verdict(item.faces, scored.probabilities, run.sentiment)
     image = ImageRow(
         run_id=run.run_id, run_date=run.run_date, scored_at=run.scored_at, root=file.root_text,
-        path=file.path_text, folder=as_text(Path(file.folder)) if file.folder else TOP_LEVEL_FOLDER,
-        image_id=item.image_id,
+        path=file.path_text, folder=folder, image_id=item.image_id,
         bytes=file.bytes, mtime=file.mtime, width=item.width, height=item.height, taken_at=item.taken_at,
         status=status, error=item.error, n_faces=len(item.faces), **verdict, model_version=run.model_version,
         detector=run.detector,
