@@ -204,8 +204,13 @@ def _scan_folder(walk: _Walk, root: Path, real: Path, relative: Path) -> Iterato
     except OSError as exc:
         log.warning("%s: folder not scanned (%s)", printable(as_text(root / relative)), exc.strerror or exc)
         return
+    followed = not _inside(real, walk.folders)  # reached through a followed link: its files once each
     for entry in entries:
         path = relative / entry.name
+        if followed and not entry.is_dir(follow_symlinks=False):
+            if real / entry.name in walk.seen:
+                continue
+            walk.seen.add(real / entry.name)
         if entry.is_symlink():
             yield from _scan_link(walk, root, path)
         elif entry.is_dir(follow_symlinks=False):

@@ -8,6 +8,7 @@ goes to the classifier in fixed-size batches.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -85,6 +86,12 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
         decoded = decode(data, settings.max_pixels, min_long_side=settings.decode_long_side, known_id=result.image_id)
         result.width, result.height, result.taken_at = decoded.width, decoded.height, decoded.taken_at
         clock.lap("decode")
+        search = getattr(detector, "search_scale", None)  # a detector that tiles large photos says how finely
+        wanted = search(decoded.width, decoded.height) if search else None
+        if wanted is not None and decoded.scale < wanted:
+            long_side = math.ceil(max(decoded.width, decoded.height) * wanted)
+            decoded = decode(data, settings.max_pixels, min_long_side=long_side, known_id=result.image_id)
+            clock.lap("decode")
         faces = detector.detect(decoded.rgb, decoded.scale)
         clock.lap("detect")
         if faces:
