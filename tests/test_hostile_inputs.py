@@ -437,3 +437,24 @@ def test_a_raw_byte_name_and_its_escaped_spelling_get_distinct_paths(tmp_path):
 def test_names_are_escaped_only_when_they_could_be_mistaken(name, text):
     assert as_text(Path(os.fsdecode(b"/r/" + name))) == "/r/" + text
     assert as_text(Path(os.fsdecode(name))) == text
+
+
+# The whole command on the worst folder -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_command_on_devices_a_fifo_and_a_huge_file_stays_within_1_5_gb_with_one_error_row_each(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from peak_rss import measure
+    finally:
+        sys.path.pop(0)
+
+    result = measure("hostile", tmp_path)
+    assert result["exit"] == 0, result["stderr"]
+    assert 0 < result["peak_kbytes"] < 1_500_000  # /usr/bin/time's kbytes: 1.5 GB
+    rows = _rows(result["out"])
+    errors = {path: row["error"] for path, row in rows.items() if row["status"] == "error"}
+    assert set(errors) == {"zero.jpg", "urandom.jpg", "fifo.jpg", "sparse.jpg"}
+    assert all(error.startswith(("not a regular file", "too large")) for error in errors.values())
