@@ -244,7 +244,7 @@ def _csv(value: object) -> object:
     """A CSV cell: names shown with control characters escaped, never as a spreadsheet formula."""
     if value is None:
         return ""
-    return csv_cell(printable(value)) if isinstance(value, str) else value
+    return value if isinstance(value, int | float) else csv_cell(printable(str(value)))
 
 
 def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str = "table") -> None:
