@@ -19,6 +19,26 @@ EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _SCORE_DEFAULTS = ScoreSettings()  # for the help texts
 
 
+class _ByteSize(click.ParamType):
+    """A size in bytes: a number, or with a unit (512MiB, 1GB), as the configuration file takes it."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from pydantic import ByteSize, TypeAdapter, ValidationError
+
+        try:
+            size = TypeAdapter(ByteSize).validate_python(value)
+        except ValidationError:
+            self.fail(f"{value!r} is not a size (a number of bytes, or e.g. 512MiB, 1GB)", param, ctx)
+        if size < 1:
+            self.fail("must be at least 1 byte", param, ctx)
+        return int(size)
+
+
+_BYTE_SIZE = _ByteSize()
+
+
 class _Group(click.Group):
     """Turns user errors raised anywhere below into click's one-line `Error: ...` and exit code 1."""
 
@@ -202,6 +222,11 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
 @click.option("--max-pixels", type=click.IntRange(min=1),
               help="Images with more pixels become error rows (decompression bomb guard) "
                    f"[{_SCORE_DEFAULTS.max_pixels}].")
+@click.option("--max-bytes", type=_BYTE_SIZE, metavar="SIZE",
+              help="Larger files become error rows, unread: bytes, or e.g. 512MiB, 1GB "
+                   f"[{_SCORE_DEFAULTS.max_bytes.human_readable()}].")
+@click.option("--follow-links/--no-follow-links", default=None,
+              help="Read symlinked files and folders that lead outside the scanned folders [no].")
 @click.option("--workers", type=click.IntRange(min=1),
               help=f"Threads decoding and detecting per process [{_SCORE_DEFAULTS.workers}].")
 @click.option("--runner", type=click.Choice(["local", "dask"]), default=None,

@@ -18,9 +18,11 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.reports import TOP_LEVEL_FOLDER
+from ferbatch.safe_text import csv_cell, markdown_cell, printable
 
 WRITING_REPORTS = "writing reports"  # the bar's label once every image is counted
 
@@ -128,7 +130,8 @@ def summary_markdown(summary: dict) -> str:
         f"model {summary['model_version']}; {summary['seconds']} s, {summary['images_per_second']} images/s",
     ]
     if summary["top_errors"]:
-        lines += ["", "Top error reasons:", *[f"- {reason}: {n}" for reason, n in summary["top_errors"].items()]]
+        lines += ["", "Top error reasons:",
+                  *[f"- {markdown_cell(reason)}: {n}" for reason, n in summary["top_errors"].items()]]
     return "\n".join(lines)
 
 
@@ -184,12 +187,12 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         sentiment.add_row(_share(summary["share_positive"]), _share(summary["share_negative"]),
                           _share(summary["share_neutral"]))
         console.print(sentiment)
-    for reason, n in summary["top_errors"].items():
-        console.print(f"  error: {reason} ({n})")
+    for reason, n in summary["top_errors"].items():  # reasons may quote names: shown, never markup or escapes
+        console.print(Text(f"  error: {printable(reason)} ({n})"))
     if not summary["scored"]:
         console.print("nothing new to score: no data files written" if summary["images_found"]
                       else "no images found: no data files written")
-    console.print(f"reports in {summary['out_dir']}")
+    console.print(Text(f"reports in {printable(str(summary['out_dir']))}"))
 
 
 def format_summary(summary: dict, fmt: str) -> str:
@@ -204,7 +207,7 @@ def format_summary(summary: dict, fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(flat)
-        writer.writerow(["" if v is None else v for v in flat.values()])
+        writer.writerow([_csv(v) for v in flat.values()])
         return out.getvalue().rstrip("\n")
     raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
 
@@ -215,8 +218,8 @@ def aggregate_views(rows: list[dict]) -> list[Table]:
     for title, columns in AGGREGATE_VIEWS.items():
         table = _table(title, [h for _, h in (*_GROUP_COLUMNS, *columns)], first_columns=len(_GROUP_COLUMNS))
         table.columns[0].no_wrap = True  # all, folder, taken_date: never folded; the value column folds
-        for row in rows:
-            table.add_row(*[_cell(c, row.get(c)) for c, _ in (*_GROUP_COLUMNS, *columns)])
+        for row in rows:  # Text, not markup: a folder named '[/x]' is shown as named
+            table.add_row(*[Text(printable(_cell(c, row.get(c)))) for c, _ in (*_GROUP_COLUMNS, *columns)])
         tables.append(table)
     return tables
 
@@ -235,7 +238,7 @@ def format_aggregates(rows: list[dict], fmt: str) -> str:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+            writer.writerow([_csv(row.get(c)) for c in columns])
         return out.getvalue().rstrip("\n")
     if fmt == "markdown":
         run = rows[0]
@@ -244,9 +247,16 @@ def format_aggregates(rows: list[dict], fmt: str) -> str:
             names = [*_GROUP_COLUMNS, *view]
             lines += ["", f"### {title}", "", "| " + " | ".join(h for _, h in names) + " |",
                       "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|"]
-            lines += ["| " + " | ".join(_cell(c, row.get(c)) for c, _ in names) + " |" for row in rows]
+            lines += ["| " + " | ".join(markdown_cell(_cell(c, row.get(c))) for c, _ in names) + " |" for row in rows]
         return "\n".join(lines)
     raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
+def _csv(value: object) -> object:
+    """A CSV cell: names shown with control characters escaped, never as a spreadsheet formula."""
+    if value is None:
+        return ""
+    return value if isinstance(value, int | float) else csv_cell(printable(str(value)))
 
 
 def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str = "table") -> None:
@@ -272,6 +282,8 @@ PRESET_NOTES = {
     "crop_cnn_100_x3": "the shipped model: three crop_cnn_100 networks averaged, one model.keras",
     "crop_cnn_100_x4": "four crop_cnn_100 networks over the centre crop and its mirror",
     "crop_cnn_x5": "five 60-epoch crop_cnn networks over the centre crop and its mirror",
+    "crop_cnn_distil": "one crop_cnn towards the ensemble's and the FER+ crowd's votes (--init-from a member)",
+    "crop_cnn_votes": "crop_cnn_distil without the teacher: the FER+ vote distributions alone",
 }
 
 

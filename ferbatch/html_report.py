@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import TOP_LEVEL_FOLDER
+from ferbatch.safe_text import printable
 
 SENTIMENTS = ("negative", "neutral", "positive")  # left to right in the stacked bars
 COLOURS = {"positive": "#2e9e4f", "neutral": "#a3a3a3", "negative": "#d1403c"}
@@ -274,7 +276,7 @@ def _error_chart(reasons: pd.Series) -> str:
     ax.barh(range(len(reasons)), reasons.tolist(), color=STATUS_COLOURS["error"], height=0.7)
     for i, value in enumerate(reasons.tolist()):
         ax.text(value, i, f" {value}", va="center", fontsize=8)
-    ax.set_yticks(range(len(reasons)), reasons.index.tolist())
+    ax.set_yticks(range(len(reasons)), [printable(str(reason)) for reason in reasons.index])
     ax.invert_yaxis()
     ax.set_xlim(0, max(reasons.max(), 1) * 1.15)
     ax.set_xlabel("number of images")
@@ -427,8 +429,18 @@ def _header(run: RunData, counts: dict) -> list[str]:
     return [f'<div class="kpis">{kpi_html}</div>', f"<table>{table}</table>"]
 
 
+# Chart text is data (folder names, error reasons): never parsed as mathtext or TeX, so `$5 and $10` is drawn as
+# written and a folder named `$\frac{1$` cannot break the page.
+_PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
 def render_html(run: RunData) -> str:
     """The page for one run, as a string."""
+    with matplotlib.rc_context(_PLAIN_TEXT):
+        return _render_html(run)
+
+
+def _render_html(run: RunData) -> str:
     images, mapping = run.images, run.sentiment_map
     counts = _counts(images) if len(images) else {
         **dict.fromkeys(("n_images", "n_ok", "n_no_face", "n_error", "n_faces"), 0),
@@ -475,7 +487,7 @@ def _folder_section(images: pd.DataFrame) -> list[str]:
         parts.append(_note(f"Showing the {MAX_GROUPS} folders with the most images; {len(rest)} more folders "
                            f"({int(rest.n_images.sum())} images) are left out of the chart."))
         table = table.iloc[:MAX_GROUPS]
-    labels = [g if g else TOP_LEVEL for g in table.group]
+    labels = [printable(g) if g else TOP_LEVEL for g in table.group]
     parts.append(_GROUP_NOTE)
     parts.append(_img(_group_chart(table, labels, "By folder (first-level subfolder of each scanned folder)"),
                       "Sentiment share and mean score by folder"))
@@ -522,7 +534,7 @@ def _error_section(images: pd.DataFrame) -> list[str]:
                              pd.Series({"other": int(reasons.iloc[MAX_REASONS - 1:].sum())})])
     parts.append(_img(_error_chart(reasons), "Error reasons"))
     examples = errors.sort_values("path").head(20)
-    rows = "".join(f"<tr><td><code>{_e(p)}</code></td><td>{_e(e)}</td></tr>"
+    rows = "".join(f"<tr><td><code>{_e(printable(p))}</code></td><td>{_e(printable(e))}</td></tr>"
                    for p, e in zip(examples.path, examples.error.fillna(""), strict=True))
     more = f" (first 20 of {len(errors)})" if len(errors) > 20 else ""
     parts.append(f"<p>Files that could not be scored{more}:</p>"

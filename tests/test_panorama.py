@@ -94,3 +94,59 @@ def test_ordinary_photos_are_not_tiled(yunet, monkeypatch):
     rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).rgb  # 2000 x 1428
     monkeypatch.setattr(YuNetDetector, "_tiled_rows", lambda self, rgb: pytest.fail("tiled a 1.4:1 photo"))
     assert len(yunet.detect(rgb)) == 3
+
+
+# Large photos: searched in tiles when the whole-image pass cannot reach --min-face ------------------------------
+
+@pytest.fixture(scope="module")
+def crowd_faces(yunet) -> list[np.ndarray]:
+    """Every face of the sample photos, with context around it, scaled so its box is 60 px tall."""
+    patches = []
+    for name in ("fr_obama.jpg", "fr_biden.jpg", "fr_two_people.jpg", "fr_obama_and_biden.jpg",
+                 "skimage_astronaut.png"):
+        rgb = decode((PHOTOS / name).read_bytes()).rgb
+        for face in yunet.detect(rgb):
+            side = max(face.w, face.h) * 1.6
+            top, left = int(max(0, face.y + face.h / 2 - side / 2)), int(max(0, face.x + face.w / 2 - side / 2))
+            k = 60 / face.h
+            patches.append(cv2.resize(rgb[top : top + int(side), left : left + int(side)], None, fx=k, fy=k,
+                                      interpolation=cv2.INTER_AREA))
+    return patches
+
+
+def test_60_px_faces_in_a_6000x4000_crowd_photo_are_found_at_the_default_detector_size(tmp_path, crowd_faces):
+    crowd = np.full((4000, 6000, 3), 128, np.uint8)
+    centres = []
+    for i, (top, left) in enumerate((t, s) for t in range(50, 3850, 310) for s in range(50, 5850, 330)):
+        patch = crowd_faces[i % len(crowd_faces)]
+        crowd[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+        centres.append((left + patch.shape[1] / 2, top + patch.shape[0] / 2))
+    (tmp_path / "crowd.jpg").write_bytes(encode(Image.fromarray(crowd), "JPEG", quality=90))
+    (file,) = scan([tmp_path])
+    settings = DetectorSettings.from_settings(ScoreSettings())
+    untiled = YuNetDetector(default_detector_path(), replace(settings, tile_above_pixels=10**12))
+    assert len(prepare(file, untiled, PIPELINE).faces) < len(centres) // 10  # shrunk whole, they are 10 px
+    prepared = prepare(file, YuNetDetector(default_detector_path(), settings), PIPELINE)
+    assert prepared.error is None and len(prepared.faces) >= 0.95 * len(centres) > 200
+    found = [(f.x + f.w / 2, f.y + f.h / 2) for f in prepared.faces]
+    assert all(min(abs(x - cx) + abs(y - cy) for cx, cy in centres) < 30 for x, y in found)  # each where pasted
+    assert all(45 <= f.h <= 80 for f in prepared.faces)
+    assert prepared.crops.shape == (len(prepared.faces), 48, 48)
+
+
+@pytest.mark.parametrize(
+    ("size", "min_face", "scale"),
+    [((1920, 1080), 20, None), ((4032, 3024), 20, None), ((4000, 4000), 20, None),  # up to 16 MP: one pass
+     ((6000, 4000), 20, 1.0), ((6000, 4000), 60, 1 / 3), ((6000, 4000), 125, None), ((8000, 6000), 40, 0.5)],
+)
+def test_only_photos_whose_shrink_would_lose_min_face_are_tiled(size, min_face, scale):
+    settings = DetectorSettings.from_settings(ScoreSettings(min_face=min_face))
+    assert YuNetDetector(default_detector_path(), settings).search_scale(*size) == scale
+
+
+def test_a_12_mp_photo_keeps_the_one_whole_image_pass(yunet, monkeypatch):
+    calls = []
+    real_rows = YuNetDetector._rows
+    monkeypatch.setattr(YuNetDetector, "_rows", lambda self, rgb: calls.append(rgb.shape) or real_rows(self, rgb))
+    yunet.detect(np.full((3024, 4032, 3), 128, np.uint8))
+    assert calls == [(3024, 4032, 3)]

@@ -288,6 +288,6 @@ def test_a_file_rewritten_between_scan_and_scoring_is_recorded_as_read_and_skipp
     assert row == {"bytes": len(new), "mtime": datetime.fromtimestamp(1_700_000_900, UTC),
                    "image_id": hashlib.sha256(new).hexdigest(), "width": 300}
     with pytest.MonkeyPatch.context() as patch:  # the cheap fingerprint must match: no content read at all
-        patch.setattr("ferbatch.scoring._run.read_bytes", lambda file: pytest.fail(f"re-read {file.path}"))
+        patch.setattr("ferbatch.scoring._run.file_id", lambda file, *_: pytest.fail(f"re-read {file.path}"))
         again = run_scoring(settings, FakeComponents(classifier))
     assert (again.n_found, again.n_skipped, again.n_scored) == (1, 1, 0)

@@ -56,7 +56,8 @@ def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_n
     assert _read(tmp_path / "out", "faces").count("*").fetchall()[0][0] == sum(PHOTO_FACES.values())
     metadata = pq.read_schema(summary["files"]["images"][0]).metadata
     assert json.loads(metadata[b"ferbatch.detector_settings"]) == {
-        "input_long_side": 960, "score_threshold": 0.8, "nms_threshold": 0.3, "min_face": 20, "tile_aspect": 2.0}
+        "input_long_side": 960, "score_threshold": 0.8, "nms_threshold": 0.3, "min_face": 20, "tile_aspect": 2.0,
+        "reach": 20, "tile_above_pixels": 16_000_000}
 
     files = sorted((tmp_path / "out").rglob("*.parquet"))
     second = run_ferbatch(*args)

@@ -240,8 +240,8 @@ def test_unchanged_files_are_recognised_without_reading_them(tmp_path, monkeypat
     folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 250})
     _score(folder, tmp_path / "out")
     reads = []
-    original = ferbatch.scoring._run.read_bytes
-    monkeypatch.setattr(ferbatch.scoring._run, "read_bytes", lambda file: reads.append(file) or original(file))
+    original = ferbatch.scoring._run.file_id
+    monkeypatch.setattr(ferbatch.scoring._run, "file_id", lambda file, *a: reads.append(file) or original(file, *a))
     assert _score(folder, tmp_path / "out")[0].n_skipped == 2
     assert reads == []
 
@@ -466,8 +466,8 @@ def test_overlapping_and_differently_spelled_roots_give_one_row_per_file(tmp_pat
     import ferbatch.scoring._run
 
     reads = []
-    original = ferbatch.scoring._run.read_bytes
-    monkeypatch.setattr(ferbatch.scoring._run, "read_bytes", lambda file: reads.append(file) or original(file))
+    original = ferbatch.scoring._run.file_id
+    monkeypatch.setattr(ferbatch.scoring._run, "file_id", lambda file, *a: reads.append(file) or original(file, *a))
     again = run_scoring(SETTINGS.with_overrides(folders=[folder.resolve()], out=out), FakeComponents(),
                         pipeline=PIPELINE)
     assert again.n_skipped == 4 and reads == []  # absolute after relative: the cheap fingerprint still matches

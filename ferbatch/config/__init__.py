@@ -16,6 +16,7 @@ from ferbatch.config._config import (
 )
 from ferbatch.config._score import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_SENTIMENT_MAP,
     SENTIMENTS,
@@ -23,7 +24,8 @@ from ferbatch.config._score import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP", "SENTIMENTS", "FerbatchConfig",
+    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP", "SENTIMENTS",
+    "FerbatchConfig",
     "ScheduleSection", "ScoreSettings", "TrainSection", "annotated_toml", "config_path", "load_config",
     "retrain_parameters", "to_toml", "write_config_template",
 ]

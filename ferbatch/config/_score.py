@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
 from ferbatch.errors import FerbatchError
 
 DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below a decompression bomb
+# Files larger than this are not read (an error row instead): far above any photo, far below what would strain
+# memory, since a file is read whole before decoding (two decoding threads: two files in memory at most).
+DEFAULT_MAX_BYTES = 256 * 2**20
 DEFAULT_BATCH_SIZE = 256  # faces per classifier call: the graph is traced once for this shape
 SENTIMENTS = ("positive", "negative", "neutral")
 DEFAULT_SENTIMENT_MAP: dict[str, str] = {
@@ -42,6 +45,9 @@ class ScoreSettings(BaseModel):
     min_face: int = Field(20, ge=1)
     score_threshold: float = Field(0.8, gt=0, le=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    max_bytes: ByteSize = Field(ByteSize(DEFAULT_MAX_BYTES), ge=1,
+                                description="Larger files are not read (an error row); e.g. 268435456 or '512MiB'.")
+    follow_links: bool = Field(False, description="Read symlinked files and folders outside the scanned folders.")
     workers: int = Field(2, ge=1, description="Decode and detect threads per process.")
     runner: Literal["local", "dask"] = "local"
     dask_address: str | None = Field(None, description="tcp://HOST:PORT of a Dask scheduler; none = LocalCluster.")

@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -259,6 +259,12 @@ def _read_error(out_dir: str | Path, table: str, exc: BaseException) -> Ferbatch
                          f"move it out of the folder (see README, Reports)")
 
 
+def _os_reason(exc: OSError) -> str:
+    """An OSError's reason, naming the path it is about when that is not the one the message names."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
 class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
@@ -270,7 +276,11 @@ class _OutDirLock:
         self._handle = None
 
     def __enter__(self) -> _OutDirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or forbidden parent, or a file where a folder should be
+            raise FerbatchError(f"{self.path.parent}: cannot create the report folder "
+                                f"({_os_reason(exc)})") from None
         try:
             handle = open(self.path, "a+")
         except IsADirectoryError:
@@ -310,6 +320,8 @@ class ScoredIndex:
 
     image_ids: frozenset[str]
     fingerprints: frozenset[tuple[str, int, int]]  # (root/path, bytes, mtime in microseconds)
+    scored_ids: frozenset[str] = frozenset()  # contents scored without error (ok or no_face)
+    contents: dict[str, str] = field(default_factory=dict)  # root/path -> image_id of its latest row
 
     def __contains__(self, image_id: str) -> bool:
         return image_id in self.image_ids
@@ -320,17 +332,23 @@ def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
     if dataset is None:
         return ScoredIndex(frozenset(), frozenset())
     table = dataset.to_table(
-        columns=["image_id", "root", "path", "bytes", "mtime"],
+        columns=["run_id", "image_id", "root", "path", "bytes", "mtime", "status"],
         filter=(ds.field("model_version") == model_version) & ds.field("image_id").is_valid(),
     )
-    ids = frozenset(table.column("image_id").to_pylist())
+    ids = table.column("image_id").to_pylist()
     mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
     # root/path: the file's absolute path for runs since roots are resolved; older runs' relative roots
     # never match, so their files are recognised by content once and by this fingerprint afterwards.
-    files = (f"{root.rstrip('/')}/{path}" for root, path in
-             zip(table.column("root").to_pylist(), table.column("path").to_pylist(), strict=True))
+    files = [f"{root.rstrip('/')}/{path}" for root, path in
+             zip(table.column("root").to_pylist(), table.column("path").to_pylist(), strict=True)]
     fingerprints = frozenset(zip(files, table.column("bytes").to_pylist(), mtimes, strict=True))
-    return ScoredIndex(ids, fingerprints)
+    scored = frozenset(i for i, status in zip(ids, table.column("status").to_pylist(), strict=True)
+                       if status != "error")
+    latest: dict[str, tuple[str, str]] = {}
+    for file, run_id, image_id in zip(files, table.column("run_id").to_pylist(), ids, strict=True):
+        if file not in latest or run_id > latest[file][0]:
+            latest[file] = (run_id, image_id)
+    return ScoredIndex(frozenset(ids), fingerprints, scored, {file: i for file, (_, i) in latest.items()})
 
 
 def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:

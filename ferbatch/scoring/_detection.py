@@ -62,6 +62,14 @@ class DetectorSettings:
     # shrinking the long side to input_long_side cannot take their faces under what YuNet finds (a
     # 10000x100 panorama shrunk whole would make a 100 px face 10 px).
     tile_aspect: float = 2.0
+    # The smallest face side (px) YuNet finds reliably in its own input: of faces from the sample photos pasted
+    # at one size on a grey 960 px canvas, it found 0.88 at 20 px, 0.78 at 18, 0.24 at 14-16, none at 12.
+    reach: int = 20
+    # Photos over this many pixels (larger than phone photos) whose shrink to input_long_side would take a
+    # min_face face under `reach` are also searched in tiles, at the scale that keeps min_face at `reach`;
+    # smaller photos keep the one whole-image pass (at 960 px it finds faces from 20 px in a 960 px photo to
+    # 40 px in a 1920x1080 and 84 px in a 4032x3024 one).
+    tile_above_pixels: int = 16_000_000
 
     @classmethod
     def from_settings(cls, settings: ScoreSettings) -> DetectorSettings:
@@ -105,32 +113,27 @@ class YuNetDetector:
         rows[:, :14] /= shrink
         return rows
 
-    def _tiled_rows(self, rgb: np.ndarray) -> np.ndarray:
-        """Rows from the whole image and from overlapping tiles along its long side, de-duplicated.
+    def _window_rows(self, rgb: np.ndarray, tile: tuple[int, int], overlap: tuple[int, int]) -> np.ndarray:
+        """Rows from the whole image and from overlapping (height, width) windows over it, de-duplicated.
 
-        Tiles are as long as the short side or input_long_side, whichever is more, so each is shrunk no
-        more than a square photo of the short side would be. They overlap by the short side (at most half a
-        tile), so every face up to that size lies whole in some tile; a box touching a tile's inner edge
-        is a cut face and is dropped (its whole copy is in the neighbour). The whole-image pass keeps the
-        faces larger than the overlap. Then non-maximum suppression, as within one YuNet call.
+        Every face up to the overlap lies whole in some window; a box touching a window's inner edge is a cut
+        face and is dropped (its whole copy is in the neighbour). The whole-image pass keeps the faces larger
+        than the overlap. Then non-maximum suppression, as within one YuNet call.
         """
         height, width = rgb.shape[:2]
-        transposed = height > width
-        long_side, short_side = max(height, width), min(height, width)
-        tile = max(short_side, self.settings.input_long_side)
-        overlap = min(short_side, tile // 2)
-        starts = [*range(0, long_side - tile, tile - overlap), long_side - tile]
         found = [self._rows(rgb)]
-        edge = 2.0  # pixels: a box this close to an inner tile edge is cut by it
-        for start in starts:
-            piece = rgb[start : start + tile] if transposed else rgb[:, start : start + tile]
-            rows = self._rows(piece)
-            lo, size = (rows[:, 1], rows[:, 3]) if transposed else (rows[:, 0], rows[:, 2])
-            cut = ((start > 0) & (lo < edge)) | ((start + tile < long_side) & (lo + size > tile - edge))
-            rows = rows[~cut]
-            rows[:, 1 if transposed else 0] += start
-            rows[:, slice(5, 14, 2) if transposed else slice(4, 14, 2)] += start
-            found.append(rows)
+        edge = 2.0  # pixels: a box this close to an inner window edge is cut by it
+        for top in _starts(height, tile[0], overlap[0]):
+            for left in _starts(width, tile[1], overlap[1]):
+                bottom, right = min(height, top + tile[0]), min(width, left + tile[1])
+                rows = self._rows(rgb[top:bottom, left:right])
+                x, y, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+                cut = (((left > 0) & (x < edge)) | ((right < width) & (x + w > right - left - edge))
+                       | ((top > 0) & (y < edge)) | ((bottom < height) & (y + h > bottom - top - edge)))
+                rows = rows[~cut]
+                rows[:, [0, *range(4, 14, 2)]] += left
+                rows[:, [1, *range(5, 14, 2)]] += top
+                found.append(rows)
         rows = np.concatenate(found)
         if len(rows) < 2:
             return rows
@@ -138,11 +141,48 @@ class YuNetDetector:
                                 self.settings.nms_threshold)
         return rows[np.asarray(keep, dtype=int).reshape(-1)]
 
+    def _tiled_rows(self, rgb: np.ndarray) -> np.ndarray:
+        """An elongated image: the whole, and windows along its long side as long as the short side or
+        input_long_side, whichever is more, so each is shrunk no more than a square photo of the short side
+        would be. They overlap by the short side (at most half a window), so every face up to that size lies
+        whole in some window."""
+        height, width = rgb.shape[:2]
+        short_side = min(height, width)
+        tile = max(short_side, self.settings.input_long_side)
+        overlap = min(short_side, tile // 2)
+        if height > width:
+            return self._window_rows(rgb, (tile, width), (overlap, 0))
+        return self._window_rows(rgb, (height, tile), (0, overlap))
+
+    def search_scale(self, width: int, height: int) -> float | None:
+        """The scale (of the full-size photo) its tiles are searched at, or None when one whole-image pass
+        reaches min_face: photos up to tile_above_pixels, and those whose shrink keeps min_face at `reach`."""
+        settings = self.settings
+        whole = min(1.0, settings.input_long_side / max(width, height))
+        if width * height <= settings.tile_above_pixels or settings.min_face * whole >= settings.reach:
+            return None
+        return min(1.0, settings.reach / settings.min_face)
+
+    def _grid_rows(self, rgb: np.ndarray, factor: float) -> np.ndarray:
+        """A large photo: the whole, and square windows searched `factor` times their size in `rgb`.
+
+        The windows overlap by twice the smallest face the whole-image pass reaches (at most half a window),
+        so each face too small for that pass lies whole in some window.
+        """
+        height, width = rgb.shape[:2]
+        tile = max(1, round(self.settings.input_long_side / min(1.0, factor)))
+        whole_reach = self.settings.reach * max(height, width) / self.settings.input_long_side
+        overlap = min(tile // 2, math.ceil(2 * whole_reach))
+        return self._window_rows(rgb, (tile, tile), (overlap, overlap))
+
     def detect(self, rgb: np.ndarray, scale: float = 1.0) -> list[Face]:
         height, width = rgb.shape[:2]
         elongated = max(height, width) >= self.settings.tile_aspect * min(height, width)
+        search = self.search_scale(round(width / scale), round(height / scale))
         if elongated and max(height, width) > self.settings.input_long_side:
             rows = self._tiled_rows(rgb)
+        elif search is not None and max(height, width) > self.settings.input_long_side:
+            rows = self._grid_rows(rgb, search / scale)  # rgb may be reduced: searched at most at its own size
         else:
             rows = self._rows(rgb)
         faces = []
@@ -153,6 +193,13 @@ class YuNetDetector:
             landmarks = tuple((float(row[4 + 2 * i]) / scale, float(row[5 + 2 * i]) / scale) for i in range(5))
             faces.append(Face(x, y, w, h, float(row[14]), landmarks))
         return sorted(faces, key=lambda f: (f.y, f.x))
+
+
+def _starts(extent: int, tile: int, overlap: int) -> list[int]:
+    """Where windows of `tile` overlapping by `overlap` start so they cover 0..extent (one when it fits)."""
+    if extent <= tile:
+        return [0]
+    return [*range(0, extent - tile, tile - overlap), extent - tile]
 
 
 def eye_angle(face: Face) -> float:

@@ -12,24 +12,31 @@ hold no pixels, and must not make a valid image unreadable.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import io
+import logging
 import math
 import os
+import re
+import stat
 import struct
 import threading
 import weakref
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ferbatch.config import DEFAULT_MAX_PIXELS
+from ferbatch.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from ferbatch.safe_text import printable
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Decoded samples one image may need (width x height x channels x bytes per sample, from its header), and
@@ -52,6 +59,10 @@ class ImageFile:
     path: Path  # relative to root (POSIX form in reports)
     bytes: int | None
     mtime: datetime | None
+    # Whether reading may follow a symbolic link at this path: a link the scan allowed (or a file named
+    # directly); False for what the scan saw as a plain entry, so one swapped for a link since is not followed.
+    follow: bool = True
+    refused: str | None = None  # why the scan will not let this entry be read: it becomes an error row unread
 
     @property
     def absolute(self) -> Path:
@@ -59,7 +70,7 @@ class ImageFile:
 
     @property
     def path_text(self) -> str:
-        """The relative path as valid UTF-8 for reports (undecodable bytes appear as \\xNN)."""
+        """The relative path as valid UTF-8 for reports (see `as_text`)."""
         return as_text(self.path)
 
     @property
@@ -72,9 +83,28 @@ class ImageFile:
         return self.path.parts[0] if len(self.path.parts) > 1 else ""
 
 
+_ESCAPE_LOOKALIKE = re.compile(rb"\\x[0-9a-fA-F]{2}")
+
+
+def _name_text(name: bytes) -> str:
+    """One path component as valid UTF-8, distinct for distinct names.
+
+    Bytes that are not UTF-8 appear as \\xNN. So that such a name can never read the same as a valid one, a
+    name holding undecodable bytes, or a literal backslash-x-hex-hex, has each of its backslashes doubled
+    first; every other name is unchanged. (b'\\xff.jpg' is `\\xff.jpg`, the 7 characters `\\xff.jpg` are
+    `\\\\xff.jpg`.)
+    """
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return name.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+    return text.replace("\\", "\\\\") if _ESCAPE_LOOKALIKE.search(name) else text
+
+
 def as_text(path: Path) -> str:
-    """A POSIX path as valid UTF-8: file names that are not UTF-8 on disk keep their bytes as \\xNN."""
-    return os.fsencode(path.as_posix()).decode("utf-8", errors="backslashreplace")
+    """A POSIX path as valid UTF-8 (see `_name_text`): each name as is when it is UTF-8 on disk, undecodable
+    bytes as \\xNN. Escaped name by name, so a root's text joined to a relative path's is the whole path's."""
+    return "/".join(_name_text(part) for part in os.fsencode(path.as_posix()).split(b"/"))
 
 
 class ImageError(Exception):
@@ -105,39 +135,120 @@ def _matches(relative: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
+OUTSIDE_LINK = ("not read: a symbolic link to a file outside the scanned folders "
+                "(--follow-links or score.follow_links reads it)")
+
+
+def _inside(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)
+
+
+@dataclass
+class _Walk:
+    """One scan's rules and memory: what is skipped, and the real folders and files already taken."""
+
+    folders: list[Path]  # the named folders, resolved: everything inside them is scanned where it lies
+    include: Sequence[str]
+    exclude: Sequence[str]
+    skipped: set[Path]
+    follow_links: bool
+    seen: set[Path]  # real paths reached through links (with follow_links): each once
+
+    def wanted(self, relative: Path) -> bool:
+        if relative.suffix.lower() not in IMAGE_SUFFIXES:
+            return False
+        posix = relative.as_posix()
+        return (not self.include or _matches(posix, self.include)) and not (
+            self.exclude and _matches(posix, self.exclude))
+
+    def entering(self, real: Path) -> bool:
+        return real not in self.skipped and not _is_annotations(real)
+
+
 def scan(
     roots: Sequence[str | Path],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     skip_dirs: Sequence[str | Path] = (),
+    follow_links: bool = False,
 ) -> Iterator[ImageFile]:
-    """Image files under each root, recursively, in a stable order; symlinked folders are not followed.
+    """Image files under each root, recursively, in a stable order.
 
     `include` / `exclude` are glob patterns matched against the path relative to its root and against
     the file name. `skip_dirs` are folders never entered (the run's own output and annotation folders,
-    should they sit inside a scanned folder), nor are folders marked with ANNOTATIONS_MARKER. A file
-    that cannot be stat'ed (a broken symlink) is still yielded, with bytes None, so it becomes an error
-    row instead of silently disappearing.
+    should they sit inside a scanned folder), nor are folders marked with ANNOTATIONS_MARKER.
+
+    Symbolic links, files and folders alike: one whose target lies inside the named folders is not followed
+    (the target is scanned where it lies, so every real file is scored once); one whose target lies outside
+    is not read unless `follow_links` (a file link becomes a refused entry, an error row that says so; a
+    folder link is left out with a warning). With `follow_links` such targets are scanned under the link's
+    path, each real file and folder once, so a link cycle ends. Anything that is not a folder is yielded when
+    its name is an image's, a FIFO or device too: `read` refuses what is not a regular file. A broken or
+    looping link is yielded with bytes None, so it becomes an error row instead of silently disappearing.
     """
-    skipped = {Path(d).resolve() for d in skip_dirs}
-    for root in normalise_roots(roots):
-        if not root.is_dir():  # a file named directly (a broken link too: it becomes an error row)
+    named = normalise_roots(roots)
+    walk = _Walk([r for r in named if r.is_dir()], include, exclude, {Path(d).resolve() for d in skip_dirs},
+                 follow_links, set())
+    for root in named:
+        if not root.is_dir():  # a file named directly: the user chose it (a broken link too: an error row)
             yield _image_file(root.parent, Path(root.name))
             continue
-        for directory, subdirs, files in os.walk(root, followlinks=False):
-            subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skipped
-                                and not _is_annotations(Path(directory) / d))
-            for name in sorted(files):
-                absolute = Path(directory) / name
-                if absolute.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                relative = absolute.relative_to(root)
-                posix = relative.as_posix()
-                if include and not _matches(posix, include):
-                    continue
-                if exclude and _matches(posix, exclude):
-                    continue
-                yield _image_file(root, relative)
+        yield from _scan_folder(walk, root, root, Path())
+
+
+def _scan_folder(walk: _Walk, root: Path, real: Path, relative: Path) -> Iterator[ImageFile]:
+    """The images of one folder, at `relative` under `root`; `real` is its resolved path."""
+    try:
+        with os.scandir(root / relative) as listing:
+            entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        log.warning("%s: folder not scanned (%s)", printable(as_text(root / relative)), exc.strerror or exc)
+        return
+    followed = not _inside(real, walk.folders)  # reached through a followed link: its files once each
+    for entry in entries:
+        path = relative / entry.name
+        if followed and not entry.is_dir(follow_symlinks=False):
+            if real / entry.name in walk.seen:
+                continue
+            walk.seen.add(real / entry.name)
+        if entry.is_symlink():
+            yield from _scan_link(walk, root, path)
+        elif entry.is_dir(follow_symlinks=False):
+            # A named folder met again below a followed link (a link to a parent) is already being scanned.
+            if walk.entering(real / entry.name) and (real / entry.name) not in walk.folders:
+                yield from _scan_folder(walk, root, real / entry.name, path)
+        elif walk.wanted(path):
+            yield _image_file(root, path, follow=False)
+
+
+def _scan_link(walk: _Walk, root: Path, path: Path) -> Iterator[ImageFile]:
+    """One symbolic link met in a scanned folder (see `scan` for the rule)."""
+    try:
+        target = Path(os.path.realpath(root / path, strict=True))
+    except OSError as exc:  # broken, or a loop: an error row that says so, and nothing read
+        if walk.wanted(path):
+            reason = "a symbolic link loop" if exc.errno == errno.ELOOP else "missing file or broken symlink"
+            yield ImageFile(root, path, None, None, follow=False, refused=f"unreadable: {reason}")
+        return
+    if _inside(target, walk.folders):
+        return  # scanned where it lies (or deliberately not: an output, annotation or excluded folder)
+    is_dir = target.is_dir()
+    if not walk.follow_links:
+        if is_dir:
+            log.warning("%s: not followed: a link to a folder outside the scanned folders (--follow-links "
+                        "follows it)", printable(as_text(root / path)))
+        elif walk.wanted(path):
+            yield ImageFile(root, path, None, None, follow=False, refused=OUTSIDE_LINK)
+        return
+    if target in walk.seen:
+        return  # already scanned through another link: once per real file or folder, and no cycles
+    if is_dir:
+        walk.seen.add(target)
+        if walk.entering(target):
+            yield from _scan_folder(walk, root, target, path)
+    elif walk.wanted(path):
+        walk.seen.add(target)
+        yield _image_file(root, path)
 
 
 def _absolute(path: Path) -> Path:
@@ -163,12 +274,12 @@ def normalise_roots(roots: Sequence[str | Path]) -> list[Path]:
     return kept
 
 
-def _image_file(root: Path, relative: Path) -> ImageFile:
+def _image_file(root: Path, relative: Path, follow: bool = True) -> ImageFile:
     try:
-        stat = (root / relative).stat()
+        stat = (root / relative).stat() if follow else (root / relative).lstat()
     except OSError:
-        return ImageFile(root, relative, None, None)
-    return ImageFile(root, relative, stat.st_size, _mtime(stat))
+        return ImageFile(root, relative, None, None, follow)
+    return ImageFile(root, relative, stat.st_size, _mtime(stat), follow)
 
 
 def _mtime(stat: os.stat_result) -> datetime:
@@ -176,29 +287,28 @@ def _mtime(stat: os.stat_result) -> datetime:
     return datetime.fromtimestamp(stat.st_mtime, UTC)
 
 
-def read_bytes(file: ImageFile) -> bytes:
-    return read(file)[0]
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
-def read(file: ImageFile, attempts: int = 3) -> tuple[bytes, ImageFile]:
-    """The file's bytes, and `file` with `bytes` and `mtime` from the same open file descriptor.
+def _readable(status: os.stat_result, max_bytes: int) -> None:
+    """Refuses, from the open descriptor's fstat, what must not be read: not a regular file, or too large."""
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _KINDS if test(status.st_mode)), "not a plain file")
+        raise ImageError(f"not a regular file: {kind}; not read")
+    if status.st_size > max_bytes:
+        raise ImageError(f"too large: {status.st_size:,} bytes is over the file size limit of {max_bytes:,} "
+                         "(--max-bytes)")
 
-    The size and mtime are fstat'ed on the descriptor the bytes were read from, before and after the
-    read; when they differ (the file was rewritten in place while being read) it is read again. So a
-    row's bytes, mtime and image_id always describe the same content, whatever the scan saw earlier.
-    """
+
+def _open_file(file: ImageFile) -> int:
+    """A read-only descriptor, opened without blocking (a FIFO with no writer) and without following a link
+    the scan did not allow; OSErrors become ImageErrors with a short reason."""
+    if file.refused:
+        raise ImageError(file.refused)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if file.follow else os.O_NOFOLLOW)
     try:
-        with open(file.absolute, "rb") as handle:
-            for _ in range(attempts):
-                before = os.fstat(handle.fileno())
-                handle.seek(0)
-                data = handle.read()
-                after = os.fstat(handle.fileno())
-                same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
-                if same and len(data) == after.st_size:
-                    break
-            else:
-                raise ImageError(f"unreadable: the file kept changing while it was read ({attempts} tries)")
+        return os.open(file.absolute, flags)
     except PermissionError as exc:
         raise ImageError("unreadable: permission denied") from exc
     except FileNotFoundError as exc:
@@ -206,10 +316,67 @@ def read(file: ImageFile, attempts: int = 3) -> tuple[bytes, ImageFile]:
     except IsADirectoryError as exc:
         raise ImageError("unreadable: a folder, not a file") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not file.follow:
+            raise ImageError("not read: a symbolic link the scan did not allow (it was replaced by one since?)") \
+                from exc
+        raise ImageError(f"unreadable: {exc.strerror or exc}") from exc
+
+
+def read_bytes(file: ImageFile, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    return read(file, max_bytes=max_bytes)[0]
+
+
+def read(file: ImageFile, attempts: int = 3, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, ImageFile]:
+    """The file's bytes, and `file` with `bytes` and `mtime` from the same open file descriptor.
+
+    Only a regular file of at most `max_bytes` is read, as fstat on the opened descriptor says before any
+    byte is read (a FIFO, a device such as /dev/zero, a huge sparse file are refused unread), and never more
+    than its size plus one byte. The size and mtime are fstat'ed before and after the read; when they differ
+    (the file was rewritten in place while being read) it is read again. So a row's bytes, mtime and image_id
+    always describe the same content, whatever the scan saw earlier.
+    """
+    descriptor = _open_file(file)
+    try:
+        with open(descriptor, "rb", closefd=True) as handle:
+            for _ in range(attempts):
+                before = os.fstat(handle.fileno())
+                _readable(before, max_bytes)
+                handle.seek(0)
+                data = handle.read(before.st_size + 1)  # one byte more tells that it grew
+                after = os.fstat(handle.fileno())
+                same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+                if same and len(data) == after.st_size:
+                    break
+            else:
+                raise ImageError(f"unreadable: the file kept changing while it was read ({attempts} tries)")
+    except OSError as exc:
         raise ImageError(f"unreadable: {exc.strerror or exc}") from exc
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return data, ImageFile(file.root, file.path, after.st_size, _mtime(after))
+    return data, replace(file, bytes=after.st_size, mtime=_mtime(after))
+
+
+_HASH_CHUNK = 2**20
+
+
+def file_id(file: ImageFile, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """The sha256 of a file's content (its image_id), read in chunks: memory stays flat whatever its size.
+
+    Refuses what `read` refuses, from the same checks, before reading a byte.
+    """
+    digest = hashlib.sha256()
+    descriptor = _open_file(file)
+    try:
+        with open(descriptor, "rb", buffering=0, closefd=True) as handle:
+            status = os.fstat(handle.fileno())
+            _readable(status, max_bytes)
+            left = status.st_size + 1
+            while left > 0 and (chunk := handle.read(min(_HASH_CHUNK, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+    except OSError as exc:
+        raise ImageError(f"unreadable: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
 
 
 def image_id(data: bytes) -> str:

@@ -8,6 +8,7 @@ goes to the classifier in fixed-size batches.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,10 +21,11 @@ import cv2
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
-from ferbatch.config import ScoreSettings
+from ferbatch.config import DEFAULT_MAX_BYTES, ScoreSettings
+from ferbatch.safe_text import printable
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import Face, FaceDetector, crop_face
-from ferbatch.scoring._images import ImageError, ImageFile, decode, image_id, read
+from ferbatch.scoring._images import ImageError, ImageFile, as_text, decode, image_id, read
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class PipelineSettings:
     crop_shift: float = 0.0  # move the crop down by this fraction of its side (negative: up)
     light: str = "none"  # "equalize": histogram-equalise each 48x48 crop (see LIGHT_NORMALISATIONS)
     max_pixels: int
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger files are refused from fstat, unread
     # JPEGs are decoded at reduced size down to this long side (None: always full size); match the
     # detector's input size, since the detector would shrink the image to that anyway.
     decode_long_side: int | None
@@ -56,7 +59,8 @@ class PipelineSettings:
 
     @classmethod
     def from_settings(cls, settings: ScoreSettings, **overrides: object) -> PipelineSettings:
-        values = {"max_pixels": settings.max_pixels, "decode_long_side": settings.detector_size,
+        values = {"max_pixels": settings.max_pixels, "max_bytes": int(settings.max_bytes),
+                  "decode_long_side": settings.detector_size,
                   "workers": settings.workers}
         return cls(**{**values, **overrides})
 
@@ -81,12 +85,19 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
     result = PreparedImage(file)
     clock = _Clock(result.seconds)
     try:
-        data, result.file = read(file)  # bytes and mtime from the same read as the content (image_id)
+        # bytes and mtime from the same read as the content (image_id)
+        data, result.file = read(file, max_bytes=settings.max_bytes)
         result.image_id = image_id(data)
         clock.lap("read")
         decoded = decode(data, settings.max_pixels, min_long_side=settings.decode_long_side, known_id=result.image_id)
         result.width, result.height, result.taken_at = decoded.width, decoded.height, decoded.taken_at
         clock.lap("decode")
+        search = getattr(detector, "search_scale", None)  # a detector that tiles large photos says how finely
+        wanted = search(decoded.width, decoded.height) if search else None
+        if wanted is not None and decoded.scale < wanted:
+            long_side = math.ceil(max(decoded.width, decoded.height) * wanted)
+            decoded = decode(data, settings.max_pixels, min_long_side=long_side, known_id=result.image_id)
+            clock.lap("decode")
         faces = detector.detect(decoded.rgb, decoded.scale)
         clock.lap("detect")
         if faces:
@@ -100,7 +111,7 @@ def prepare(file: ImageFile, detector: FaceDetector, settings: PipelineSettings)
     except ImageError as exc:
         result.error = str(exc)
     except Exception as exc:  # one odd file must not stop a night's run
-        log.exception("unexpected failure on %s", file.absolute)
+        log.exception("unexpected failure on %s", printable(as_text(file.absolute)))
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     return result
 

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.config import ScoreSettings
+from ferbatch.config import DEFAULT_MAX_BYTES, ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import (
     PROBABILITY_COLUMNS,
@@ -31,7 +31,7 @@ from ferbatch.reports import (
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import DetectorSettings, Face, FaceDetector
-from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, image_id, read_bytes, scan
+from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, file_id, scan
 from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
 
@@ -103,21 +103,26 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
+def _is_new(file: ImageFile, index: ScoredIndex, max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
     """The cheap fingerprint (absolute path, size, mtime) first; the content hash only when it differs.
 
     The roots are absolute and resolved (`normalise_roots`), so however a folder was named on the
-    command line, the same file has the same fingerprint."""
-    if not index.image_ids:
-        return True  # nothing scored yet: no need to read the file twice
+    command line, the same file has the same fingerprint. The content hash skips a file only when that
+    content was scored (an error row's content does not count) and the file's own rows, if any, hold that
+    same content: a file whose content changed is scored again, whatever another file's rows say."""
+    if not index.image_ids or file.refused:
+        return True  # nothing scored yet (no need to read twice), or an entry never read: an error row each run
+    absolute = as_text(file.absolute)
     if file.bytes is not None and file.mtime is not None:
         mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
-        if (as_text(file.absolute), file.bytes, mtime_us) in index.fingerprints:
+        if (absolute, file.bytes, mtime_us) in index.fingerprints:
             return False
     try:
-        return image_id(read_bytes(file)) not in index
+        content = file_id(file, max_bytes)  # streamed: a large file never sits in memory for its hash
     except ImageError:
         return True  # unreadable files are retried every run: they may be fixed by then
+    own = index.contents.get(absolute)
+    return content not in index.scored_ids or (own is not None and content != own)
 
 
 def no_images_message(roots: Sequence[str | Path]) -> str:
@@ -149,6 +154,8 @@ def plan_run(
     exclude: Sequence[str] = (),
     rescore: bool = False,
     skip_dirs: Sequence[str | Path] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_links: bool = False,
 ) -> ScorePlan:
     """Scan the roots and keep what `out_dir` does not already hold for this model version.
 
@@ -160,9 +167,9 @@ def plan_run(
     index = ScoredIndex(frozenset(), frozenset()) if rescore else store.scored_index(model_version)
     todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
     n_found = 0
-    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs]):
+    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs], follow_links=follow_links):
         n_found += 1
-        if _is_new(file, index):
+        if _is_new(file, index, max_bytes):
             todo.append(file)
     if n_found == 0:
         log.warning(no_images_message(roots))
@@ -359,7 +366,8 @@ def run_scoring(
     with ReportStore(settings.out).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
-                        skip_dirs=[annotate] if annotate else ())
+                        skip_dirs=[annotate] if annotate else (), max_bytes=settings.max_bytes,
+                        follow_links=settings.follow_links)
         metadata = run_metadata(plan.run, settings, pipeline)
         shards = shard_plan(plan, settings.shard_size, metadata)
         outcomes = map_shards(ShardScorer(components, pipeline, annotate, on_image), shards) if shards else []
