@@ -494,7 +494,8 @@ def list_models(models_dir: Path | None) -> None:
         rows.append({"version": version, "current": version == current, "parameters": card["parameters"],
                      "public": metrics["PublicTest"]["plain"]["accuracy"],
                      "private": private.get("plain", {}).get("accuracy"),
-                     "private_flip": private.get("flip_tta", {}).get("accuracy"), "labels": card["label_source"]})
+                     "private_flip": private.get("flip_tta", {}).get("accuracy"), "labels": card["label_source"],
+                     "real_photos": (card.get("real_photos") or {}).get("sets", {})})
     runs = []
     for version in unfinished:
         card = registry.unfinished_card(version)

@@ -335,6 +335,15 @@ def print_models(rows: list[dict], unfinished: list[dict], console: Console | No
                                                                                              "private_flip")),
                           row["labels"])
         console.print(table, highlight=False)
+    measured = [(row, name, m) for row in rows for name, m in sorted(row.get("real_photos", {}).items())]
+    if measured:  # `ferbatch evaluate --real-photos DIR` puts these on the card
+        table = _table("On labelled real photos", ["version", "set", "found", "acc7", "sent3", "macro\nrecall"],
+                       first_columns=2)
+        table.columns[0].no_wrap = True
+        for row, name, m in measured:
+            table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", printable(name),
+                          *(f"{m[key]:.3f}" for key in ("found", "acc7", "sent3", "macro_recall")))
+        console.print(table, highlight=False)
     for run in unfinished:
         console.print(f"  {run['version']}: unfinished, epoch {run['epochs_done']} of {run['epochs']}, best "
                       f"PublicTest {run['best_public']:.4f} so far; continue it with `ferbatch train --data ... "

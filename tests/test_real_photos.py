@@ -107,3 +107,21 @@ def test_evaluate_scores_a_set_like_score_and_writes_the_figures_on_the_card(tmp
     assert card["real_photos"]["sets"]["set"]["framing"]["crop_margin"] == PipelineSettings(
         max_pixels=1, decode_long_side=None, workers=1).crop_margin
     assert {k: v for k, v in card.items() if k != "real_photos"} == before  # nothing else on the card changes
+
+
+def test_models_list_shows_the_figures_a_card_holds(tmp_path, models_dir):
+    from click.testing import CliRunner
+
+    from ferbatch.cli import cli
+    from ferbatch.models import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "models")
+    shutil.copytree(models_dir, registry.root)
+    version = registry.current_version()
+    figures = {"n": 10, "found": 0.9, "acc7": 0.5, "sent3": 0.75, "macro_recall": 0.625}
+    registry.record_on_card(version, "real_photos", {"sets": {"my_photos": figures}})
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["models", "list", "--models-dir", str(registry.root)])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "my_photos" in line)
+    assert version in line and line.split()[-4:] == ["0.900", "0.500", "0.750", "0.625"]
+    assert max(map(len, result.output.splitlines())) <= 80
