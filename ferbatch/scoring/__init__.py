@@ -30,6 +30,7 @@ from ferbatch.scoring._images import (
 from ferbatch.scoring._pipeline import PipelineSettings, PreparedImage, ScoredImage, image_probabilities, prepare
 from ferbatch.scoring._run import (
     RunContext,
+    RunPreview,
     ScoringComponents,
     Shard,
     ShardMapper,
@@ -37,16 +38,19 @@ from ferbatch.scoring._run import (
     ShardScorer,
     map_sequential,
     no_images_message,
+    preview_run,
     rows_for,
     run_scoring,
+    skipped_run_summary,
 )
 from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
     "ANNOTATIONS_MARKER", "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face",
     "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext",
+    "RunPreview",
     "ScoreSettings", "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult",
     "ShardScorer", "YuNetDetector", "as_text", "crop_face", "decode", "default_detector_path", "eye_angle",
-    "image_probabilities", "map_sequential", "no_images_message", "parse_sentiment_map", "prepare", "read_bytes",
-    "rows_for", "run_scoring", "scan",
+    "image_probabilities", "map_sequential", "no_images_message", "parse_sentiment_map", "prepare", "preview_run",
+    "read_bytes", "rows_for", "run_scoring", "scan", "skipped_run_summary",
 ]
