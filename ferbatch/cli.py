@@ -363,9 +363,11 @@ def report(out_dir: Path, fmt: str, as_json: bool, html_file: Path | None) -> No
     from ferbatch.console import print_aggregates
     from ferbatch.reports import ReportStore
 
-    table = ReportStore(out_dir).latest_aggregates()
+    store = ReportStore(out_dir)
+    table = store.latest_aggregates()
     if table is None:
-        raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
+        raise FerbatchError(f"{out_dir}: no scored run yet (a run with nothing new writes no report)"
+                            if store.is_report_folder() else f"{out_dir}: not a ferbatch --out folder (no scored run)")
     print_aggregates(table.to_pylist(), fmt="json" if as_json else fmt)
 
 

@@ -439,6 +439,10 @@ class ReportStore:
         """Raise the "another run is writing" error now if a run holds the folder (reads only)."""
         _OutDirLock.check_free(self.out_dir)
 
+    def is_report_folder(self) -> bool:
+        """Whether a run has used the folder (its lock file or a table folder is there)."""
+        return any((self.out_dir / name).exists() for name in (LOCK_FILE, *TABLES))
+
     def has_committed_runs(self) -> bool:
         """Whether any run's images are in the folder (else the scored index is empty)."""
         return any((self.out_dir / "images").glob("run_date=*/*.parquet"))
