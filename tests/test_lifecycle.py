@@ -355,3 +355,65 @@ def test_kill_9_of_a_running_score_leaves_no_process_of_the_run(tmp_path, runner
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# `ferbatch nightly` whose retrain trains for ever (a Python loop, as Keras' fit is between steps).
+_ENDLESS_TRAINING = """
+import sys, time
+import ferbatch.training as training
+
+def endless_fit(*args, **kwargs):
+    print("training", file=sys.__stderr__, flush=True)  # not print(): the flow would log it
+    while True:
+        time.sleep(0.05)
+
+training.fit = endless_fit
+sys.argv = ["ferbatch", "--config", {config!r}, "nightly"]
+from ferbatch.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_nightly_retrain_ends_the_process_at_once_in_one_line(tmp_path):
+    """As `timeout 300 ferbatch --config night.toml nightly` does: SIGTERM to the process group, mid-training."""
+    import queue
+    import threading
+
+    from conftest import SAMPLE_CSV
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = tmp_path / "night.toml"
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{SAMPLE_CSV}"\npreset = "smoke"\n'
+                      '[score]\nfolders = ["photos"]\nout = "reports"\n')
+    child = subprocess.Popen([sys.executable, "-c", _ENDLESS_TRAINING.format(config=str(config))],
+                             env=_bare_environment(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    seen: list[str] = []
+    try:
+        while not seen or seen[-1] != "training\n":  # the model trains
+            line = lines.get(timeout=300)
+            assert line is not None, "".join(seen)
+            seen.append(line)
+        descendants = psutil.Process(child.pid).children(recursive=True)
+        assert descendants, "expected the temporary server"
+        started = time.monotonic()
+        os.killpg(child.pid, signal.SIGTERM)
+        code = child.wait(timeout=60)
+        elapsed = time.monotonic() - started
+        _, alive = psutil.wait_procs(descendants, timeout=5)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    after = []
+    while (line := lines.get(timeout=10)) is not None:
+        after.append(line)
+    assert code == 143, "".join(after)
+    assert after == ["ferbatch: interrupted by SIGTERM; nothing was committed; the next run scores those images\n"]
+    assert elapsed <= 6, elapsed  # interrupts.GRACE_S, and a second for a busy machine to schedule the exit
+    assert not alive, [p.cmdline() for p in alive]
