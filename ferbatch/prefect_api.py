@@ -166,8 +166,10 @@ def prefect_api(startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> Iterato
     try:
         # No UI runs there: an empty UI URL keeps Prefect from printing "View at" links to it.
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
-            yield server.api_url
-            _drain_prefect_workers()
+            try:
+                yield server.api_url
+            finally:
+                _drain_prefect_workers()  # a failed run's logs too
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         _running.remove(server)
