@@ -185,7 +185,7 @@ def preview_run(
     rescore: bool = False,
     skip_dirs: Sequence[str | Path] = (),
 ) -> RunPreview:
-    """Whether a run of `settings` would score anything, found without writing anything.
+    """Whether a run of `settings` would score anything, found without writing any report file.
 
     The `score` command asks before it starts Prefect's server, so a run with nothing to do costs
     seconds. It fails as the run would (missing folder, another run holding the output folder) and
