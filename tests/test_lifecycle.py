@@ -339,9 +339,13 @@ def test_kill_9_of_a_running_score_leaves_no_process_of_the_run(tmp_path, runner
                               *args], env=_bare_environment(tmp_path), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        if runner == "dask":  # the workers are up: two processes besides the server and Dask's helpers
-            processes = _descendants_until(child, lambda found: _api_answers(found) and len(found) >= 3)
-            # every worker reports to the parent's API: no other Prefect server among them
+        if runner == "dask":  # the two worker processes are up
+            processes = _descendants_until(child, lambda found: _api_answers(found) and sum(
+                "spawn_main" in " ".join(p.cmdline()) for p in found) >= 2)
+            # every worker reports to the parent's API, none to a Prefect server of its own
+            server = next(p for p in processes if "ferbatch.prefect_api" in " ".join(p.cmdline()))
+            api_url = f"http://127.0.0.1:{server.cmdline()[-1]}/api"
+            assert {p.environ().get("PREFECT_API_URL") for p in processes if p != server} == {api_url}
             assert not [p.cmdline() for p in processes if "uvicorn" in " ".join(p.cmdline())]
         else:
             processes = _descendants_until(child, _api_answers)
