@@ -10,6 +10,12 @@ Scores FOLDER once into a temporary --out (not timed), then times, in a fresh in
   model load     building the detector and the Keras classifier, which a no-op run should not need
 and whether TensorFlow was imported by the no-op run. With PREFECT_API_URL set to a running server
 (`prefect server start`), the `prefect` line drops to the trivial flow run alone.
+
+Then the whole command, wall time of a fresh `ferbatch score` process, as a user runs it:
+  no-op command        FOLDER again, everything already scored (without PREFECT_API_URL: no Prefect at all)
+  no-images command    an empty folder into a new --out (which it does not create)
+  no-op command, flow  FOLDER again through the score flow, as with a configured API (here: PREFECT_API_URL
+                       pointing at a temporary server started beforehand, so its start-up is not counted)
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 _PHASES = r"""
@@ -54,15 +61,32 @@ print(json.dumps(timings))
 """
 
 
+def _wall(env: dict[str, str], *args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ferbatch", *args], env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
+    from ferbatch.prefect_api import start_temporary_server
+
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "photos").resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory() as out:
+    env.pop("PREFECT_API_URL", None)
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as empty:
         subprocess.run([sys.executable, "-m", "ferbatch", "score", str(folder), "--out", out], env=env, check=True,
                        capture_output=True)
         done = subprocess.run([sys.executable, "-c", _PHASES, str(folder), out], env=env, check=True,
                               capture_output=True, text=True)
-    timings = json.loads(done.stdout.strip().splitlines()[-1])
+        timings = json.loads(done.stdout.strip().splitlines()[-1])
+        timings["no-op command (wall)"] = _wall(env, "score", str(folder), "--out", out)
+        timings["no-images command (wall)"] = _wall(env, "score", empty, "--out", str(Path(out) / "none"))
+        server = start_temporary_server(120)
+        try:
+            timings["no-op command, flow (wall)"] = _wall({**env, "PREFECT_API_URL": server.api_url}, "score",
+                                                          str(folder), "--out", out)
+        finally:
+            server.stop()
     for name, value in timings.items():
         print(f"{name:40} {value if isinstance(value, bool) else f'{value:6.2f} s'}")
 

@@ -124,24 +124,27 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     from ferbatch.training import recipe
 
     recipe(preset_name)  # fail on an unknown preset before anything starts
-    from ferbatch_flows.retrain import retrain
+    from ferbatch.prefect_api import prefect_api
 
-    hand_logging_to_prefect()
-    result = retrain(
-        data=str(data_path),
-        labels=str(labels[1]) if labels else None,
-        extra_folder=str(extra_folder) if extra_folder else None,
-        models_dir=str(models_dir) if models_dir else None,
-        preset_name=preset_name,
-        overrides={"epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
-                   "class_weights": class_weights, "calibration": calibration},
-        resume=resume,
-        promote="never" if no_promote else "force" if force_promote else "auto",
-        tolerance=tolerance,
-        resume_from=resume_from,
-        init_from=init_from,
-        stop_after_minutes=stop_after_minutes,
-    )
+    with prefect_api(config.prefect.startup_timeout):
+        from ferbatch_flows.retrain import retrain
+
+        hand_logging_to_prefect()
+        result = retrain(
+            data=str(data_path),
+            labels=str(labels[1]) if labels else None,
+            extra_folder=str(extra_folder) if extra_folder else None,
+            models_dir=str(models_dir) if models_dir else None,
+            preset_name=preset_name,
+            overrides={"epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
+                       "class_weights": class_weights, "calibration": calibration},
+            resume=resume,
+            promote="never" if no_promote else "force" if force_promote else "auto",
+            tolerance=tolerance,
+            resume_from=resume_from,
+            init_from=init_from,
+            stop_after_minutes=stop_after_minutes,
+        )
     if result["unfinished"]:
         click.echo(f"unfinished run {result['version']}: epoch {result['epochs_done']} of {result['epochs']}, "
                    f"best PublicTest accuracy so far {result['best_public_accuracy']:.4f}; continue it with "
@@ -252,7 +255,6 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
     Without PATHS, scores the configured score.folders; unset options come from the configuration.
     """
-    from ferbatch.console import format_summary, print_summary
     from ferbatch.scoring import SentimentMap, parse_sentiment_map
 
     config = _config(ctx)
@@ -262,25 +264,43 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
     ).require_folders()
     sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
     SentimentMap.with_overrides(sentiment)  # a bad map fails before anything starts
-    from ferbatch_flows.score import score as score_flow
-
-    hand_logging_to_prefect()
     models_dir = models_dir or config.models_dir
+    from ferbatch.prefect_api import configured_api_url, prefect_api
+    from ferbatch.scoring import Components, preview_run, skipped_run_summary
+
+    # Before Prefect's server starts: a corrupt model, a folder another run holds, or nothing to do at all.
+    model_version = Components.for_run(settings, version, models_dir).model_version
+    preview = preview_run(settings, model_version, rescore=rescore, skip_dirs=[annotate] if annotate else ())
+    if not preview.has_new and not configured_api_url():  # with a configured API the run is recorded as usual
+        _print_score_summary(skipped_run_summary(settings, preview, model_version).to_dict(), settings, fmt,
+                             as_json, fail_on_error, fail_on_empty)
+        return
     from ferbatch.reports import committed_runs
 
     already = len(committed_runs())
-    try:
-        summary = score_flow(settings, sentiment, model=version, models_dir=str(models_dir) if models_dir else None,
-                             rescore=rescore, annotate=str(annotate) if annotate else None,
-                             progress=True)
-    except Exception as exc:
-        if len(committed_runs()) == already:
-            raise
-        # The reports are complete: a Prefect server lost after the commit does not make the run a failure.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"warning: run {committed_runs()[-1]} committed its reports, but Prefect could not record "
-                   f"the end of the run ({first})", err=True)
-        return
+    with prefect_api(config.prefect.startup_timeout):
+        from ferbatch_flows.score import score as score_flow
+
+        hand_logging_to_prefect()
+        try:
+            summary = score_flow(settings, sentiment, model=version,
+                                 models_dir=str(models_dir) if models_dir else None, rescore=rescore,
+                                 annotate=str(annotate) if annotate else None, progress=True)
+        except Exception as exc:
+            if len(committed_runs()) == already:
+                raise
+            # The reports are complete: a Prefect server lost after the commit does not make the run a failure.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"warning: run {committed_runs()[-1]} committed its reports, but Prefect could not record "
+                       f"the end of the run ({first})", err=True)
+            return
+    _print_score_summary(summary, settings, fmt, as_json, fail_on_error, fail_on_empty)
+
+
+def _print_score_summary(summary: dict, settings: ScoreSettings, fmt: str, as_json: bool, fail_on_error: bool,
+                         fail_on_empty: bool) -> None:
+    from ferbatch.console import format_summary, print_summary
+
     if as_json or fmt != "table":
         click.echo(format_summary(summary, "json" if as_json else fmt))
     else:
@@ -349,12 +369,15 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     """Run the nightly job once now: retrain if the data or recipe changed, then score the configured folders."""
     from ferbatch.console import print_summary
 
-    _config(ctx)  # a bad configuration fails here, before Prefect starts
-    from ferbatch_flows.nightly import nightly as nightly_flow
-
-    hand_logging_to_prefect()
+    config = _config(ctx)  # a bad configuration fails here, before Prefect starts
     config_file = ctx.find_root().meta["config"][1]
-    result = nightly_flow(config_file=str(config_file) if config_file else None, force_retrain=force_retrain)
+    from ferbatch.prefect_api import prefect_api
+
+    with prefect_api(config.prefect.startup_timeout):
+        from ferbatch_flows.nightly import nightly as nightly_flow
+
+        hand_logging_to_prefect()
+        result = nightly_flow(config_file=str(config_file) if config_file else None, force_retrain=force_retrain)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
@@ -371,9 +394,12 @@ def serve(ctx: click.Context) -> None:
     temporary server Prefect starts on its own does not fire schedules.
     """
     from ferbatch.deployments import serve_deployments
+    from ferbatch.prefect_api import prefect_api
 
+    config = _config(ctx)
     config_file = ctx.find_root().meta.get("config", (None, None))[1]
-    serve_deployments(_config(ctx), config_file)
+    with prefect_api(config.prefect.startup_timeout):
+        serve_deployments(config, config_file)
 
 
 @cli.group(cls=_Group)
@@ -440,17 +466,18 @@ def report(out_dir: Path, rows: str | None, folder: str | None, emotion: str | N
         return
     from ferbatch.reports import ReportStore
 
+    store = ReportStore(out_dir)
     if rows is not None:
         from ferbatch.console import print_rows
 
-        print_rows(ReportStore(out_dir).rows(rows, folder=folder, emotion=emotion, limit=limit).to_pylist(), rows,
-                   fmt=fmt)
+        print_rows(store.rows(rows, folder=folder, emotion=emotion, limit=limit).to_pylist(), rows, fmt=fmt)
         return
     from ferbatch.console import print_aggregates
 
-    table = ReportStore(out_dir).latest_aggregates()
+    table = store.latest_aggregates()
     if table is None:
-        raise FerbatchError(f"{out_dir}: no aggregates found (is this a ferbatch --out folder?)")
+        raise FerbatchError(f"{out_dir}: no scored run yet (a run with nothing new writes no report)"
+                            if store.is_report_folder() else f"{out_dir}: not a ferbatch --out folder (no scored run)")
     print_aggregates(table.to_pylist(), fmt=fmt)
 
 
@@ -529,6 +556,8 @@ def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir
 _ENVIRONMENT = {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "ferbatch",  # ferbatch's own log lines go to Prefect's run logs too
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # keep Prefect quiet on offline machines
+    "DO_NOT_TRACK": "1",  # and without its telemetry notice on a first run
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # progress lines from worker threads: no warning
 }
 
 

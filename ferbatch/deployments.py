@@ -36,18 +36,15 @@ def build_deployments(config: FerbatchConfig, config_file: Path | None = None) -
 
 def serve_deployments(config: FerbatchConfig, config_file: Path | None = None) -> None:
     """Register the deployments and run their flow runs from this process until interrupted."""
-    import os
-
     from prefect import serve
 
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.settings import PREFECT_API_URL
+    from ferbatch.prefect_api import configured_api_url, temporary_server_running
 
-        if not PREFECT_API_URL.value():
-            import logging
+    if temporary_server_running() or not configured_api_url():
+        import logging
 
-            logging.getLogger(__name__).warning(
-                "PREFECT_API_URL is not set: Prefect's temporary server does not fire schedules. "
-                "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
-            )
+        logging.getLogger(__name__).warning(
+            "PREFECT_API_URL is not set: Prefect's temporary server does not fire schedules. "
+            "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     serve(*build_deployments(config, config_file))

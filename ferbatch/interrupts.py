@@ -4,8 +4,10 @@ Prefect starts its temporary API server (and a Dask LocalCluster its workers) as
 the `ferbatch` process. Python's default SIGTERM action kills the process without running the atexit
 hooks that stop them, so they outlived it; on Ctrl-C the server died with the process group and Prefect
 spent minutes retrying to report the interrupted run to it. Here the first signal lets the run unwind
-(so Prefect can record it as crashed) for at most `GRACE_S` seconds; then, or at a second signal, the
-children are terminated and the process exits with a code that says whether the run committed:
+(so Prefect can record it as crashed), the children are terminated, and the process exits within `GRACE_S`
+seconds of the signal, at once at a second one, with a code that says whether the run committed. Meanwhile
+nothing more is logged to the terminal (Prefect's API still gets the run's record): the line `finish`
+writes is the one the user sees. The codes:
 
 - 0: the run committed its reports (the signal came later, e.g. while Prefect recorded the run);
 - 130 (SIGINT) or 143 (SIGTERM): interrupted before its commit; nothing of it is in the reports, and
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import signal
 import sys
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-GRACE_S = 5.0  # how long the run may take to unwind after the first signal
+GRACE_S = 5.0  # from the first signal to the end of the process, children included
 CHILD_GRACE_S = 2.0  # how long children get to stop after SIGTERM before SIGKILL
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -122,12 +125,24 @@ def _arm(signum: int) -> None:
     if _received:  # a second signal: stop waiting for the run to unwind
         finish(_received[0])
     _received.append(signum)
+    _quiet_terminal_logging()
 
     def deadline() -> None:
-        time.sleep(GRACE_S)
+        time.sleep(GRACE_S - CHILD_GRACE_S)  # the children's grace comes out of the same budget
         finish(signum)
 
     threading.Thread(target=deadline, name="ferbatch-interrupt-deadline", daemon=True).start()
+
+
+def _quiet_terminal_logging() -> None:
+    """Raise every console log handler above CRITICAL: an interrupted run's crash records (Prefect's, as it
+    unwinds) are for its API and log files, not a terminal that gets `finish`'s one line."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.root.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.CRITICAL + 1)
 
 
 _deferring: list[bool] = []

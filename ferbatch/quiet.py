@@ -50,16 +50,25 @@ def quiet_environment() -> None:
 
 
 def _forward(read_fd: int, out_fd: int) -> None:
+    """Copy fd 2's pipe to the real stderr without the noise. Once the real stderr is gone (a closed pipe,
+    as in `ferbatch ... 2>&1 | head`), keep reading and drop it all: a writer to a full pipe would block."""
+    open_out = [True]
+
+    def write(data: bytes) -> None:
+        if data and open_out[0]:
+            try:
+                os.write(out_fd, data)
+            except OSError:
+                open_out[0] = False
+
     with open(read_fd, "rb", buffering=0) as pipe:
         pending = b""
         while chunk := pipe.read(65536):
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            kept = b"".join(line + b"\n" for line in lines if not is_noise(line))
-            if kept:
-                os.write(out_fd, kept)
+            write(b"".join(line + b"\n" for line in lines if not is_noise(line)))
         if pending and not is_noise(pending):
-            os.write(out_fd, pending)
+            write(pending)
 
 
 _installed: list[int] = []

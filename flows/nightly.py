@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch.config import load_config, retrain_parameters
+from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
 from ferbatch.training import RetrainDecision, recipe, retrain_decision
 
@@ -17,6 +18,7 @@ decide_retrain = task(retrain_decision, name="check-training-data", cache_policy
 @flow(name="nightly", log_prints=True)
 def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict:
     """Retrain (or skip), then score with whatever model is current. Reads ferbatch.toml (see `ferbatch config`)."""
+    keep_deadline()  # SIGTERM during the flow (a retrain included) still ends `ferbatch` within seconds
     logger = get_run_logger()
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")

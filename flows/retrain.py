@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch import training
+from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
 from ferbatch.training import EnsembleRecipe, recipe
 
@@ -69,6 +70,7 @@ def retrain(
     as an unfinished version, which `resume_from` (or, for an ensemble preset, the same command) continues
     later, on this machine or another.
     """
+    keep_deadline()  # as a subflow of `nightly` too: Prefect installs its SIGTERM handler again for each flow
     stop_at = time.time() + stop_after_minutes * 60 if stop_after_minutes else None
     registry = ModelRegistry.at(models_dir)
     workdir = training.work_dir(registry.root)

@@ -116,7 +116,7 @@ def test_score_errors_are_one_line(tmp_path, run_ferbatch):
     bad_map = CliRunner().invoke(cli, ["score", str(PHOTOS), "--out", str(tmp_path), "--sentiment-map", "Joy=positive"])
     assert bad_map.exit_code == 1 and "unknown emotion(s) Joy" in bad_map.output
     empty = CliRunner().invoke(cli, ["report", str(tmp_path)])
-    assert empty.exit_code == 1 and "no aggregates found" in empty.output
+    assert empty.exit_code == 1 and "no scored run" in empty.output
 
 
 def test_an_empty_folder_warns_writes_nothing_and_fails_only_when_asked(tmp_path, run_ferbatch):

@@ -69,6 +69,11 @@ class ScheduleSection(_Section):
         return value
 
 
+class PrefectSection(_Section):
+    startup_timeout: float = Field(120.0, gt=0, description="Seconds to wait for Prefect's temporary server to "
+                                   "start (without PREFECT_API_URL); tried twice.")
+
+
 class FerbatchConfig(BaseSettings):
     """The effective configuration (see the module docstring for where each value comes from)."""
 
@@ -80,6 +85,7 @@ class FerbatchConfig(BaseSettings):
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     train: TrainSection = Field(default_factory=TrainSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    prefect: PrefectSection = Field(default_factory=PrefectSection)
     sentiment: dict[str, str] = Field(default_factory=dict, description="Emotion -> sentiment overrides.")
 
     @field_validator("sentiment")
@@ -234,7 +240,7 @@ def annotated_toml(config: FerbatchConfig, commented: bool = False) -> str:
     lines: list[str] = []
     prefix = "# " if commented else ""
     _annotated_section(config, lines, prefix)
-    for section in ("score", "train", "schedule"):
+    for section in ("score", "train", "schedule", "prefect"):
         lines += ["", f"[{section}]"]
         _annotated_section(getattr(config, section), lines, prefix)
     lines += ["", "[sentiment]  # emotion = positive | negative | neutral (the map in effect, defaults included)"]
@@ -260,7 +266,8 @@ def write_config_template(path: str | Path) -> Path:
         raise FerbatchError(f"{path}: already exists (not overwritten; `ferbatch config show` prints the effective "
                             "configuration)")
     defaults = FerbatchConfig.model_construct(score=ScoreSettings(), train=TrainSection.model_construct(),
-                                              schedule=ScheduleSection(), sentiment={}, models_dir=None)
+                                              schedule=ScheduleSection(), prefect=PrefectSection(), sentiment={},
+                                              models_dir=None)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x", encoding="utf-8") as handle:
         handle.write(INIT_HEADER + annotated_toml(defaults, commented=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -265,6 +266,11 @@ def _os_reason(exc: OSError) -> str:
     return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
+def _busy(out_dir: Path) -> FerbatchError:
+    return FerbatchError(f"{out_dir}: another ferbatch run is writing into this folder; "
+                         "wait for it to finish or use another --out")
+
+
 class _OutDirLock:
     """An exclusive lock on an output folder for one run, so two runs never write into it at once.
 
@@ -276,27 +282,60 @@ class _OutDirLock:
         self._handle = None
 
     def __enter__(self) -> _OutDirLock:
+        while True:
+            handle = self._open()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise _busy(self.path.parent) from None
+            # A run that created the folder and found nothing removes it with its lock file (`remove`): a
+            # lock taken on that file meanwhile is on a name that is gone, so take it again on the new one.
+            if self._still_named(handle):
+                break
+            handle.close()
+        self._handle = handle
+        return self
+
+    def _open(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a read-only or forbidden parent, or a file where a folder should be
             raise FerbatchError(f"{self.path.parent}: cannot create the report folder "
                                 f"({_os_reason(exc)})") from None
         try:
-            handle = open(self.path, "a+")
+            return open(self.path, "a+")
         except IsADirectoryError:
             raise FerbatchError(f"{self.path}: is a folder, not ferbatch's lock file; remove it") from None
         except OSError as exc:
             raise FerbatchError(f"{self.path}: cannot open the lock file ({exc.strerror or exc})") from None
+
+    def _still_named(self, handle) -> bool:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            named, held = os.stat(self.path), os.fstat(handle.fileno())
+        except FileNotFoundError:
+            return False
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    def remove(self, folder_too: bool) -> None:
+        """Delete the lock file (and its folder, when it is empty then) while still holding the lock."""
+        if self._handle is None:
+            return
+        self.path.unlink(missing_ok=True)
+        if folder_too:
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+
+    @staticmethod
+    def check_free(out_dir: str | Path) -> None:
+        """Fail now, with the same message as a run would, if another run holds the folder; creates nothing."""
+        try:
+            with open(Path(out_dir) / LOCK_FILE, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
         except BlockingIOError:
-            handle.close()
-            raise FerbatchError(
-                f"{self.path.parent}: another ferbatch run is writing into this folder; "
-                "wait for it to finish or use another --out"
-            ) from None
-        self._handle = handle
-        return self
+            raise _busy(Path(out_dir)) from None
+        except OSError:  # no lock file (or none readable): taking the lock later says what is wrong
+            return
 
     def __exit__(self, *exc_info: object) -> None:
         if self._handle is not None:
@@ -388,6 +427,13 @@ def metadata_json(**values: object) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
+def _holds_only_the_lock(out_dir: Path) -> bool:
+    try:
+        return [p.name for p in out_dir.iterdir()] == [LOCK_FILE]
+    except OSError:
+        return False
+
+
 class ReportStore:
     """The output folder and its protocol, so callers never sequence the steps themselves.
 
@@ -404,14 +450,35 @@ class ReportStore:
 
     @contextmanager
     def open_run(self) -> Iterator[ReportStore]:
-        """One run at a time per folder, from scan to commit; refused with a clear message when taken."""
-        with _OutDirLock(self.out_dir):
-            leftovers = _recover_interrupted_runs(self.out_dir)
-            if leftovers:
-                log.info("removed %d file(s) left by an interrupted run", len(leftovers))
-            _set_aside_damaged(self.out_dir)
-            _upgrade_parts(self.out_dir)
-            yield self
+        """One run at a time per folder, from scan to commit; refused with a clear message when taken.
+
+        A run that leaves nothing but the lock file it created removes it, and the folder if it created that.
+        """
+        created_folder = not self.out_dir.exists()
+        created_lock = created_folder or not (self.out_dir / LOCK_FILE).exists()
+        with _OutDirLock(self.out_dir) as lock:
+            try:
+                leftovers = _recover_interrupted_runs(self.out_dir)
+                if leftovers:
+                    log.info("removed %d file(s) left by an interrupted run", len(leftovers))
+                _set_aside_damaged(self.out_dir)
+                _upgrade_parts(self.out_dir)
+                yield self
+            finally:
+                if created_lock and _holds_only_the_lock(self.out_dir):
+                    lock.remove(folder_too=created_folder)
+
+    def check_free(self) -> None:
+        """Raise the "another run is writing" error now if a run holds the folder (reads only)."""
+        _OutDirLock.check_free(self.out_dir)
+
+    def is_report_folder(self) -> bool:
+        """Whether a run has used the folder (its lock file or a table folder is there)."""
+        return any((self.out_dir / name).exists() for name in (LOCK_FILE, *TABLES))
+
+    def has_committed_runs(self) -> bool:
+        """Whether any run's images are in the folder (else the scored index is empty)."""
+        return any((self.out_dir / "images").glob("run_date=*/*.parquet"))
 
     def scored_index(self, model_version: str) -> ScoredIndex:
         """What the folder already holds for `model_version` (call inside `open_run`)."""

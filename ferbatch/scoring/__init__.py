@@ -39,6 +39,7 @@ from ferbatch.scoring._pipeline import (
 )
 from ferbatch.scoring._run import (
     RunContext,
+    RunPreview,
     ScoringComponents,
     Shard,
     ShardMapper,
@@ -48,17 +49,20 @@ from ferbatch.scoring._run import (
     image_verdict,
     map_sequential,
     no_images_message,
+    preview_run,
     rows_for,
     run_scoring,
+    skipped_run_summary,
 )
 from ferbatch.scoring._sentiment import SentimentMap, parse_sentiment_map
 
 __all__ = [
     "ANNOTATIONS_MARKER", "IMAGE_SUFFIXES", "Components", "DetectorSettings", "EmotionClassifier", "Face",
     "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext",
+    "RunPreview",
     "ScoreSettings", "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult",
     "ShardScorer", "YuNetDetector", "annotator", "as_text", "crop_face", "crop_faces", "decode",
     "default_detector_path", "eye_angle", "face_verdicts", "image_probabilities", "image_verdict", "map_sequential",
-    "no_images_message", "parse_sentiment_map", "prepare", "read_bytes", "rows_for", "run_scoring", "scan",
-    "score_images",
+    "no_images_message", "parse_sentiment_map", "prepare", "preview_run", "read_bytes", "rows_for", "run_scoring",
+    "scan", "score_images", "skipped_run_summary",
 ]

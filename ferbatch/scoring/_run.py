@@ -180,6 +180,66 @@ def plan_run(
     return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
 
 
+def _require_inputs(settings: ScoreSettings) -> None:
+    # A path that is not there at all stops the run (a broken symlink named directly still becomes an error
+    # row): a container deployment whose photo volume was not mounted must fail, not report one error row.
+    missing = [str(path) for path in settings.folders if not os.path.lexists(path)]
+    if missing:
+        raise FerbatchError(f"{', '.join(missing)}: no such file or folder")
+
+
+@dataclass(frozen=True)
+class RunPreview:
+    """What a run would find, known before it starts: `has_new` is False when it would score nothing."""
+
+    n_found: int  # every image file found when nothing is new; else those seen up to the first new one
+    has_new: bool
+
+
+def preview_run(
+    settings: ScoreSettings,
+    model_version: str,
+    *,
+    rescore: bool = False,
+    skip_dirs: Sequence[str | Path] = (),
+) -> RunPreview:
+    """Whether a run of `settings` would score anything, found without writing any report file.
+
+    The `score` command asks before it starts Prefect's server, so a run with nothing to do costs
+    seconds. It fails as the run would (missing folder, another run holding the output folder) and
+    stops scanning at the first new image. An output folder with no committed run is not created or
+    locked; one with runs is read under its lock, after the tidying a run does.
+    """
+    _require_inputs(settings)
+    store = ReportStore(settings.out)
+    store.check_free()
+    files = scan(settings.folders, settings.include, settings.exclude, skip_dirs=[store.out_dir, *skip_dirs],
+                 follow_links=settings.follow_links)
+    if rescore or not store.has_committed_runs():  # every image found is new
+        return RunPreview(1, True) if next(iter(files), None) is not None else RunPreview(0, False)
+    with store.open_run():
+        index = store.scored_index(model_version)
+        n_found = 0
+        for file in files:
+            n_found += 1
+            if _is_new(file, index, int(settings.max_bytes)):
+                return RunPreview(n_found, True)
+    return RunPreview(n_found, False)
+
+
+def skipped_run_summary(settings: ScoreSettings, preview: RunPreview, model_version: str) -> RunSummary:
+    """The summary of a run that had nothing to score and so did not start (what the run would have said)."""
+    if preview.has_new:
+        raise ValueError("the run has images to score")
+    now = datetime.now(UTC)
+    if preview.n_found == 0:
+        log.warning(no_images_message(settings.folders))
+    else:
+        log.info("%d image(s) found, all already scored with model %s", preview.n_found, model_version)
+    return RunSummary(new_run_id(now), now.date(), settings.out, model_version, n_found=preview.n_found,
+                      n_skipped=preview.n_found)
+
+
 @dataclass(frozen=True)
 class Shard:
     """A slice of a plan's files that one task scores into its own Parquet parts."""
@@ -358,11 +418,7 @@ def run_scoring(
     no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
     """
     pipeline = pipeline or PipelineSettings.from_settings(settings)
-    # A path that is not there at all stops the run (a broken symlink named directly still becomes an error
-    # row): a container deployment whose photo volume was not mounted must fail, not report one error row.
-    missing = [str(path) for path in settings.folders if not os.path.lexists(path)]
-    if missing:
-        raise FerbatchError(f"{', '.join(missing)}: no such file or folder")
+    _require_inputs(settings)
     with ReportStore(settings.out).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
