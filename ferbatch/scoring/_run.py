@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import pyarrow as pa
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.config import ScoreSettings
@@ -25,13 +26,26 @@ from ferbatch.reports import (
     ImageRow,
     ReportStore,
     RunSummary,
-    ScoredIndex,
+    ScanTable,
+    content_matches,
     metadata_json,
+    unmatched,
 )
+from ferbatch.reports._current import FILE_COLUMNS, CurrentBase, CurrentUpdate
+from ferbatch.reports._current import carried_faces as current_faces
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import DetectorSettings, FaceDetector
-from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, image_id, read_bytes, scan
+from ferbatch.scoring._images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    ImageFile,
+    as_text,
+    image_id,
+    normalise_roots,
+    read_bytes,
+    scan,
+)
 from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
 
@@ -92,32 +106,75 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def _is_new(file: ImageFile, index: ScoredIndex) -> bool:
-    """The cheap fingerprint (absolute path, size, mtime) first; the content hash only when it differs.
-
-    The roots are absolute and resolved (`normalise_roots`), so however a folder was named on the
-    command line, the same file has the same fingerprint."""
-    if not index.image_ids:
-        return True  # nothing scored yet: no need to read the file twice
-    if file.bytes is not None and file.mtime is not None:
-        mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
-        if (as_text(file.absolute), file.bytes, mtime_us) in index.fingerprints:
-            return False
-    try:
-        return image_id(read_bytes(file)) not in index
-    except ImageError:
-        return True  # unreadable files are retried every run: they may be fixed by then
-
-
 def no_images_message(roots: Sequence[str | Path]) -> str:
     """What an empty run says: where it looked and for what."""
     return (f"no images found under {', '.join(str(root) for root in roots)}; "
             f"looked for: {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
+def _scan_table(roots: Sequence[str | Path], include: Sequence[str], exclude: Sequence[str],
+                skip_dirs: Sequence[str | Path], chunk: int = 100_000) -> ScanTable:
+    """Every file the scan finds, in columns (a few dozen bytes per file, not a Python object per file)."""
+    root_ids: dict[Path, int] = {}
+    chunks: list[pa.Table] = []
+    columns: tuple[list, ...] = ([], [], [], [], [])
+
+    def flush() -> None:
+        if columns[0]:
+            chunks.append(ScanTable.from_columns([], *columns).table)
+            for values in columns:
+                values.clear()
+
+    keys, sizes, mtimes, root_index, relative = columns
+    for file in scan(roots, include, exclude, skip_dirs=skip_dirs):
+        keys.append(as_text(file.absolute))
+        sizes.append(file.bytes)
+        mtimes.append(None if file.mtime is None else (file.mtime - _EPOCH) // timedelta(microseconds=1))
+        root_index.append(root_ids.setdefault(file.root, len(root_ids)))
+        relative.append(os.fsencode(file.path))
+        if len(keys) >= chunk:
+            flush()
+    flush()
+    empty = ScanTable.from_columns([], [], [], [], [], []).table
+    table = pa.concat_tables(chunks).combine_chunks() if chunks else empty
+    return ScanTable(list(root_ids), table)
+
+
+def _file_at(scanned: ScanTable, row: int) -> ImageFile:
+    record = {name: scanned.table.column(name)[row].as_py() for name in ("bytes", "mtime", "root", "relative")}
+    mtime = None if record["mtime"] is None else _EPOCH + timedelta(microseconds=record["mtime"])
+    return ImageFile(scanned.roots[record["root"]], Path(os.fsdecode(record["relative"])), record["bytes"], mtime)
+
+
+def _carry(sources: pa.Table, files: list[ImageFile]) -> pa.Table:
+    """`sources` (current rows, one per file) with each file's own root, path, folder, size and mtime."""
+    values = {"root": [f.root_text for f in files], "path": [f.path_text for f in files],
+              "folder": [as_text(Path(f.folder)) if f.folder else TOP_LEVEL_FOLDER for f in files],
+              "bytes": [f.bytes for f in files], "mtime": [f.mtime for f in files]}
+    for name in FILE_COLUMNS:
+        if name in sources.column_names:
+            field = sources.schema.field(name)
+            sources = sources.set_column(sources.column_names.index(name), field, pa.array(values[name], field.type))
+    return sources
+
+
+def _carry_faces(faces: pa.Table, sources: pa.Table, carried: pa.Table) -> pa.Table:
+    """The faces of each source row, once per file it was carried to, with that file's columns."""
+    if not faces.num_rows:
+        return faces
+    identity = [c for c in ("run_id", "root", "path", "image_id") if c in faces.column_names]
+    moved = [c for c in FILE_COLUMNS if c in faces.column_names]
+    mapping = pa.table({**{c: sources.column(c) for c in identity},
+                        **{f"_new_{c}": carried.column(c) for c in moved}})
+    joined = faces.join(mapping, keys=identity, join_type="inner")
+    for c in moved:
+        joined = joined.set_column(joined.column_names.index(c), faces.schema.field(c), joined.column(f"_new_{c}"))
+    return joined.select(faces.column_names)
+
+
 @dataclass
 class ScorePlan:
-    """What a run will score: the new files under the roots, and the run's identity."""
+    """What a run will score: the new files under the roots, the current table's change, and the run's identity."""
 
     run: RunContext
     store: ReportStore
@@ -125,6 +182,31 @@ class ScorePlan:
     n_found: int
     n_skipped: int
     started: float
+    update: CurrentUpdate | None = None
+    model_change: dict | None = None
+
+
+def _model_change(base: CurrentBase, model_version: str, rescore_on_new_model: bool, rate: float | None,
+                  n_todo: int) -> dict | None:
+    """What a new model means for this folder, said once in the log and in the summary."""
+    others = {model: n for model, n in base.models().items() if model != model_version}
+    if not others:
+        return None
+    n_old = sum(others.values())
+    seconds = n_todo / rate if rate else None
+    change = {"model_version": model_version, "previous": others, "photos": n_old,
+              "rescored": rescore_on_new_model, "estimated_seconds": None if seconds is None else round(seconds)}
+    named = ", ".join(f"{model} ({n})" for model, n in sorted(others.items()))
+    if rescore_on_new_model:
+        eta = (f"about {timedelta(seconds=round(seconds))} at the last run's {rate:.1f} images/s" if seconds
+               is not None else "time unknown: no earlier run measured a rate")
+        log.warning("model %s is new to this folder: %d photo(s) scored by %s are scored again, %s; "
+                    "score.rescore_on_new_model = false keeps their rows", model_version, n_old, named, eta)
+    else:
+        log.info("model %s is new to this folder: %d photo(s) keep their rows by %s "
+                 "(score.rescore_on_new_model = false); new photos are scored by %s",
+                 model_version, n_old, named, model_version)
+    return change
 
 
 def plan_run(
@@ -138,28 +220,56 @@ def plan_run(
     exclude: Sequence[str] = (),
     rescore: bool = False,
     skip_dirs: Sequence[str | Path] = (),
+    rescore_on_new_model: bool = True,
 ) -> ScorePlan:
-    """Scan the roots and keep what `out_dir` does not already hold for this model version.
+    """Scan the roots and keep what the current table does not already hold (for this model version, unless
+    `rescore_on_new_model` is off); files it holds by content at another path or mtime are carried into the
+    next current table version with their own path.
 
     Call inside `store.open_run()`. The store's folder and `skip_dirs` are never scanned, so output
-    inside an input folder is not scored next run.
+    inside an input folder is not scored next run. The check is a join in columns: the cheap fingerprint
+    (absolute path, size, mtime) first, the content hash only for the files whose fingerprint differs.
     """
     started = time.perf_counter()
     now = datetime.now(UTC)
-    index = ScoredIndex(frozenset(), frozenset()) if rescore else store.scored_index(model_version)
-    todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
-    n_found = 0
-    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs]):
-        n_found += 1
-        if _is_new(file, index):
-            todo.append(file)
+    base = store.current_base(model_version, keep_old_models=not rescore_on_new_model)
+    scanned = _scan_table(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs])
+    n_found = scanned.table.num_rows
+    rows = list(range(n_found)) if rescore else unmatched(scanned.table, base.index).to_pylist()
+    by_content = not rescore and base.n_eligible > 0  # nothing scored yet: no need to read the files twice
+    todo: list[tuple[int, ImageFile]] = []
+    hashed: list[tuple[int, ImageFile, str]] = []
+    for row in rows:
+        file = _file_at(scanned, row)
+        if by_content:
+            try:
+                hashed.append((row, file, image_id(read_bytes(file))))
+                continue
+            except ImageError:
+                pass  # unreadable files are retried every run: they may be fixed by then
+        todo.append((row, file))
+    carried_images = carried_faces = None
+    if hashed:
+        matches = content_matches(base, [iid for _, _, iid in hashed])
+        position = {iid: i for i, iid in enumerate(matches.column("image_id").to_pylist())}
+        carried = [(file, position[iid]) for _, file, iid in hashed if iid in position]
+        todo += [(row, file) for row, file, iid in hashed if iid not in position]
+        if carried:
+            sources = matches.take(pa.array([i for _, i in carried], pa.int64()))
+            carried_images = _carry(sources, [file for file, _ in carried])
+            carried_faces = _carry_faces(current_faces(base, sources), sources, carried_images)
+    todo_files = [file for _, file in sorted(todo, key=lambda item: item[0])]
+    n_skipped = n_found - len(todo_files)
     if n_found == 0:
         log.warning(no_images_message(roots))
     else:
-        log.info("%d image(s) found, %d already scored with model %s, %d to score",
-                 n_found, n_found - len(todo), model_version, len(todo))
+        log.info("%d image(s) found, %d already scored, %d to score with model %s",
+                 n_found, n_skipped, len(todo_files), model_version)
+    model_change = _model_change(base, model_version, rescore_on_new_model, store.measured_rate(), len(todo_files))
+    update = CurrentUpdate(base, scanned.keys, [as_text(root) for root in normalise_roots(roots)],
+                           carried_images, carried_faces)
     run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
-    return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
+    return ScorePlan(run, store, todo_files, n_found, n_skipped, started, update, model_change)
 
 
 @dataclass(frozen=True)
@@ -232,7 +342,7 @@ def score_shard(
             if on_image:
                 on_image(scored)
         started = time.perf_counter()
-        moves = writer.close(tables=("images",))
+        moves = writer.close(tables=("images", "faces"))  # readers find faces/ even before the first face
         summary.stage_seconds["write"] += time.perf_counter() - started
     except BaseException:
         writer.abort()
@@ -241,29 +351,32 @@ def score_shard(
 
 
 def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[str, str]) -> RunSummary:
-    """Write the aggregates of all shards, then make every file of the run visible together."""
+    """Write the aggregates of all shards, then make every file of the run visible together, with the current
+    table's next version."""
     run = plan.run
     summary = RunSummary(run.run_id, run.run_date, plan.store.out_dir, run.model_version,
-                         n_found=plan.n_found, n_skipped=plan.n_skipped)
+                         n_found=plan.n_found, n_skipped=plan.n_skipped, model_change=plan.model_change)
     aggregator = Aggregator()
     for shard in sorted(shards, key=lambda s: s.index):
         summary.merge(shard.summary)
         aggregator.merge(shard.aggregator)
-    if not shards:  # nothing scored: no data parts and no all-zero aggregates row (the flow still records it)
-        summary.seconds = time.perf_counter() - plan.started
-        return summary
     moves = [move for shard in shards for move in shard.moves]
-    writer = plan.store.writer(run.run_id, run.run_date, metadata)
-    try:
-        summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
-        writer.write("aggregates", summary.aggregates)
-        moves += writer.close(tables=("aggregates",))
-    except BaseException:
-        writer.abort()
-        plan.store.abort(moves)
-        raise
-    # From here on the files are complete: a failure mid-commit leaves the manifest for the next run to finish.
-    finals = plan.store.commit(run.run_id, moves)
+    if shards:  # a run that scored nothing writes no history parts and no all-zero aggregates row
+        seconds = time.perf_counter() - plan.started
+        # the rate a later run's estimate uses (a new model: how long scoring every photo again takes)
+        measured = {**metadata, **metadata_json(images_scored=summary.n_scored, seconds=round(seconds, 3))}
+        writer = plan.store.writer(run.run_id, run.run_date, measured)
+        try:
+            summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
+            writer.write("aggregates", summary.aggregates)
+            moves += writer.close(tables=("aggregates",))
+        except BaseException:
+            writer.abort()
+            plan.store.abort(moves)
+            raise
+    # From here on the files are complete: a failure mid-commit is undone, a kill leaves the manifest for the
+    # next run to finish. A run with nothing new may still change the current table (photos deleted or moved).
+    finals = plan.store.commit(run.run_id, moves, plan.update, run.run_date, metadata)
     summary.files = {}
     for path in finals:
         summary.files.setdefault(path.parent.parent.name, []).append(path)
@@ -348,7 +461,7 @@ def run_scoring(
     with ReportStore(settings.out).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
-                        skip_dirs=[annotate] if annotate else ())
+                        skip_dirs=[annotate] if annotate else (), rescore_on_new_model=settings.rescore_on_new_model)
         metadata = run_metadata(plan.run, settings, pipeline)
         shards = shard_plan(plan, settings.shard_size, metadata)
         outcomes = map_shards(ShardScorer(components, pipeline, annotate, on_image), shards) if shards else []

@@ -1,0 +1,438 @@
+"""The current table: `OUT/current/images/` and `OUT/current/faces/`, one row per photo that exists.
+
+The history (`OUT/images/`, `OUT/faces/`) keeps every row a run wrote; the current table keeps, for each file
+(its absolute `root/path`), the newest row only, and drops files that are gone from the scanned folders. Its
+schemas are the history's: a current row is a history row (or, for a file recognised by its content at a new
+path or with a new mtime, a copy of one with the file's path, size and mtime as found).
+
+Each committing run builds a new *version* of it under `OUT/.ferbatch-current/<run_id>/` and switches the
+`OUT/current` symlink to it with one rename, so a reader opening `OUT/current/images` sees the old version or
+the new one, never a mix. A version's part files are named like the history parts they come from
+(`run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`): a part whose rows all stay is hard-linked from the
+previous version (no data written), a part that lost rows is rewritten without them, and a run's new parts are
+linked from its history parts. A nightly run with a few new photos therefore writes a few small files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ferbatch.errors import FerbatchError
+from ferbatch.reports._schemas import FACES_SCHEMA, SCHEMAS
+
+log = logging.getLogger(__name__)
+
+CURRENT_LINK = "current"  # OUT/current -> .ferbatch-current/<run_id>
+VERSIONS_DIR = ".ferbatch-current"
+CURRENT_TABLES = ("images", "faces")
+FILE_KEY = "file"  # root/path: a photo's identity in the current table
+CARRIED = "carried"  # part name suffix of rows recognised by content at a new path or mtime
+# Columns that say where a file is: a carried row takes them from the file as found. Faces get those of them
+# their schema has, so the rule follows the schemas as columns are added.
+FILE_COLUMNS = ("root", "path", "folder", "bytes", "mtime")
+_INDEX_COLUMNS = ["root", "path", "bytes", "mtime", "model_version", "run_id"]
+
+
+def file_keys(root: pa.Array | pa.ChunkedArray, path: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`root/path` as the scan spells a file's absolute path (`as_text(root / path)`)."""
+    return pc.binary_join_element_wise(pc.utf8_rtrim(root, characters="/"), path, "/")
+
+
+def live_version(out_dir: str | Path) -> Path | None:
+    """The version folder `OUT/current` points at, or None before the first current version."""
+    link = Path(out_dir) / CURRENT_LINK
+    if not link.is_symlink():
+        if link.exists():
+            raise FerbatchError(f"{link}: not the current-table link ferbatch keeps there; move it out of the way")
+        return None
+    target = Path(os.readlink(link))
+    return (link.parent / target) if not target.is_absolute() else target
+
+
+def _face_identity() -> list[str]:
+    """Columns tying a face row to its image row within one part (a run's rows)."""
+    return [c for c in ("run_id", "root", "path", "image_id") if c in FACES_SCHEMA.names]
+
+
+@dataclass
+class CurrentBase:
+    """What a run's new current version starts from: the live version's parts, or, for a folder without a
+    current table yet, the history's (newest row per file).
+
+    `index` has one row per file: `file`, `bytes`, `mtime` (int64 microseconds), `eligible` (may skip scoring:
+    scored by this model, or any model when old rows are kept), `model_version` and `part` (index into
+    `parts`). It is all a run needs to decide what to score, in columns, without a Python object per photo.
+    """
+
+    out_dir: Path
+    folder: Path | None  # holds images/ and faces/ parts: a version folder, OUT itself (history), or None
+    parts: list[str]  # paths relative to images/ (and faces/): run_date=YYYY-MM-DD/part-....parquet
+    from_history: bool
+    index: pa.Table
+    dropped_parts: list[str] = field(default_factory=list)  # left out: damaged, or their run was removed
+
+    @property
+    def n_eligible(self) -> int:
+        return int(pc.sum(self.index.column("eligible")).as_py() or 0) if self.index.num_rows else 0
+
+    def models(self) -> dict[str, int]:
+        """Photos per model version in the current table."""
+        if not self.index.num_rows:
+            return {}
+        counts = self.index.column("model_version").value_counts()
+        return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
+
+
+_EMPTY_INDEX = pa.schema([(FILE_KEY, pa.string()), ("bytes", pa.int64()), ("mtime", pa.int64()),
+                          ("eligible", pa.bool_()), ("model_version", pa.string()), ("part", pa.int32())])
+
+
+def _parts(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder / "images").as_posix()
+                  for p in (folder / "images").glob("run_date=*/part-*.parquet"))
+
+
+def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
+              dropped_runs: Iterable[str] = (), dropped_parts: Iterable[str] = ()) -> CurrentBase:
+    """The base of this run's current version and its index (call inside `ReportStore.open_run`).
+
+    `dropped_runs` / `dropped_parts` (paths relative to a table folder): history parts that recovery removed or
+    set aside as damaged; the current rows from them are left out too, so their photos are scored again.
+    """
+    out_dir = Path(out_dir)
+    version = live_version(out_dir)
+    from_history = version is None or not version.is_dir()
+    folder = out_dir if from_history else version
+    dropped_runs, dropped_parts = set(dropped_runs), set(dropped_parts)
+    parts, left_out, tables = [], [], []
+    for part in _parts(folder):
+        run = part.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
+        if part in dropped_parts or any(run == r or run.startswith(f"{r}-") for r in dropped_runs):
+            left_out.append(part)
+            continue
+        try:
+            table = pq.read_table(folder / "images" / part, columns=_INDEX_COLUMNS, partitioning=None)
+        except (pa.ArrowException, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            own, history = folder / "images" / part, out_dir / "images" / part
+            # The history's damage (a current part is a hard link to it): the user decides, as for any reader.
+            if from_history or (history.exists() and not _readable(history)):
+                raise FerbatchError(f"{own if from_history else history}: a report file cannot be read ({first}); "
+                                    "move it out of the folder (see README, Reports)") from None
+            log.warning("%s: not readable (%s); its photos are scored again", own, first)
+            left_out.append(part)
+            continue
+        models = table.column("model_version")
+        eligible = (pc.equal(models, model_version) if not keep_old_models
+                    else pa.chunked_array([np.ones(table.num_rows, bool)], pa.bool_()))
+        columns = {FILE_KEY: file_keys(table.column("root"), table.column("path")),
+                   "bytes": table.column("bytes"), "mtime": table.column("mtime").cast(pa.int64()),
+                   "eligible": eligible, "model_version": models,
+                   "part": pa.array(np.full(table.num_rows, len(parts), np.int32))}
+        if from_history:
+            columns["run_id"] = table.column("run_id")
+        tables.append(pa.table(columns))
+        parts.append(part)
+    schema = _EMPTY_INDEX.append(pa.field("run_id", pa.string())) if from_history else _EMPTY_INDEX
+    index = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    if from_history:
+        index = _newest_per_file(index).drop_columns(["run_id"])
+    base = CurrentBase(out_dir, folder if parts else None, parts, from_history, index, left_out)
+    return base
+
+
+def _readable(path: Path) -> bool:
+    try:
+        pq.read_table(path, columns=_INDEX_COLUMNS, partitioning=None)
+    except (pa.ArrowException, OSError):
+        return False
+    return True
+
+
+def _newest_per_file(index: pa.Table) -> pa.Table:
+    """The history's newest row per file (run ids sort by time); rows of relative roots (runs before roots were
+    resolved) are never a current row: those files are recognised by content and carried to their real path."""
+    index = index.filter(pc.starts_with(index.column(FILE_KEY), "/"))
+    if not index.num_rows:
+        return index
+    order = pc.sort_indices(index, [(FILE_KEY, "ascending"), ("run_id", "descending")])
+    keys = index.column(FILE_KEY).take(order)
+    first = np.ones(len(keys), bool)
+    if len(keys) > 1:
+        first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+    return index.take(order.filter(pa.array(first)))
+
+
+@dataclass
+class ScanTable:
+    """A scan in columns: every file found, as few bytes per file as the check needs."""
+
+    roots: list[Path]
+    table: pa.Table  # file (str), bytes, mtime (int64 us, nullable), root (int32 into roots), relative (binary)
+
+    @classmethod
+    def from_columns(cls, roots: Sequence[Path], keys: list[str], sizes: list[int | None], mtimes: list[int | None],
+                     root_index: list[int], relative: list[bytes]) -> ScanTable:
+        return cls(list(roots), pa.table({FILE_KEY: pa.array(keys, pa.string()), "bytes": pa.array(sizes, pa.int64()),
+                                          "mtime": pa.array(mtimes, pa.int64()),
+                                          "root": pa.array(root_index, pa.int32()),
+                                          "relative": pa.array(relative, pa.binary())}))
+
+    @property
+    def keys(self) -> pa.Array:
+        return self.table.column(FILE_KEY)
+
+
+def unmatched(scan: pa.Table, index: pa.Table) -> pa.Array:
+    """Row numbers of the scanned files whose (file, bytes, mtime) no eligible current row has: a hash join in
+    Arrow, in columns, so the check costs bytes per photo rather than Python objects."""
+    positions = pa.array(np.arange(scan.num_rows, dtype=np.int64))
+    if not scan.num_rows:
+        return positions
+    eligible = index.filter(index.column("eligible")).select([FILE_KEY, "bytes", "mtime"])
+    if not eligible.num_rows:
+        return positions
+    probe = pa.table({FILE_KEY: scan.column(FILE_KEY), "bytes": scan.column("bytes"), "mtime": scan.column("mtime"),
+                      "row": positions})
+    left = probe.join(eligible, keys=[FILE_KEY, "bytes", "mtime"], join_type="left anti", use_threads=True)
+    return left.column("row").combine_chunks().sort()
+
+
+def content_matches(base: CurrentBase, image_ids: Sequence[str]) -> pa.Table:
+    """The eligible current images rows (newest per content) whose image_id is in `image_ids`."""
+    empty = SCHEMAS["images"].remove(SCHEMAS["images"].get_field_index("run_date")).empty_table()
+    if base.folder is None or not image_ids:
+        return empty
+    wanted = pa.array(sorted(set(image_ids)), pa.string())
+    dataset = ds.dataset([str(base.folder / "images" / p) for p in base.parts], format="parquet",
+                         schema=empty.schema)
+    rows = dataset.to_table(filter=pc.field("image_id").isin(wanted))
+    if base.index.num_rows and rows.num_rows:  # only rows still current (the history holds older ones too)
+        current = base.index.filter(base.index.column("eligible")).column(FILE_KEY)
+        rows = rows.filter(pc.is_in(file_keys(rows.column("root"), rows.column("path")), value_set=current))
+    if not rows.num_rows:
+        return empty
+    order = pc.sort_indices(rows, [("image_id", "ascending"), ("run_id", "descending")])
+    rows = rows.take(order)
+    ids = rows.column("image_id")
+    first = np.ones(rows.num_rows, bool)
+    if rows.num_rows > 1:
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, rows.num_rows - 1)).to_numpy(zero_copy_only=False)
+    return rows.filter(pa.array(first))
+
+
+def carried_faces(base: CurrentBase, sources: pa.Table) -> pa.Table:
+    """The current faces rows of `sources` (images rows), matched on the columns that tie a face to its image."""
+    empty = FACES_SCHEMA.remove(FACES_SCHEMA.get_field_index("run_date")).empty_table()
+    if base.folder is None or not sources.num_rows:
+        return empty
+    files = [str(base.folder / "faces" / p) for p in base.parts if (base.folder / "faces" / p).exists()]
+    if not files:
+        return empty
+    wanted = pa.array(sorted(set(sources.column("image_id").to_pylist())), pa.string())
+    faces = ds.dataset(files, format="parquet", schema=empty.schema).to_table(
+        filter=pc.field("image_id").isin(wanted))
+    identity = _face_identity()
+    return faces.join(sources.select(identity), keys=identity, join_type="left semi").select(empty.schema.names)
+
+
+@dataclass
+class CurrentUpdate:
+    """What a committing run changes in the current table, besides adding its own new rows."""
+
+    base: CurrentBase
+    found: pa.Array  # file keys of every file the scan found
+    scope: list[str]  # the scanned roots as text: files under them that were not found and are gone leave
+    carried_images: pa.Table | None = None
+    carried_faces: pa.Table | None = None
+
+
+def _in_scope(keys: pa.Array, scope: Sequence[str]) -> np.ndarray:
+    inside = np.zeros(len(keys), bool)
+    for root in scope:
+        prefix = root.rstrip("/") + "/"
+        inside |= pc.starts_with(keys, prefix).to_numpy(zero_copy_only=False)
+        inside |= pc.equal(keys, root).to_numpy(zero_copy_only=False)
+    return inside
+
+
+def _kept_rows(update: CurrentUpdate, replaced: pa.Array) -> np.ndarray:
+    """Per base row: does it stay? Found and not replaced by a newer row; or outside this run's folders; or not
+    found but still there (left out by --include / --exclude)."""
+    keys = update.base.index.column(FILE_KEY)
+    if not len(keys):
+        return np.zeros(0, bool)
+    found = pc.is_in(keys, value_set=update.found).to_numpy(zero_copy_only=False)
+    newer = (pc.is_in(keys, value_set=replaced).to_numpy(zero_copy_only=False) if len(replaced)
+             else np.zeros(len(keys), bool))
+    keep = found & ~newer
+    missing = np.flatnonzero(~found & _in_scope(keys, update.scope))
+    unscoped = ~found & ~_in_scope(keys, update.scope)
+    keep |= unscoped & ~newer
+    for i in missing:  # usually the few photos deleted since the last run
+        keep[i] = not newer[i] and os.path.lexists(keys[int(i)].as_py())
+    return keep
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (no data written); a copy where the file system has none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _write(table: pa.Table, target: Path, metadata: dict | None = None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if "run_date" in table.column_names:  # parts written before run_date left the files
+        table = table.drop_columns(["run_date"])
+    if metadata is not None:
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, target, compression="snappy")
+    with open(target, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _empty(table: str) -> pa.Table:
+    schema = SCHEMAS[table]
+    return schema.remove(schema.get_field_index("run_date")).empty_table()
+
+
+def _has_partition_column(path: Path) -> bool:
+    return "run_date" in pq.read_schema(path).names
+
+
+def build_version(
+    out_dir: str | Path,
+    run_id: str,
+    run_date: date,
+    update: CurrentUpdate,
+    new_parts: Sequence[tuple[Path, Path | None, str]],
+    metadata: dict[str, str],
+) -> Path | None:
+    """Write the next current version (not yet live) and return its folder; None when nothing would change.
+
+    `new_parts`: this run's (images tmp, faces tmp or None, part path relative to a table folder).
+    """
+    out_dir, base = Path(out_dir), update.base
+    new_keys = [file_keys(t.column("root"), t.column("path"))
+                for t in (pq.read_table(images, columns=["root", "path"]) for images, _, _ in new_parts)]
+    if update.carried_images is not None and update.carried_images.num_rows:
+        new_keys.append(file_keys(update.carried_images.column("root"), update.carried_images.column("path")))
+    replaced = pa.chunked_array(new_keys, pa.string()).combine_chunks() if new_keys else pa.array([], pa.string())
+    keep = _kept_rows(update, replaced)
+    part_ids = base.index.column("part").to_numpy()
+    kept_per_part = np.bincount(part_ids[keep], minlength=len(base.parts))
+    total_per_part = np.bincount(part_ids, minlength=len(base.parts))
+    carried = update.carried_images is not None and update.carried_images.num_rows > 0
+    unchanged = (not base.from_history and not new_parts and not carried and not base.dropped_parts
+                 and bool(np.all(kept_per_part == total_per_part)))
+    if unchanged or (base.from_history and not base.parts and not new_parts):
+        return None
+    version = out_dir / VERSIONS_DIR / run_id
+    if version.exists():
+        shutil.rmtree(version)
+    for table in CURRENT_TABLES:
+        (version / table).mkdir(parents=True)
+    for i, part in enumerate(base.parts):
+        images, faces = base.folder / "images" / part, base.folder / "faces" / part
+        kept = int(kept_per_part[i])
+        # history parts may also hold rows a newer run replaced, which the index left out
+        total = pq.ParquetFile(images).metadata.num_rows if base.from_history else int(total_per_part[i])
+        if kept == 0:
+            continue
+        rows = np.flatnonzero(part_ids == i)
+        rows_kept = keep[rows]
+        if kept == total and not (base.from_history and _has_partition_column(images)):
+            _link(images, version / "images" / part)
+            if faces.exists():
+                _link(faces, version / "faces" / part)
+            else:
+                _write(_empty("faces"), version / "faces" / part)
+            continue
+        # The index holds one row per file in file order, except for the history, where a file's older rows
+        # were dropped: match by key there.
+        image_rows = pq.read_table(images, partitioning=None)
+        if base.from_history:
+            keys = file_keys(image_rows.column("root"), image_rows.column("path"))
+            wanted = base.index.column(FILE_KEY).take(pa.array(rows[rows_kept]))
+            run_ok = pc.is_in(keys, value_set=wanted)
+            # the same file twice in one history part cannot happen (one row per file per run)
+            image_rows = image_rows.filter(run_ok)
+        else:
+            image_rows = image_rows.filter(pa.array(rows_kept))
+        _write(image_rows, version / "images" / part, image_rows.schema.metadata)
+        face_rows = pq.read_table(faces, partitioning=None) if faces.exists() else _empty("faces")
+        identity = _face_identity()
+        if face_rows.num_rows:
+            face_rows = face_rows.join(image_rows.select(identity), keys=identity, join_type="left semi")
+            face_rows = face_rows.select([c for c in pq.read_schema(faces).names if c in face_rows.column_names])
+        _write(face_rows, version / "faces" / part, face_rows.schema.metadata)
+    for images, faces, part in new_parts:
+        _link(images, version / "images" / part)
+        if faces is not None and Path(faces).exists():
+            _link(faces, version / "faces" / part)
+        else:
+            _write(_empty("faces"), version / "faces" / part)
+    encoded = {f"ferbatch.{k}".encode(): v.encode() for k, v in metadata.items()}
+    partition = f"run_date={run_date.isoformat()}"
+    if carried:
+        name = f"{partition}/part-{run_id}-{CARRIED}.parquet"
+        _write(update.carried_images, version / "images" / name, encoded)
+        _write(update.carried_faces if update.carried_faces is not None else _empty("faces"),
+               version / "faces" / name, encoded)
+    if not any((version / "images").glob("run_date=*/*.parquet")):  # every photo gone: readers still find a table
+        for table in CURRENT_TABLES:
+            _write(_empty(table), version / table / f"{partition}/part-{run_id}.parquet", encoded)
+    return version
+
+
+def switch(out_dir: str | Path, version: Path) -> None:
+    """Make `version` the live current table: one atomic rename of a symlink."""
+    out_dir = Path(out_dir)
+    link = out_dir / CURRENT_LINK
+    staging = out_dir / f".{CURRENT_LINK}.link"
+    if staging.is_symlink() or staging.exists():
+        staging.unlink()
+    os.symlink(os.path.relpath(version, out_dir), staging, target_is_directory=True)
+    os.replace(staging, link)
+    directory = os.open(out_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def prune_versions(out_dir: str | Path, keep: Iterable[str] = ()) -> None:
+    """Delete version folders other than the live one, the one before it (a reader may still be reading it),
+    and `keep` (a version a pending commit will switch to)."""
+    root = Path(out_dir) / VERSIONS_DIR
+    if not root.is_dir():
+        return
+    live = live_version(out_dir)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    keep = set(keep)
+    if live is not None:
+        keep.add(live.name)
+        older = [n for n in names if n < live.name]
+        if older:
+            keep.add(older[-1])
+    for name in names:
+        if name not in keep:
+            shutil.rmtree(root / name, ignore_errors=True)
+    for stray in (Path(out_dir) / f".{CURRENT_LINK}.link",):
+        if stray.is_symlink():
+            stray.unlink()
