@@ -42,7 +42,7 @@ CARRIED = "carried"  # part name suffix of rows recognised by content at a new p
 # Columns that say where a file is: a carried row takes them from the file as found. Faces get those of them
 # their schema has, so the rule follows the schemas as columns are added.
 FILE_COLUMNS = ("root", "path", "folder", "bytes", "mtime")
-_INDEX_COLUMNS = ["root", "path", "bytes", "mtime", "model_version", "run_id"]
+_INDEX_COLUMNS = ["root", "path", "bytes", "mtime", "model_version", "scored_at"]
 
 
 def file_keys(root: pa.Array | pa.ChunkedArray, path: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -142,13 +142,13 @@ def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
                    "eligible": eligible, "model_version": models,
                    "part": pa.array(np.full(table.num_rows, len(parts), np.int32))}
         if from_history:
-            columns["run_id"] = table.column("run_id")
+            columns["scored_at"] = table.column("scored_at")
         tables.append(pa.table(columns))
         parts.append(part)
-    schema = _EMPTY_INDEX.append(pa.field("run_id", pa.string())) if from_history else _EMPTY_INDEX
+    schema = _EMPTY_INDEX.append(SCHEMAS["images"].field("scored_at")) if from_history else _EMPTY_INDEX
     index = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
     if from_history:
-        index = _newest_per_file(index).drop_columns(["run_id"])
+        index = _newest_per_file(index).drop_columns(["scored_at"])
     base = CurrentBase(out_dir, folder if parts else None, parts, from_history, index, left_out)
     return base
 
@@ -162,12 +162,12 @@ def _readable(path: Path) -> bool:
 
 
 def _newest_per_file(index: pa.Table) -> pa.Table:
-    """The history's newest row per file (run ids sort by time); rows of relative roots (runs before roots were
+    """The history's newest row per file (by scored_at: run ids of one second do not sort by time); rows of relative roots (runs before roots were
     resolved) are never a current row: those files are recognised by content and carried to their real path."""
     index = index.filter(pc.starts_with(index.column(FILE_KEY), "/"))
     if not index.num_rows:
         return index
-    order = pc.sort_indices(index, [(FILE_KEY, "ascending"), ("run_id", "descending")])
+    order = pc.sort_indices(index, [(FILE_KEY, "ascending"), ("scored_at", "descending")])
     keys = index.column(FILE_KEY).take(order)
     first = np.ones(len(keys), bool)
     if len(keys) > 1:
@@ -224,7 +224,7 @@ def content_matches(base: CurrentBase, image_ids: Sequence[str]) -> pa.Table:
         rows = rows.filter(pc.is_in(file_keys(rows.column("root"), rows.column("path")), value_set=current))
     if not rows.num_rows:
         return empty
-    order = pc.sort_indices(rows, [("image_id", "ascending"), ("run_id", "descending")])
+    order = pc.sort_indices(rows, [("image_id", "ascending"), ("scored_at", "descending")])
     rows = rows.take(order)
     ids = rows.column("image_id")
     first = np.ones(rows.num_rows, bool)
@@ -423,11 +423,13 @@ def prune_versions(out_dir: str | Path, keep: Iterable[str] = ()) -> None:
     if not root.is_dir():
         return
     live = live_version(out_dir)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    # by creation time: run ids started in the same second do not sort by time
+    names = [p.name for p in sorted((p for p in root.iterdir() if p.is_dir()),
+                                    key=lambda p: (p.stat().st_mtime_ns, p.name))]
     keep = set(keep)
-    if live is not None:
+    if live is not None and live.name in names:
         keep.add(live.name)
-        older = [n for n in names if n < live.name]
+        older = names[: names.index(live.name)]
         if older:
             keep.add(older[-1])
     for name in names:
