@@ -237,3 +237,41 @@ def test_a_run_killed_during_the_commit_leaves_the_current_table_at_its_previous
     again = _score(photos, out)  # finishes the interrupted commit first: the new photo is not scored twice
     assert again.n_scored == 0 and len(_current(out)) == 8 and len(_history(out)) == 8
     assert len(list((out / ".ferbatch-current").iterdir())) == 2  # the live version and the one before
+
+
+def test_report_reads_the_current_table_by_default_and_one_run_with_run(photos, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ferbatch.cli import cli
+    from ferbatch.html_report import write_html_report
+    from ferbatch.reports import ReportStore
+
+    out = tmp_path / "out"
+    first = _score(photos, out)
+    ours = ReportStore(out).current_aggregates().drop_columns(["run_id", "run_date", "model_version"])
+    theirs = ReportStore(out).latest_aggregates().drop_columns(["run_id", "run_date", "model_version"])
+    assert ours.to_pylist() == theirs.to_pylist()  # one run over a fresh folder: the same numbers either way
+    (photos / "top.jpg").unlink()
+    _photos(photos, {"d/new.jpg": 250})
+    second = _score(photos, out, "fake-v2")
+
+    def rows(*options):
+        result = CliRunner().invoke(cli, ["report", str(out), "--json", *options])
+        assert result.exit_code == 0, result.output
+        return {(r["group_by"], r["group_value"]): r for r in json.loads(result.output)}
+
+    current = rows()
+    assert current[("all", "all")]["n_images"] == 7 and current[("all", "all")]["run_id"] == "current"
+    assert current[("folder", "d")]["n_images"] == 1 and ("folder", "(top level)") not in current
+    assert rows("--run", "latest")[("all", "all")]["run_id"] == second.run_id
+    assert rows("--run", first.run_id)[("all", "all")]["n_images"] == 7
+    table = CliRunner().invoke(cli, ["report", str(out)])
+    assert "current table: 7 photo(s)" in table.output and "fake-v2" in table.output
+    bad = CliRunner().invoke(cli, ["report", str(out), "--run", "nope"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "no run 'nope'" in bad.output
+    page = write_html_report(out, tmp_path / "r.html").read_text()
+    assert "current table (newest run" in page and "7 = " in page
+    old = write_html_report(out, tmp_path / "old.html", run_id=first.run_id).read_text()
+    assert f"Facial sentiment: run {first.run_id}" in old

@@ -162,8 +162,10 @@ def _readable(path: Path) -> bool:
 
 
 def _newest_per_file(index: pa.Table) -> pa.Table:
-    """The history's newest row per file (by scored_at: run ids of one second do not sort by time); rows of relative roots (runs before roots were
-    resolved) are never a current row: those files are recognised by content and carried to their real path."""
+    """The history's newest row per file (by scored_at: run ids of one second do not sort by time).
+
+    Rows of relative roots (runs before roots were resolved) are never a current row: those files are
+    recognised by content and carried to their real path."""
     index = index.filter(pc.starts_with(index.column(FILE_KEY), "/"))
     if not index.num_rows:
         return index
@@ -438,3 +440,49 @@ def prune_versions(out_dir: str | Path, keep: Iterable[str] = ()) -> None:
     for stray in (Path(out_dir) / f".{CURRENT_LINK}.link",):
         if stray.is_symlink():
             stray.unlink()
+
+
+CURRENT_RUN_ID = "current"  # the run_id of aggregates computed over the current table
+
+
+def current_aggregates(out_dir: str | Path) -> pa.Table | None:
+    """The aggregates table's rows computed over the current table (one row per photo), or None before the first
+    current version: what `ferbatch report` shows by default. `run_id` is "current", `run_date` the newest run
+    date in the table, `model_version` the models that scored its rows."""
+    import pandas as pd
+
+    from ferbatch.classes import CLASS_NAMES
+    from ferbatch.reports._rows import sentiment_shares
+    from ferbatch.reports._schemas import AGGREGATES_SCHEMA, GROUP_BYS
+
+    version = live_version(out_dir)
+    if version is None or not (version / "images").is_dir():
+        return None
+    images = ds.dataset(str(version / "images"), format="parquet", partitioning="hive").to_table(
+        columns=["folder", "taken_at", "status", "n_faces", "sentiment", "sentiment_score", "emotion",
+                 "model_version", "run_id"]).to_pandas()
+    dates = sorted({p.name.removeprefix("run_date=") for p in (version / "images").glob("run_date=*")})
+    run_date = date.fromisoformat(dates[-1]) if dates else date.today()
+    models = ", ".join(sorted(images.model_version.unique())) or "-"
+    taken = pd.to_datetime(images.taken_at, utc=True)
+    keys = {"all": pd.Series("all", index=images.index), "folder": images.folder,
+            "taken_date": taken.dt.strftime("%Y-%m-%d").where(taken.notna(), None)}
+    rows = []
+    for group_by in GROUP_BYS:
+        frame = images.assign(_group=keys[group_by].astype(object))
+        groups = frame.groupby("_group", dropna=False, sort=False)
+        for value, group in sorted(groups, key=lambda item: (pd.isna(item[0]), "" if pd.isna(item[0]) else item[0])):
+            ok = group[group.status == "ok"]
+            counts = ok.sentiment.value_counts().to_dict()
+            emotions = ok.emotion.value_counts().to_dict()
+            rows.append({
+                "run_id": CURRENT_RUN_ID, "run_date": run_date, "group_by": group_by,
+                "group_value": None if pd.isna(value) else str(value),
+                "n_images": len(group), "n_ok": len(ok), "n_no_face": int((group.status == "no_face").sum()),
+                "n_error": int((group.status == "error").sum()), "n_faces": int(group.n_faces.sum()),
+                **{f"share_{s}": share for s, share in sentiment_shares(counts, len(ok)).items()},
+                "mean_sentiment_score": float(ok.sentiment_score.astype(float).mean()) if len(ok) else None,
+                **{f"n_{name.lower()}": int(emotions.get(name, 0)) for name in CLASS_NAMES},
+                "model_version": models,
+            })
+    return pa.Table.from_pylist(rows, schema=AGGREGATES_SCHEMA)

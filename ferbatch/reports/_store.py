@@ -26,6 +26,7 @@ from ferbatch.reports._current import (
     CurrentBase,
     CurrentUpdate,
     build_version,
+    current_aggregates,
     prune_versions,
     read_base,
     switch,
@@ -498,6 +499,27 @@ class ReportStore:
             if scored > 0 and seconds > 0:
                 return scored / seconds
         return None
+
+    def current_aggregates(self) -> pa.Table | None:
+        """Aggregates over the current table (one row per photo that exists); None before it has one."""
+        try:
+            return current_aggregates(self.out_dir)
+        except (pa.ArrowException, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FerbatchError(f"{self.out_dir / CURRENT_LINK}: the current table cannot be read ({first})") from None
+
+    def run_aggregates(self, run_id: str) -> pa.Table:
+        """One run's aggregates from the history; a one-line error naming the latest when there is no such run."""
+        try:
+            dataset = _dataset(self.out_dir, "aggregates")
+            table = dataset.to_table(filter=ds.field("run_id") == run_id) if dataset is not None else None
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, "aggregates", exc) from None
+        if table is None or not table.num_rows:
+            latest = self.latest_aggregates()
+            hint = f" (latest: {latest.column('run_id')[0].as_py()})" if latest is not None else ""
+            raise FerbatchError(f"{self.out_dir}: no run {run_id!r}{hint}")
+        return table
 
     def latest_aggregates(self) -> pa.Table | None:
         try:
