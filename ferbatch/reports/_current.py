@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -72,8 +73,8 @@ class CurrentBase:
     current table yet, the history's (newest row per file).
 
     `index` has one row per file: `file`, `bytes`, `mtime` (int64 microseconds), `eligible` (may skip scoring:
-    scored by this model, or any model when old rows are kept), `model_version` and `part` (index into
-    `parts`). It is all a run needs to decide what to score, in columns, without a Python object per photo.
+    scored by this model, or any model when old rows are kept) and `part` (index into `parts`). It is all a
+    run needs to decide what to score, in columns, without a Python object per photo.
     """
 
     out_dir: Path
@@ -82,6 +83,7 @@ class CurrentBase:
     from_history: bool
     index: pa.Table
     dropped_parts: list[str] = field(default_factory=list)  # left out: damaged, or their run was removed
+    model_counts: dict[str, int] = field(default_factory=dict)  # photos per model version
 
     @property
     def n_eligible(self) -> int:
@@ -89,14 +91,11 @@ class CurrentBase:
 
     def models(self) -> dict[str, int]:
         """Photos per model version in the current table."""
-        if not self.index.num_rows:
-            return {}
-        counts = self.index.column("model_version").value_counts()
-        return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
+        return dict(self.model_counts)
 
 
 _EMPTY_INDEX = pa.schema([(FILE_KEY, pa.string()), ("bytes", pa.int64()), ("mtime", pa.int64()),
-                          ("eligible", pa.bool_()), ("model_version", pa.string()), ("part", pa.int32())])
+                          ("eligible", pa.bool_()), ("part", pa.int32())])
 
 
 def _parts(folder: Path) -> list[str]:
@@ -116,41 +115,69 @@ def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
     from_history = version is None or not version.is_dir()
     folder = out_dir if from_history else version
     dropped_runs, dropped_parts = set(dropped_runs), set(dropped_parts)
-    parts, left_out, tables = [], [], []
+    parts, left_out = [], []
     for part in _parts(folder):
         run = part.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
         if part in dropped_parts or any(run == r or run.startswith(f"{r}-") for r in dropped_runs):
             left_out.append(part)
-            continue
-        try:
-            table = pq.read_table(folder / "images" / part, columns=_INDEX_COLUMNS, partitioning=None)
-        except (pa.ArrowException, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            parts.append(part)
+    try:  # every part at once, in parallel
+        tables, models = _read_index(folder, parts, model_version, keep_old_models, from_history)
+    except (pa.ArrowException, OSError):  # one by one, to name or leave out the damaged ones
+        readable = []
+        for part in parts:
             own, history = folder / "images" / part, out_dir / "images" / part
-            # The history's damage (a current part is a hard link to it): the user decides, as for any reader.
-            if from_history or (history.exists() and not _readable(history)):
-                raise FerbatchError(f"{own if from_history else history}: a report file cannot be read ({first}); "
-                                    "move it out of the folder (see README, Reports)") from None
-            log.warning("%s: not readable (%s); its photos are scored again", own, first)
-            left_out.append(part)
-            continue
-        models = table.column("model_version")
-        eligible = (pc.equal(models, model_version) if not keep_old_models
-                    else pa.chunked_array([np.ones(table.num_rows, bool)], pa.bool_()))
-        columns = {FILE_KEY: file_keys(table.column("root"), table.column("path")),
-                   "bytes": table.column("bytes"), "mtime": table.column("mtime").cast(pa.int64()),
-                   "eligible": eligible, "model_version": models,
-                   "part": pa.array(np.full(table.num_rows, len(parts), np.int32))}
-        if from_history:
-            columns["scored_at"] = table.column("scored_at")
-        tables.append(pa.table(columns))
-        parts.append(part)
+            try:
+                pq.read_table(own, columns=_INDEX_COLUMNS, partitioning=None)
+            except (pa.ArrowException, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                # The history's damage (a current part is a hard link to it): the user decides, as for any reader.
+                if from_history or (history.exists() and not _readable(history)):
+                    raise FerbatchError(f"{own if from_history else history}: a report file cannot be read "
+                                        f"({first}); move it out of the folder (see README, Reports)") from None
+                log.warning("%s: not readable (%s); its photos are scored again", own, first)
+                left_out.append(part)
+                continue
+            readable.append(part)
+        parts = readable
+        tables, models = _read_index(folder, parts, model_version, keep_old_models, from_history)
     schema = _EMPTY_INDEX.append(SCHEMAS["images"].field("scored_at")) if from_history else _EMPTY_INDEX
-    index = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    index = pa.concat_tables(tables) if tables else schema.empty_table()
     if from_history:
-        index = _newest_per_file(index).drop_columns(["scored_at"])
-    base = CurrentBase(out_dir, folder if parts else None, parts, from_history, index, left_out)
-    return base
+        index = _newest_per_file(index.combine_chunks()).drop_columns(["scored_at"])
+        counts = index.column("model_version").value_counts().to_pylist()
+        models = {str(v["values"]): int(v["counts"]) for v in counts}
+    return CurrentBase(out_dir, folder if parts else None, parts, from_history, index, left_out, models)
+
+
+def _read_index(folder: Path, parts: list[str], model_version: str, keep_old_models: bool,
+                from_history: bool) -> tuple[list[pa.Table], dict[str, int]]:
+    """The index's columns, batch by batch, and the photos per model version."""
+    if not parts:
+        return [], {}
+    files = [str(folder / "images" / part) for part in parts]
+    position = {path: i for i, path in enumerate(files)}
+    schema = pa.schema([SCHEMAS["images"].field(name) for name in _INDEX_COLUMNS])
+    scanner = ds.dataset(files, schema=schema, format="parquet").scanner(columns=_INDEX_COLUMNS)
+    tables, models = [], Counter()
+    for tagged in scanner.scan_batches():
+        batch = tagged.record_batch
+        if not batch.num_rows:
+            continue
+        model = batch.column("model_version")
+        columns = {FILE_KEY: file_keys(batch.column("root"), batch.column("path")),
+                   "bytes": batch.column("bytes"), "mtime": batch.column("mtime").cast(pa.int64()),
+                   "eligible": (pa.array(np.ones(batch.num_rows, bool)) if keep_old_models
+                                else pc.equal(model, model_version)),
+                   "part": pa.array(np.full(batch.num_rows, position[tagged.fragment.path], np.int32))}
+        if from_history:  # older rows are dropped afterwards: the model counts come from what is left
+            columns["model_version"] = model
+            columns["scored_at"] = batch.column("scored_at")
+        else:
+            models.update({str(v["values"]): int(v["counts"]) for v in model.value_counts().to_pylist()})
+        tables.append(pa.table(columns))
+    return tables, dict(models)
 
 
 def _readable(path: Path) -> bool:
@@ -198,18 +225,27 @@ class ScanTable:
 
 
 def unmatched(scan: pa.Table, index: pa.Table) -> pa.Array:
-    """Row numbers of the scanned files whose (file, bytes, mtime) no eligible current row has: a hash join in
-    Arrow, in columns, so the check costs bytes per photo rather than Python objects."""
-    positions = pa.array(np.arange(scan.num_rows, dtype=np.int64))
-    if not scan.num_rows:
-        return positions
-    eligible = index.filter(index.column("eligible")).select([FILE_KEY, "bytes", "mtime"])
-    if not eligible.num_rows:
-        return positions
-    probe = pa.table({FILE_KEY: scan.column(FILE_KEY), "bytes": scan.column("bytes"), "mtime": scan.column("mtime"),
-                      "row": positions})
-    left = probe.join(eligible, keys=[FILE_KEY, "bytes", "mtime"], join_type="left anti", use_threads=True)
-    return left.column("row").combine_chunks().sort()
+    """Row numbers of the scanned files whose (file, bytes, mtime) no eligible current row has.
+
+    A hash lookup in Arrow (`index_in` of the scan's paths among the current table's), then the sizes and
+    mtimes compared in columns: bytes per photo, never a Python object per photo."""
+    everything = pa.array(np.arange(scan.num_rows, dtype=np.int64))
+    if not scan.num_rows or not index.num_rows:
+        return everything
+    eligible = index.column("eligible")
+    if not pc.all(eligible).as_py():
+        index = index.filter(eligible)
+        if not index.num_rows:
+            return everything
+    keys = index.column(FILE_KEY)
+    position = pc.index_in(scan.column(FILE_KEY), value_set=keys.combine_chunks() if keys.num_chunks > 1
+                           else keys.chunk(0))
+    found = position.is_valid()
+    at = position.fill_null(0)
+    same = pc.and_(pc.equal(index.column("bytes").take(at), scan.column("bytes")),
+                   pc.equal(index.column("mtime").take(at), scan.column("mtime")))
+    matched = pc.fill_null(pc.and_(found, same), False)
+    return everything.filter(pc.invert(matched))
 
 
 def content_matches(base: CurrentBase, image_ids: Sequence[str]) -> pa.Table:
