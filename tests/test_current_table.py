@@ -275,3 +275,21 @@ def test_report_reads_the_current_table_by_default_and_one_run_with_run(photos, 
     assert "current table (newest run" in page and "7 = " in page
     old = write_html_report(out, tmp_path / "old.html", run_id=first.run_id).read_text()
     assert f"Facial sentiment: run {first.run_id}" in old
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_the_check_matches_path_size_and_mtime_and_confirms_every_hash_match(monkeypatch, collide):
+    import numpy as np
+    import pyarrow as pa
+
+    import ferbatch.reports._current as current
+
+    if collide:  # every path hashes alike: only the confirmation on the values can tell them apart
+        monkeypatch.setattr(current, "_string_hashes", lambda strings: np.zeros(len(strings), np.uint64))
+    index = pa.table({"file": ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg", "/p/d.jpg"], "bytes": [1, 2, 3, None],
+                      "mtime": [10, 20, 30, 40], "eligible": [True, True, False, True], "part": [0, 0, 0, 0]})
+    scan = pa.table({"file": ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg", "/p/d.jpg", "/p/e.jpg", "/p/a.jpg"],
+                     "bytes": [1, 2, 3, None, 5, 1], "mtime": [10, 21, 30, 40, 50, 11]})
+    # a: same; b: new mtime; c: another model's row; d: no size (unreadable); e: new; a again, touched
+    assert current.unmatched(scan, index).to_pylist() == [1, 2, 3, 4, 5]  # a collision never hides a file
+    assert current.unmatched(scan, index.slice(0, 0)).to_pylist() == list(range(6))

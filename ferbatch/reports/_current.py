@@ -142,12 +142,20 @@ def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
             readable.append(part)
         parts = readable
         tables, models = _read_index(folder, parts, model_version, keep_old_models, from_history)
-    schema = _EMPTY_INDEX.append(SCHEMAS["images"].field("scored_at")) if from_history else _EMPTY_INDEX
+    schema = (_EMPTY_INDEX.append(SCHEMAS["images"].field("model_version")).append(
+        SCHEMAS["images"].field("scored_at")) if from_history else _EMPTY_INDEX)
     index = pa.concat_tables(tables) if tables else schema.empty_table()
+    del tables
+    columns = {}
+    for name in index.column_names:  # one chunk per column, for fast `take`; a column at a time, to keep the peak low
+        columns[name] = index.column(name).combine_chunks()
+        index = index.drop_columns([name])
+    index = pa.table(columns)
     if from_history:
-        index = _newest_per_file(index.combine_chunks()).drop_columns(["scored_at"])
+        index = _newest_per_file(index).drop_columns(["scored_at"])
         counts = index.column("model_version").value_counts().to_pylist()
         models = {str(v["values"]): int(v["counts"]) for v in counts}
+        index = index.drop_columns(["model_version"])
     return CurrentBase(out_dir, folder if parts else None, parts, from_history, index, left_out, models)
 
 
@@ -224,28 +232,68 @@ class ScanTable:
         return self.table.column(FILE_KEY)
 
 
+_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # odd: the polynomial hash below works modulo 2**64
+_HASH_SLICE = 1 << 14  # strings hashed at a time: their bytes are widened to 64 bits meanwhile
+_CONFIRM_SLICE = 1 << 16
+
+
+def _string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit polynomial hash of each (non-null) string, computed on the Arrow buffers with numpy.
+
+    Eight bytes per photo to look up instead of its path: collisions are possible (rare, or made on purpose
+    with crafted names), so a match by hash is always confirmed on the strings themselves."""
+    chunks = strings.chunks if isinstance(strings, pa.ChunkedArray) else [strings]
+    out, powers = [], np.ones(1, np.uint64)
+    for chunk in chunks:
+        for start in range(0, len(chunk), _HASH_SLICE):
+            piece = chunk.slice(start, _HASH_SLICE)
+            offsets = np.frombuffer(piece.buffers()[1], np.int32)[piece.offset: piece.offset + len(piece) + 1]
+            lo, hi = int(offsets[0]), int(offsets[-1])
+            data = np.frombuffer(piece.buffers()[2], np.uint8)[lo:hi].astype(np.uint64)
+            lengths = np.diff(offsets)
+            if lengths.max(initial=0) >= len(powers):  # multiplier ** k, k = 0 .. the longest string
+                powers = np.ones(int(lengths.max()) + 1, np.uint64)
+                with np.errstate(over="ignore"):
+                    powers[1:] = np.cumprod(np.full(len(powers) - 1, _HASH_MULTIPLIER, np.uint64))
+            # each byte times multiplier ** (its distance from its string's end); the sums per string
+            from_end = np.repeat(offsets[1:] - lo, lengths) - 1 - np.arange(hi - lo)
+            with np.errstate(over="ignore"):
+                weighted = data * powers[from_end]
+            sums = np.zeros(len(piece), np.uint64)
+            nonempty = lengths > 0
+            if nonempty.any():
+                sums[nonempty] = np.add.reduceat(weighted, (offsets[:-1] - lo)[nonempty])
+            out.append(sums ^ lengths.astype(np.uint64))
+    return np.concatenate(out) if out else np.zeros(0, np.uint64)
+
+
 def unmatched(scan: pa.Table, index: pa.Table) -> pa.Array:
     """Row numbers of the scanned files whose (file, bytes, mtime) no eligible current row has.
 
-    A hash lookup in Arrow (`index_in` of the scan's paths among the current table's), then the sizes and
-    mtimes compared in columns: bytes per photo, never a Python object per photo."""
-    everything = pa.array(np.arange(scan.num_rows, dtype=np.int64))
+    A hash lookup in Arrow (`index_in` of the scan's paths, hashed to 64 bits, among the current table's),
+    then the paths, sizes and mtimes of the matches compared in columns: bytes per photo, never a Python
+    object per photo."""
+    everything = np.arange(scan.num_rows, dtype=np.int64)
     if not scan.num_rows or not index.num_rows:
-        return everything
+        return pa.array(everything)
     eligible = index.column("eligible")
     if not pc.all(eligible).as_py():
         index = index.filter(eligible)
         if not index.num_rows:
-            return everything
-    keys = index.column(FILE_KEY)
-    position = pc.index_in(scan.column(FILE_KEY), value_set=keys.combine_chunks() if keys.num_chunks > 1
-                           else keys.chunk(0))
-    found = position.is_valid()
-    at = position.fill_null(0)
-    same = pc.and_(pc.equal(index.column("bytes").take(at), scan.column("bytes")),
-                   pc.equal(index.column("mtime").take(at), scan.column("mtime")))
-    matched = pc.fill_null(pc.and_(found, same), False)
-    return everything.filter(pc.invert(matched))
+            return pa.array(everything)
+    position = pc.index_in(pa.array(_string_hashes(scan.column(FILE_KEY))),
+                           value_set=pa.array(_string_hashes(index.column(FILE_KEY))))
+    candidates = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
+    at = position.drop_null().to_numpy()
+    matched = np.zeros(scan.num_rows, bool)
+    for start in range(0, len(candidates), _CONFIRM_SLICE):  # confirm on the values, a slice at a time
+        rows = pa.array(candidates[start: start + _CONFIRM_SLICE])
+        there = pa.array(at[start: start + _CONFIRM_SLICE])
+        same = pc.and_(pc.and_(pc.equal(index.column(FILE_KEY).take(there), scan.column(FILE_KEY).take(rows)),
+                               pc.equal(index.column("bytes").take(there), scan.column("bytes").take(rows))),
+                       pc.equal(index.column("mtime").take(there), scan.column("mtime").take(rows)))
+        matched[candidates[start: start + _CONFIRM_SLICE]] = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+    return pa.array(everything[~matched])
 
 
 def content_matches(base: CurrentBase, image_ids: Sequence[str]) -> pa.Table:
