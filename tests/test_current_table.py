@@ -293,3 +293,29 @@ def test_the_check_matches_path_size_and_mtime_and_confirms_every_hash_match(mon
     # a: same; b: new mtime; c: another model's row; d: no size (unreadable); e: new; a again, touched
     assert current.unmatched(scan, index).to_pylist() == [1, 2, 3, 4, 5]  # a collision never hides a file
     assert current.unmatched(scan, index.slice(0, 0)).to_pylist() == list(range(6))
+
+
+def test_the_cli_reports_a_failed_commit_in_one_error_line_with_exit_code_1(photos, tmp_path, monkeypatch):
+    import ferbatch_flows.score
+    from click.testing import CliRunner
+
+    from ferbatch.cli import cli
+
+    def score_with_fakes(settings, sentiment, **kwargs):
+        return run_scoring(settings, FakeComponents(), pipeline=PIPELINE).to_dict()
+
+    real_replace = os.replace
+
+    def images_folder_refuses(src, dst):
+        if "/images/run_date=" in str(dst):
+            raise PermissionError(13, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ferbatch_flows.score, "score", score_with_fakes)
+    monkeypatch.setattr(ferbatch.reports._store.os, "replace", images_folder_refuses)
+    result = CliRunner().invoke(cli, ["score", str(photos), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]  # one line, no traceback
+    assert result.output.startswith(f"Error: {tmp_path / 'out' / 'images'}/run_date=")
+    assert "Permission denied" in result.output and "nothing of run" in result.output
+    assert not list((tmp_path / "out").glob("*/run_date=*/*.parquet"))  # faces and aggregates undone too
