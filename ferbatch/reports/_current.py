@@ -267,32 +267,50 @@ def _string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.uint64)
 
 
+def _single(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    return array
+
+
+def lookup(needles: pa.Array | pa.ChunkedArray, haystack: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """For each needle (a file key), its position in `haystack`, or -1: strings hashed to 64 bits and looked up
+    with Arrow's `index_in`, every hit confirmed on the strings, a slice at a time; bytes per key in all."""
+    positions = np.full(len(needles), -1, np.int64)
+    if not len(needles) or not len(haystack):
+        return positions
+    needles, haystack = _single(needles), _single(haystack)
+    found = pc.index_in(pa.array(_string_hashes(needles)), value_set=pa.array(_string_hashes(haystack)))
+    candidates = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+    at = found.drop_null().to_numpy().astype(np.int64)
+    for start in range(0, len(candidates), _CONFIRM_SLICE):
+        rows, there = candidates[start: start + _CONFIRM_SLICE], at[start: start + _CONFIRM_SLICE]
+        same = pc.equal(haystack.take(pa.array(there)), needles.take(pa.array(rows)))
+        confirmed = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+        positions[rows[confirmed]] = there[confirmed]
+    return positions
+
+
 def unmatched(scan: pa.Table, index: pa.Table) -> pa.Array:
     """Row numbers of the scanned files whose (file, bytes, mtime) no eligible current row has.
 
-    A hash lookup in Arrow (`index_in` of the scan's paths, hashed to 64 bits, among the current table's),
-    then the paths, sizes and mtimes of the matches compared in columns: bytes per photo, never a Python
-    object per photo."""
+    The paths are looked up in columns (`lookup`), then the sizes and mtimes of the hits compared in columns:
+    bytes per photo, never a Python object per photo."""
     everything = np.arange(scan.num_rows, dtype=np.int64)
     if not scan.num_rows or not index.num_rows:
         return pa.array(everything)
     eligible = index.column("eligible")
     if not pc.all(eligible).as_py():
         index = index.filter(eligible)
-        if not index.num_rows:
-            return pa.array(everything)
-    position = pc.index_in(pa.array(_string_hashes(scan.column(FILE_KEY))),
-                           value_set=pa.array(_string_hashes(index.column(FILE_KEY))))
-    candidates = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
-    at = position.drop_null().to_numpy()
+    positions = lookup(scan.column(FILE_KEY), index.column(FILE_KEY))
+    hits = np.flatnonzero(positions >= 0)
     matched = np.zeros(scan.num_rows, bool)
-    for start in range(0, len(candidates), _CONFIRM_SLICE):  # confirm on the values, a slice at a time
-        rows = pa.array(candidates[start: start + _CONFIRM_SLICE])
-        there = pa.array(at[start: start + _CONFIRM_SLICE])
-        same = pc.and_(pc.and_(pc.equal(index.column(FILE_KEY).take(there), scan.column(FILE_KEY).take(rows)),
-                               pc.equal(index.column("bytes").take(there), scan.column("bytes").take(rows))),
-                       pc.equal(index.column("mtime").take(there), scan.column("mtime").take(rows)))
-        matched[candidates[start: start + _CONFIRM_SLICE]] = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+    for start in range(0, len(hits), _CONFIRM_SLICE):
+        rows = pa.array(hits[start: start + _CONFIRM_SLICE])
+        there = pa.array(positions[hits[start: start + _CONFIRM_SLICE]])
+        same = pc.and_(pc.equal(_single(index.column("bytes")).take(there), _single(scan.column("bytes")).take(rows)),
+                       pc.equal(_single(index.column("mtime")).take(there), _single(scan.column("mtime")).take(rows)))
+        matched[hits[start: start + _CONFIRM_SLICE]] = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
     return pa.array(everything[~matched])
 
 
@@ -302,12 +320,14 @@ def content_matches(base: CurrentBase, image_ids: Sequence[str]) -> pa.Table:
     if base.folder is None or not image_ids:
         return empty
     wanted = pa.array(sorted(set(image_ids)), pa.string())
-    dataset = ds.dataset([str(base.folder / "images" / p) for p in base.parts], format="parquet",
-                         schema=empty.schema)
-    rows = dataset.to_table(filter=pc.field("image_id").isin(wanted))
+    files = [str(base.folder / "images" / p) for p in base.parts]
+    only_ids = ds.dataset(files, format="parquet", schema=pa.schema([empty.schema.field("image_id")]))
+    if not only_ids.count_rows(filter=pc.field("image_id").isin(wanted)):  # new photos: one narrow column read
+        return empty
+    rows = ds.dataset(files, format="parquet", schema=empty.schema).to_table(filter=pc.field("image_id").isin(wanted))
     if base.index.num_rows and rows.num_rows:  # only rows still current (the history holds older ones too)
         current = base.index.filter(base.index.column("eligible")).column(FILE_KEY)
-        rows = rows.filter(pc.is_in(file_keys(rows.column("root"), rows.column("path")), value_set=current))
+        rows = rows.filter(pa.array(lookup(file_keys(rows.column("root"), rows.column("path")), current) >= 0))
     if not rows.num_rows:
         return empty
     order = pc.sort_indices(rows, [("image_id", "ascending"), ("scored_at", "descending")])
@@ -360,9 +380,8 @@ def _kept_rows(update: CurrentUpdate, replaced: pa.Array) -> np.ndarray:
     keys = update.base.index.column(FILE_KEY)
     if not len(keys):
         return np.zeros(0, bool)
-    found = pc.is_in(keys, value_set=update.found).to_numpy(zero_copy_only=False)
-    newer = (pc.is_in(keys, value_set=replaced).to_numpy(zero_copy_only=False) if len(replaced)
-             else np.zeros(len(keys), bool))
+    found = lookup(keys, update.found) >= 0
+    newer = lookup(keys, replaced) >= 0
     keep = found & ~newer
     missing = np.flatnonzero(~found & _in_scope(keys, update.scope))
     unscoped = ~found & ~_in_scope(keys, update.scope)
