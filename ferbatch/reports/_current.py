@@ -452,6 +452,8 @@ def build_version(
         shutil.rmtree(version)
     for table in CURRENT_TABLES:
         (version / table).mkdir(parents=True)
+    by_part = np.argsort(part_ids, kind="stable")  # the index's rows of part i: by_part[starts[i]:starts[i + 1]]
+    starts = np.concatenate([[0], np.cumsum(total_per_part)])
     for i, part in enumerate(base.parts):
         images, faces = base.folder / "images" / part, base.folder / "faces" / part
         kept = int(kept_per_part[i])
@@ -459,8 +461,6 @@ def build_version(
         total = pq.ParquetFile(images).metadata.num_rows if base.from_history else int(total_per_part[i])
         if kept == 0:
             continue
-        rows = np.flatnonzero(part_ids == i)
-        rows_kept = keep[rows]
         if kept == total and not (base.from_history and _has_partition_column(images)):
             _link(images, version / "images" / part)
             if faces.exists():
@@ -468,17 +468,13 @@ def build_version(
             else:
                 _write(_empty("faces"), version / "faces" / part)
             continue
-        # The index holds one row per file in file order, except for the history, where a file's older rows
-        # were dropped: match by key there.
+        # By key: a part holds one row per file (one run's), and the history's parts also older rows of files
+        # that a newer run scored again, which the index left out.
         image_rows = pq.read_table(images, partitioning=None)
-        if base.from_history:
-            keys = file_keys(image_rows.column("root"), image_rows.column("path"))
-            wanted = base.index.column(FILE_KEY).take(pa.array(rows[rows_kept]))
-            run_ok = pc.is_in(keys, value_set=wanted)
-            # the same file twice in one history part cannot happen (one row per file per run)
-            image_rows = image_rows.filter(run_ok)
-        else:
-            image_rows = image_rows.filter(pa.array(rows_kept))
+        keys = file_keys(image_rows.column("root"), image_rows.column("path"))
+        rows = by_part[starts[i]: starts[i + 1]]
+        wanted = base.index.column(FILE_KEY).take(pa.array(rows[keep[rows]]))
+        image_rows = image_rows.filter(pc.is_in(keys, value_set=wanted))
         _write(image_rows, version / "images" / part, image_rows.schema.metadata)
         face_rows = pq.read_table(faces, partitioning=None) if faces.exists() else _empty("faces")
         identity = _face_identity()
