@@ -1,7 +1,7 @@
 """Time and peak RSS of the incremental check: what a run already holds, against what the scan found.
 
     python benchmarks/incremental_check.py [--photos 1000000,5000000] [--work /tmp/ferbatch-incremental]
-                                           [--rows-per-part 500] [--new 1000] [--old]
+                                           [--rows-per-part 500] [--new 1000] [--old] [--commit]
 
 For each size, a synthetic output folder with that many photos in its current table (parts of
 --rows-per-part rows, the default shard size) is written once under --work. Then, in a fresh process per
@@ -9,7 +9,9 @@ measurement, a scan of the same photos plus --new new ones is built in columns (
 the check runs: read the current table's index (`ReportStore.current_base`) and join the scan against it
 (`unmatched`). Printed: seconds and peak RSS above the process's RSS before the check, and the scan table's own
 size. --old also measures the check this replaced (Python sets of every row's id and fingerprint, built from
-the `images` history) on the same folder, side by side.
+the `images` history) on the same folder, side by side. --commit also builds the current table's next version
+for a nightly with --new photos scored and 10 deleted (not switched to, then removed), and says how many of
+its files were written rather than hard-linked.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def _write_folder(out: Path, photos: int, rows_per_part: int) -> None:
         }
         table = pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
         pq.write_table(table, version / f"part-{RUN_ID}-s{part:05d}.parquet", compression="snappy")
+    _empty_faces(out)
     link = out / "current"
     if not link.is_symlink():
         os.symlink(f".ferbatch-current/{RUN_ID}", link)
@@ -86,14 +89,27 @@ def _write_folder(out: Path, photos: int, rows_per_part: int) -> None:
     (out / "done").write_text(str(photos))
 
 
-def _scan(photos: int, new: int, chunk: int = 100_000):
-    """The scan of the folder's photos plus `new` ones, in columns, as `plan_run` builds it (in chunks)."""
+def _empty_faces(out: Path) -> None:
+    """A faces part beside each images part (no faces), as runs write them."""
+    from ferbatch.reports import FACES_SCHEMA
+
+    empty = FACES_SCHEMA.remove(FACES_SCHEMA.get_field_index("run_date")).empty_table()
+    for part in (out / ".ferbatch-current" / RUN_ID / "images").glob("run_date=*/*.parquet"):
+        faces = out / ".ferbatch-current" / RUN_ID / "faces" / part.parent.name / part.name
+        if not faces.exists():
+            faces.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(empty, faces)
+
+
+def _scan(photos: int, new: int, deleted: int = 0, chunk: int = 100_000):
+    """The scan of the folder's photos (less the last `deleted`) plus `new` ones, in columns, as `plan_run`
+    builds it (in chunks)."""
     from ferbatch.reports import ScanTable
 
+    indexes = np.concatenate([np.arange(photos - deleted), np.arange(photos, photos + new)])
     chunks = []
-    total = photos + new
-    for start in range(0, total, chunk):
-        i = np.arange(start, min(start + chunk, total))
+    for start in range(0, len(indexes), chunk):
+        i = indexes[start: start + chunk]
         paths = _path(i)
         chunks.append(ScanTable.from_columns(
             [], [f"{ROOT}/{p}" for p in paths], (2_000_000 + i).tolist(), (EPOCH_US + i).tolist(),
@@ -101,8 +117,48 @@ def _scan(photos: int, new: int, chunk: int = 100_000):
     return ScanTable([Path(ROOT)], pa.concat_tables(chunks).combine_chunks())
 
 
+def _commit(out: Path, photos: int, new: int, deleted: int) -> dict:
+    """A nightly's current-table version: `new` photos scored, `deleted` gone; built, measured, thrown away."""
+    import shutil
+    from datetime import date
+
+    from ferbatch.reports import IMAGES_SCHEMA, CurrentUpdate, ReportStore
+    from ferbatch.reports._current import build_version
+
+    scan = _scan(photos, new, deleted)  # the last `deleted` photos of the table are gone from the folder
+    keys = scan.table.column("file")
+    run_id = "20260102T000000Z-000001"
+    tmp = out / ".ferbatch-staging" / "bench-new.parquet"
+    tmp.parent.mkdir(exist_ok=True)
+    schema = IMAGES_SCHEMA.remove(IMAGES_SCHEMA.get_field_index("run_date"))
+    fresh = pa.table({f.name: pa.nulls(new, f.type) for f in schema}).set_column(
+        schema.get_field_index("root"), schema.field("root"), pa.array([ROOT] * new)).set_column(
+        schema.get_field_index("path"), schema.field("path"), pa.array(_path(np.arange(photos, photos + new))))
+    pq.write_table(fresh, tmp)
+    before_rss = _current_rss_mb()
+    _reset_peak()
+    started = time.perf_counter()
+    base = ReportStore(out).current_base("crop_cnn_100_x3-20260101")
+    update = CurrentUpdate(base, keys, [ROOT])
+    version = build_version(out, run_id, date(2026, 1, 2), update,
+                            [(tmp, None, f"run_date=2026-01-02/part-{run_id}-s0000.parquet")], {})
+    seconds = time.perf_counter() - started
+    files = [p for p in version.rglob("*.parquet")]
+    written = [p for p in files if p.stat().st_nlink == 1]  # not hard links
+    result = {"mode": "commit", "photos": photos, "todo": new, "seconds": round(seconds, 2),
+              "extra_mb": round(_peak_rss_mb() - before_rss, 1), "scan_table_mb": round(scan.table.nbytes / 2**20, 1),
+              "files": len(files), "written": len(written), "written_mb": round(sum(p.stat().st_size for p in written)
+                                                                               / 2**20, 2)}
+    shutil.rmtree(version)
+    tmp.unlink()
+    return result
+
+
 def _child(mode: str, out: Path, photos: int, new: int) -> dict:
     from ferbatch.reports import ReportStore, unmatched
+
+    if mode == "commit":
+        return _commit(out, photos, new, deleted=10)
 
     scan = _scan(photos, new)
     scan_mb = scan.table.nbytes / 2**20
@@ -139,6 +195,8 @@ def main() -> None:
     parser.add_argument("--rows-per-part", type=int, default=500)
     parser.add_argument("--new", type=int, default=1000)
     parser.add_argument("--old", action="store_true", help="also measure the set-based check it replaced")
+    parser.add_argument("--commit", action="store_true",
+                        help="also measure building a nightly's current version (--new photos, 10 deleted)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -153,13 +211,17 @@ def main() -> None:
             started = time.perf_counter()
             _write_folder(out, photos, args.rows_per_part)
             print(f"(wrote {out} in {time.perf_counter() - started:.0f} s)", file=sys.stderr)
-        for mode in ["new", "old"] if args.old else ["new"]:
+        _empty_faces(out)  # folders written by earlier versions of this script
+        for mode in ["new", *(["old"] if args.old else []), *(["commit"] if args.commit else [])]:
             done = subprocess.run([sys.executable, __file__, "--child", f"{mode}:{out}:{photos}", "--new",
                                    str(args.new)], capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{mode:6} {photos:>9} {result['todo']:>9} {result['seconds']:>8.2f} "
                   f"{result['seconds'] / photos * 1e6:>9.2f} {result['extra_mb']:>9.1f} "
                   f"{result['scan_table_mb']:>8.1f}", flush=True)
+            if mode == "commit":
+                print(f"       the new version: {result['files']} files, {result['written']} written "
+                      f"({result['written_mb']} MB), the rest hard links", flush=True)
 
 
 if __name__ == "__main__":
