@@ -162,17 +162,17 @@ def _cell(column: str, value: object) -> str:
 
 
 def model_change_lines(change: dict | None) -> list[str]:
-    """What a model new to the folder meant for this run, in lines that fit 80 columns."""
+    """What a model new to the folder meant for this run, in short lines (80 columns)."""
     if not change:
         return []
-    previous = ", ".join(f"{model} ({n})" for model, n in sorted(change["previous"].items()))
-    lines = [f"new model {change['model_version']}; photos by older models: {previous}"]
+    lines = [f"new model {change['model_version']}; photos scored by older models:",
+             *[f"  {model}: {n}" for model, n in sorted(change["previous"].items())]]
     if not change["rescored"]:
         return [*lines, "  they keep their rows (score.rescore_on_new_model = false)"]
     seconds = change.get("estimated_seconds")
     estimate = (f"estimated {timedelta(seconds=seconds)} at the last run's rate" if seconds is not None
                 else "no earlier run measured a rate to estimate the time")
-    return [*lines, f"  scored again by this run ({estimate})"]
+    return [*lines, "  scored again by this run", f"  ({estimate})"]
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:

@@ -73,6 +73,18 @@ def test_a_new_model_scores_every_photo_again_and_the_current_table_keeps_one_ro
     assert change["previous"] == {"fake-v1": 7} and change["rescored"] and change["estimated_seconds"] is not None
     said = [r.getMessage() for r in caplog.records if "is new to this folder" in r.getMessage()]
     assert len(said) == 1 and "7 photo(s) scored by fake-v1 (7) are scored again, about" in said[0]
+    import io
+
+    from rich.console import Console
+
+    from ferbatch.console import print_summary, summary_markdown
+
+    printed = io.StringIO()
+    print_summary(second.to_dict(), Console(file=printed, width=80))
+    assert "new model fake-v2; photos scored by older models:" in printed.getvalue()
+    assert "fake-v1: 7" in printed.getvalue() and "(estimated 0:00:" in printed.getvalue()
+    assert "scored again by this run" in summary_markdown(second.to_dict())
+    assert _score(photos, out, "fake-v2").to_dict()["model_change"] is None  # said once, when it happens
 
 
 def test_rescore_on_new_model_off_keeps_old_rows_and_scores_only_new_photos(photos, tmp_path):
