@@ -62,9 +62,11 @@ def live_version(out_dir: str | Path) -> Path | None:
     return (link.parent / target) if not target.is_absolute() else target
 
 
-def _face_identity() -> list[str]:
-    """Columns tying a face row to its image row within one part (a run's rows)."""
-    return [c for c in ("run_id", "root", "path", "image_id") if c in FACES_SCHEMA.names]
+def face_identity(faces: pa.Table) -> list[str]:
+    """Columns tying a face row to its image row within one part (one run): run_id, path and image_id, and
+    root where these faces have it (faces written before the column was added have none)."""
+    root = "root" in faces.column_names and faces.column("root").null_count == 0
+    return ["run_id", *(["root"] if root else []), "path", "image_id"]
 
 
 @dataclass
@@ -350,7 +352,7 @@ def carried_faces(base: CurrentBase, sources: pa.Table) -> pa.Table:
     wanted = pa.array(sorted(set(sources.column("image_id").to_pylist())), pa.string())
     faces = ds.dataset(files, format="parquet", schema=empty.schema).to_table(
         filter=pc.field("image_id").isin(wanted))
-    identity = _face_identity()
+    identity = face_identity(faces)
     return faces.join(sources.select(identity), keys=identity, join_type="left semi").select(empty.schema.names)
 
 
@@ -477,7 +479,7 @@ def build_version(
         image_rows = image_rows.filter(pc.is_in(keys, value_set=wanted))
         _write(image_rows, version / "images" / part, image_rows.schema.metadata)
         face_rows = pq.read_table(faces, partitioning=None) if faces.exists() else _empty("faces")
-        identity = _face_identity()
+        identity = face_identity(face_rows)
         if face_rows.num_rows:
             face_rows = face_rows.join(image_rows.select(identity), keys=identity, join_type="left semi")
             face_rows = face_rows.select([c for c in pq.read_schema(faces).names if c in face_rows.column_names])

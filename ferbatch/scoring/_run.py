@@ -31,7 +31,7 @@ from ferbatch.reports import (
     metadata_json,
     unmatched,
 )
-from ferbatch.reports._current import FILE_COLUMNS, CurrentBase, CurrentUpdate
+from ferbatch.reports._current import FILE_COLUMNS, CurrentBase, CurrentUpdate, face_identity
 from ferbatch.reports._current import carried_faces as current_faces
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
@@ -162,7 +162,7 @@ def _carry_faces(faces: pa.Table, sources: pa.Table, carried: pa.Table) -> pa.Ta
     """The faces of each source row, once per file it was carried to, with that file's columns."""
     if not faces.num_rows:
         return faces
-    identity = [c for c in ("run_id", "root", "path", "image_id") if c in faces.column_names]
+    identity = face_identity(faces)
     moved = [c for c in FILE_COLUMNS if c in faces.column_names]
     mapping = pa.table({**{c: sources.column(c) for c in identity},
                         **{f"_new_{c}": carried.column(c) for c in moved}})
