@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -140,10 +140,15 @@ def _scan_table(roots: Sequence[str | Path], include: Sequence[str], exclude: Se
     return ScanTable(list(root_ids), table)
 
 
-def _file_at(scanned: ScanTable, row: int) -> ImageFile:
-    record = {name: scanned.table.column(name)[row].as_py() for name in ("bytes", "mtime", "root", "relative")}
-    mtime = None if record["mtime"] is None else _EPOCH + timedelta(microseconds=record["mtime"])
-    return ImageFile(scanned.roots[record["root"]], Path(os.fsdecode(record["relative"])), record["bytes"], mtime)
+def _files_at(scanned: ScanTable, rows: list[int]) -> Iterator[tuple[int, ImageFile]]:
+    """The scanned files at `rows` as ImageFile entries, made a slice at a time (not one per photo at once)."""
+    for start in range(0, len(rows), 65536):
+        some = rows[start: start + 65536]
+        picked = scanned.table.take(pa.array(some, pa.int64()))
+        columns = [picked.column(name).to_pylist() for name in ("bytes", "mtime", "root", "relative")]
+        for row, size, mtime, root, relative in zip(some, *columns, strict=True):
+            when = None if mtime is None else _EPOCH + timedelta(microseconds=mtime)
+            yield row, ImageFile(scanned.roots[root], Path(os.fsdecode(relative)), size, when)
 
 
 def _carry(sources: pa.Table, files: list[ImageFile]) -> pa.Table:
@@ -239,8 +244,7 @@ def plan_run(
     by_content = not rescore and base.n_eligible > 0  # nothing scored yet: no need to read the files twice
     todo: list[tuple[int, ImageFile]] = []
     hashed: list[tuple[int, ImageFile, str]] = []
-    for row in rows:
-        file = _file_at(scanned, row)
+    for row, file in _files_at(scanned, rows):
         if by_content:
             try:
                 hashed.append((row, file, image_id(read_bytes(file))))
