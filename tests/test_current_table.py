@@ -334,3 +334,26 @@ def test_the_cli_reports_a_failed_commit_in_one_error_line_with_exit_code_1(phot
     assert result.output.startswith(f"Error: {tmp_path / 'out' / 'images'}/run_date=")
     assert "Permission denied" in result.output and "nothing of run" in result.output
     assert not list((tmp_path / "out").glob("*/run_date=*/*.parquet"))  # faces and aggregates undone too
+
+
+def test_a_version_left_by_a_run_killed_before_its_commit_is_removed_by_the_next_run(photos, tmp_path, monkeypatch):
+    import ferbatch.reports._store as store
+
+    out = tmp_path / "out"
+    _score(photos, out)
+    live = os.readlink(out / CURRENT_LINK)
+    _photos(photos, {"d/new.jpg": 250})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # after the version was built, before the manifest
+
+    monkeypatch.setattr(store, "_commit_parts", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _score(photos, out)
+    monkeypatch.undo()
+    assert len(list((out / ".ferbatch-current").iterdir())) == 2 and os.readlink(out / CURRENT_LINK) == live
+    assert len(_current(out)) == 7  # readers still see the previous version
+    again = _score(photos, out)
+    assert again.n_scored == 1 and len(_current(out)) == 8
+    versions = sorted(p.name for p in (out / ".ferbatch-current").iterdir())
+    assert versions == sorted([Path(live).name, again.run_id])  # the killed run's version is gone
