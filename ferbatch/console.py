@@ -129,6 +129,8 @@ def summary_markdown(summary: dict) -> str:
         "",
         f"model {summary['model_version']}; {summary['seconds']} s, {summary['images_per_second']} images/s",
     ]
+    if summary.get("model_change"):
+        lines += ["", *model_change_lines(summary["model_change"])]
     if summary["top_errors"]:
         lines += ["", "Top error reasons:",
                   *[f"- {markdown_cell(reason)}: {n}" for reason, n in summary["top_errors"].items()]]
@@ -173,6 +175,20 @@ def _cell(column: str, value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def model_change_lines(change: dict | None) -> list[str]:
+    """What a model new to the folder meant for this run, in short lines (80 columns)."""
+    if not change:
+        return []
+    lines = [f"new model {change['model_version']}; photos scored by older models:",
+             *[f"  {model}: {n}" for model, n in sorted(change["previous"].items())]]
+    if not change["rescored"]:
+        return [*lines, "  they keep their rows (score.rescore_on_new_model = false)"]
+    seconds = change.get("estimated_seconds")
+    estimate = (f"estimated {timedelta(seconds=seconds)} at the last run's rate" if seconds is not None
+                else "no earlier run measured a rate to estimate the time")
+    return [*lines, "  scored again by this run", f"  ({estimate})"]
+
+
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or _console()
     console.print(f"ferbatch run {summary['run_id']} (model {summary['model_version']})")
@@ -192,6 +208,8 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     if not summary["scored"]:
         console.print("nothing new to score: no data files written" if summary["images_found"]
                       else "no images found: no data files written")
+    for line in model_change_lines(summary.get("model_change")):
+        console.print(line, highlight=False)
     console.print(Text(f"reports in {printable(str(summary['out_dir']))}"))
 
 
@@ -241,8 +259,7 @@ def format_aggregates(rows: list[dict], fmt: str) -> str:
             writer.writerow([_csv(row.get(c)) for c in columns])
         return out.getvalue().rstrip("\n")
     if fmt == "markdown":
-        run = rows[0]
-        lines = [f"## run {run['run_id']} ({run['run_date']}, model {run['model_version']})"]
+        lines = [f"## {_report_title(rows[0])}"]
         for title, view in AGGREGATE_VIEWS.items():
             names = [*_GROUP_COLUMNS, *view]
             lines += ["", f"### {title}", "", "| " + " | ".join(h for _, h in names) + " |",
@@ -259,13 +276,20 @@ def _csv(value: object) -> object:
     return value if isinstance(value, int | float) else csv_cell(printable(str(value)))
 
 
+def _report_title(run: dict) -> str:
+    if run["run_id"] == "current":  # the current table: every photo once, by its newest scoring (first row: all)
+        return (f"current table: {run['n_images']} photo(s), newest run {run['run_date']}, "
+                f"model {run['model_version']}")
+    return f"run {run['run_id']} ({run['run_date']}, model {run['model_version']})"
+
+
 def print_aggregates(rows: list[dict], console: Console | None = None, fmt: str = "table") -> None:
     if fmt != "table":
         (console.file if console else sys.stdout).write(format_aggregates(rows, fmt) + "\n")
         return
     console = console or _console()
     run = rows[0]
-    console.print(f"run {run['run_id']} ({run['run_date']}, model {run['model_version']})")
+    console.print(_report_title(run))
     for table in aggregate_views(rows):
         console.print(table)
 

@@ -54,6 +54,11 @@ class RunData:
     faces: pd.DataFrame
     runs: pd.DataFrame  # run_id, run_date, n_images, n_ok, n_no_face, n_error, n_faces, share_*, mean score
     metadata: dict[str, str] = field(default_factory=dict)
+    current: bool = False  # the current table (every photo once, by its newest scoring), not one run
+
+    @property
+    def scope(self) -> str:
+        return "the current table" if self.current else "this run"
 
     @property
     def sentiment_map(self) -> dict[str, str]:
@@ -113,12 +118,33 @@ def latest_run_id(out_dir: str | Path) -> str | None:
     return str((with_images if len(with_images) else runs).run_id.max())
 
 
+def _load_current(out_dir: Path, version: Path, runs: pd.DataFrame) -> RunData:
+    """The current table as one page: every photo once; `run_id` names the newest run in it."""
+    images = ds.dataset(str(version / "images"), format="parquet", partitioning=_RUN_DATE).to_table(
+        columns=IMAGE_COLUMNS).to_pandas()
+    faces = ds.dataset(str(version / "faces"), format="parquet", partitioning=_RUN_DATE).to_table(
+        columns=["emotion", "sentiment"]).to_pandas()
+    newest = str(images.run_id.max()) if len(images) else str(runs.run_id.max())
+    metadata = {}
+    if files := [f for f in sorted((version / "images").glob("run_date=*/part-*.parquet"))
+                 if f.name.startswith(f"part-{newest}")]:
+        raw = pq.read_schema(files[0]).metadata or {}
+        metadata = {k.decode().removeprefix("ferbatch."): v.decode() for k, v in raw.items()
+                    if k.startswith(b"ferbatch.")}
+    return RunData(out_dir, newest, images, faces, runs, metadata, current=True)
+
+
 def load_run(out_dir: str | Path, run_id: str | None = None) -> RunData:
+    """The current table (default, once the folder has one), or one run of the history (`run_id`, or "latest")."""
+    from ferbatch.reports._current import live_version
+
     out_dir = Path(out_dir)
     runs = _run_summaries(out_dir)
     if not len(runs):
         raise FerbatchError(f"{out_dir}: no scoring runs found (is this a ferbatch --out folder?)")
-    if run_id is None:
+    if run_id is None and (version := live_version(out_dir)) is not None and (version / "images").is_dir():
+        return _load_current(out_dir, version, runs)
+    if run_id in (None, "latest"):
         run_id = latest_run_id(out_dir)
     elif run_id not in set(runs.run_id):
         raise FerbatchError(f"{out_dir}: no run {run_id!r} (latest: {runs.run_id.max()})")
@@ -233,14 +259,14 @@ def _group_chart(table: pd.DataFrame, labels: list[str], title: str) -> str:
     return _png(figure)
 
 
-def _overall_chart(counts: dict) -> str:
+def _overall_chart(counts: dict, whole: str = "Whole run") -> str:
     figure = _figure(10, 1.6)
     ax = figure.subplots()
     _share_bars(ax, [""], pd.DataFrame([counts]))
     ax.tick_params(axis="y", left=False)
     ax.spines["left"].set_visible(False)
     mean = counts["mean_sentiment_score"]
-    figure.suptitle(f"Whole run: {counts['n_ok']} images with faces, mean sentiment score {mean:+.2f}",
+    figure.suptitle(f"{whole}: {counts['n_ok']} images with faces, mean sentiment score {mean:+.2f}",
                     fontsize=12, x=0.01, ha="left", fontweight="bold")
     figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False, fontsize=9)
     return _png(figure)
@@ -397,7 +423,8 @@ def _percent(value: float | None) -> str:
 
 def _header(run: RunData, counts: dict) -> list[str]:
     images, metadata = run.images, run.metadata
-    model = images.model_version.iloc[0] if len(images) else metadata.get("model_version", "?")
+    model = (", ".join(sorted(images.model_version.unique())) if len(images)
+             else metadata.get("model_version", "?"))
     detector = images.detector.iloc[0] if len(images) else metadata.get("detector", "?")
     scored_at = images.scored_at.min() if len(images) else None
     run_date = run.runs.set_index("run_id").run_date.get(run.run_id)
@@ -413,7 +440,8 @@ def _header(run: RunData, counts: dict) -> list[str]:
     kpi_html = "".join(f'<div class="kpi"><b class="{classes.get(label, "")}">{_e(value)}</b>'
                        f"<span>{_e(label)}</span></div>" for value, label in kpis)
     rows = [
-        ("Run", f"<code>{_e(run.run_id)}</code>"),
+        ("Table", "current: every photo that exists, once, by its newest scoring") if run.current else None,
+        ("Newest run" if run.current else "Run", f"<code>{_e(run.run_id)}</code>"),
         ("Run date", _e(run_date if run_date is not None else "?")),
         ("Scored at", _e(f"{pd.Timestamp(scored_at):%Y-%m-%d %H:%M:%S} UTC" if scored_at is not None else "–")),
         ("Model version", f"<code>{_e(model)}</code>"),
@@ -425,7 +453,7 @@ def _header(run: RunData, counts: dict) -> list[str]:
         ("Sentiment of images with faces", " · ".join(
             f'<span class="{s}">{s} {_percent(counts[f"share_{s}"])}</span>' for s in reversed(SENTIMENTS))),
     ]
-    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in filter(None, rows))
     return [f'<div class="kpis">{kpi_html}</div>', f"<table>{table}</table>"]
 
 
@@ -446,14 +474,15 @@ def _render_html(run: RunData) -> str:
         **dict.fromkeys(("n_images", "n_ok", "n_no_face", "n_error", "n_faces"), 0),
         **{f"share_{s}": None for s in SENTIMENTS}, "mean_sentiment_score": None}
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"current table (newest run {run.run_id})" if run.current else f"run {run.run_id}"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         # Everything is inline: the page may load nothing from anywhere, which the policy enforces.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>ferbatch run {_e(run.run_id)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Facial sentiment: run {_e(run.run_id)}</h1>",
+        f"<title>ferbatch {_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Facial sentiment: {_e(title)}</h1>",
         f'<p class="sub">From <code>{_e(run.out_dir)}</code>, generated {now} by ferbatch. Sentiment is read from '
         "facial expressions; shares count images with at least one face, by their dominant emotion. "
         "Scores run from −1 (negative) to +1 (positive).</p>",
@@ -461,18 +490,20 @@ def _render_html(run: RunData) -> str:
     ]
     ok = images[images.status == "ok"] if len(images) else images
     if not len(images):
-        parts.append(_note("This run scored no images, so there is nothing to chart."))
+        parts.append(_note("The current table holds no photos, so there is nothing to chart." if run.current
+                           else "This run scored no images, so there is nothing to chart."))
     elif not len(ok):
-        parts.append(_note("No image in this run had a face that could be scored, so there are no sentiment or "
+        parts.append(_note(f"No image in {run.scope} had a face that could be scored, so there are no sentiment or "
                            "emotion charts."))
     else:
-        parts += ["<h2>Sentiment</h2>", _img(_overall_chart(counts), "Sentiment share of the whole run")]
+        overall = _overall_chart(counts, "All photos" if run.current else "Whole run")
+        parts += ["<h2>Sentiment</h2>", _img(overall, f"Sentiment share of {run.scope}")]
         parts += _folder_section(images)
-        parts += _date_section(images)
+        parts += _date_section(images, run.scope)
         parts += ["<h2>Emotions</h2>", _img(_emotion_chart(images, run.faces, mapping), "Emotion mix")]
     if len(images):
-        parts += _faces_section(images)
-        parts += _error_section(images)
+        parts += _faces_section(images, run.scope)
+        parts += _error_section(images, run.scope)
     parts += _runs_section(run.runs)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -494,11 +525,11 @@ def _folder_section(images: pd.DataFrame) -> list[str]:
     return parts
 
 
-def _date_section(images: pd.DataFrame) -> list[str]:
+def _date_section(images: pd.DataFrame, scope: str) -> list[str]:
     parts = ["<h2>By taken date</h2>"]
     dated = images[images.taken_at.notna()]
     if not len(dated):
-        return [*parts, _note("No image in this run has an EXIF date (DateTimeOriginal), so there is no chart "
+        return [*parts, _note(f"No image in {scope} has an EXIF date (DateTimeOriginal), so there is no chart "
                               "by taken date.")]
     if len(dated) < len(images):
         parts.append(_note(f"{len(images) - len(dated)} of {len(images)} images have no EXIF date and are left "
@@ -516,18 +547,18 @@ def _date_section(images: pd.DataFrame) -> list[str]:
     return parts
 
 
-def _faces_section(images: pd.DataFrame) -> list[str]:
+def _faces_section(images: pd.DataFrame, scope: str) -> list[str]:
     readable = images[images.status != "error"]
     if not len(readable):
-        return ["<h2>Faces per image</h2>", _note("No image in this run could be read.")]
+        return ["<h2>Faces per image</h2>", _note(f"No image in {scope} could be read.")]
     return ["<h2>Faces per image</h2>", _img(_faces_chart(readable), "Distribution of faces per image")]
 
 
-def _error_section(images: pd.DataFrame) -> list[str]:
+def _error_section(images: pd.DataFrame, scope: str) -> list[str]:
     errors = images[images.status == "error"]
     parts = ["<h2>Errors</h2>"]
     if not len(errors):
-        return [*parts, _note("No errors: every image in this run could be read.")]
+        return [*parts, _note(f"No errors: every image in {scope} could be read.")]
     reasons = errors.error.fillna("unknown").map(_error_reason).value_counts()
     if len(reasons) > MAX_REASONS:
         reasons = pd.concat([reasons.iloc[:MAX_REASONS - 1],
@@ -550,7 +581,8 @@ def _runs_section(runs: pd.DataFrame) -> list[str]:
 
 
 def write_html_report(out_dir: str | Path, path: str | Path, run_id: str | None = None) -> Path:
-    """Write the HTML report of one run of `out_dir` (default: the latest that scored images) to `path`.
+    """Write the HTML report of `out_dir`'s current table (default) or of one run (`run_id`, or "latest": the latest
+    that scored images; also the default for a folder from before the current table) to `path`.
 
     Raises FerbatchError when the folder holds no runs (or not `run_id`). Returns the path written.
     """

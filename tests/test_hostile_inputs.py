@@ -406,14 +406,16 @@ def test_a_file_changed_to_another_files_error_content_is_scored_again(tmp_path)
     assert (row["status"], row["image_id"]) == ("error", hashlib.sha256(broken).hexdigest())
 
 
-def test_a_file_changed_to_another_files_scored_content_gets_a_new_row(tmp_path):
+def test_a_file_changed_to_another_files_scored_content_carries_that_verdict(tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     _jpeg(folder / "a.jpg", width=300)
     copy = _jpeg(folder / "b.jpg", width=400, seed=1)
     _run(folder, out)
     (folder / "a.jpg").write_bytes(copy)  # a.jpg now holds b.jpg's photo: its old row is stale
-    assert _run(folder, out).n_scored == 1
-    assert _rows(out)["a.jpg"]["image_id"] == hashlib.sha256(copy).hexdigest()
+    assert _run(folder, out).n_scored == 0  # that content was scored: its verdict is carried, not recomputed
+    current = {row["path"]: row for row in pq.read_table(out / "current" / "images").to_pylist()}
+    assert current["a.jpg"]["image_id"] == current["b.jpg"]["image_id"] == hashlib.sha256(copy).hexdigest()
+    assert current["a.jpg"]["emotion"] == current["b.jpg"]["emotion"]
     (folder / "c.jpg").write_bytes(copy)  # a new copy of scored content is still recognised, unread again
     assert _run(folder, out).n_scored == 0
 

@@ -134,10 +134,10 @@ def test_a_run_that_scores_nothing_leaves_no_run_to_chart(tmp_path):
 
 def test_a_run_with_only_errors_shows_the_reasons_and_no_sentiment_charts(tmp_path):
     page = write_html_report(_only_errors(tmp_path), tmp_path / "r.html").read_text()
-    assert "No image in this run had a face" in page
+    assert "No image in the current table had a face" in page  # the default: every photo once
     assert "<h2>Errors</h2>" in page and "Error reasons" in page
     assert "<h2>Emotions</h2>" not in page and "<h2>By folder</h2>" not in page
-    assert "No image in this run could be read." in page
+    assert "No image in the current table could be read." in page
     for reason in ("empty file", "corrupt or truncated image", "not an image", "too large", "unreadable"):
         assert f"<td>{reason}" in page
 
@@ -149,7 +149,7 @@ def test_a_run_without_exif_dates_says_so_instead_of_an_empty_chart(tmp_path):
     _score(tmp_path / "in", tmp_path / "out")
     page = write_html_report(tmp_path / "out", tmp_path / "r.html").read_text()
     section = page[page.index("<h2>By taken date</h2>"):page.index("<h2>Emotions</h2>")]
-    assert "No image in this run has an EXIF date" in section and "<img" not in section
+    assert "No image in the current table has an EXIF date" in section and "<img" not in section
     assert page.count("<img") == 4  # overall, by folder, emotions, faces per image (no errors, one run)
     assert "No errors" in page and "<h2>Across runs</h2>" not in page
 

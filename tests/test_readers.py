@@ -222,3 +222,74 @@ def test_folders_written_with_run_date_inside_the_files_are_migrated_and_stay_in
         assert all("run_date" not in pq.read_schema(f).names for f in files_of(out, table))
     assert pq.read_schema(files_of(out, "images")[0]).metadata[b"ferbatch.run_id"]  # metadata kept
     assert main([str(out)]) == 0 and score().n_skipped == 1
+
+
+# ---------------------------------------------------------------- the current table
+
+SEVEN = {"a/one.jpg": 150, "a/two.jpg": 250, "b/three.jpg": 350, "b/none.jpg": 90, "top.jpg": 150,
+         "c/four.jpg": 450, "c/five.jpg": 150}  # 12 faces: FakeDetector finds one per 100 px of width
+STAGES = {  # after each: (current images, current faces, history images, history faces)
+    "model_change": (7, 12, 14, 24),  # two runs, two model versions, the same 7 photos
+    "rescore": (7, 12, 21, 36),  # then --rescore
+    "deleted": (6, 9, 21, 36),  # then b/three.jpg (3 faces) deleted and a run with nothing new
+}
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """An output folder copied after a model change, a --rescore and a deleted photo (symlinks kept)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("current")
+    folder, out = root / "in", root / "out"
+    for name, width in SEVEN.items():
+        _photo(folder / name, width)
+    score = lambda version, **kw: run_scoring(ScoreSettings(folders=[folder], out=out),  # noqa: E731
+                                              FakeComponents(FakeClassifier(version)), **kw)
+    copies = {}
+    score("fake-v1")
+    score("fake-v2")
+    copies["model_change"] = shutil.copytree(out, root / "model_change", symlinks=True)
+    score("fake-v2", rescore=True)
+    copies["rescore"] = shutil.copytree(out, root / "rescore", symlinks=True)
+    (folder / "b" / "three.jpg").unlink()
+    assert score("fake-v2").n_scored == 0
+    copies["deleted"] = out
+    return copies
+
+
+def _counts(read, out: Path) -> tuple[int, int, int, int]:
+    return (read(out / "current" / "images"), read(out / "current" / "faces"), read(out / "images"),
+            read(out / "faces"))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_pandas_pyarrow_and_polars_count_each_photo_once_in_the_current_table(stages, stage):
+    out = stages[stage]
+    assert _counts(lambda p: len(pd.read_parquet(p)), out) == STAGES[stage]
+    assert _counts(lambda p: ds.dataset(p, partitioning="hive").count_rows(), out) == STAGES[stage]
+    assert _counts(lambda p: pq.read_table(p).num_rows, out) == STAGES[stage]
+    assert _counts(lambda p: pl.read_parquet(p, hive_partitioning=True).height, out) == STAGES[stage]
+    current = pd.read_parquet(out / "current" / "images")
+    assert current.path.is_unique and set(current.model_version) == {"fake-v2"}  # who scored each row
+    assert isinstance(current.run_date.dtype, pd.CategoricalDtype)  # the same partitioning as the history
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_duckdb_counts_each_photo_once_and_joins_faces_to_their_images(stages, stage):
+    out = stages[stage]
+    connection = duckdb.connect()
+    count = lambda p: connection.sql(f"SELECT count(*) FROM read_parquet('{p}/**/*.parquet')").fetchall()[0][0]  # noqa: E731
+    assert _counts(count, out) == STAGES[stage]
+    joined = connection.sql(
+        f"SELECT count(*) FROM read_parquet('{out}/current/faces/**/*.parquet') f "
+        f"JOIN read_parquet('{out}/current/images/**/*.parquet') i USING (image_id, path, run_id)").fetchall()
+    assert joined[0][0] == STAGES[stage][1]  # every face has its image row, once
+    by_folder = dict(connection.sql(f"SELECT folder, count(*) FROM read_parquet('{out}/current/images/**/*.parquet')"
+                                    " GROUP BY folder").fetchall())
+    assert by_folder["b"] == (1 if stage == "deleted" else 2)
+
+
+def test_spark_counts_each_photo_once_in_the_current_table(stages, spark):
+    for stage, expected in STAGES.items():
+        assert _counts(lambda p: spark.read.parquet(str(p)).count(), stages[stage]) == expected, stage

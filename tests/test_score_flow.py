@@ -71,7 +71,11 @@ def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_n
     assert report.exit_code == 0, report.output
     rows = json.loads(report.stdout)
     everything = next(r for r in rows if r["group_by"] == "all")
-    assert everything["n_images"] == 7 and everything["n_no_face"] == 1 and everything["run_id"] == summary["run_id"]
+    assert everything["n_images"] == 7 and everything["n_no_face"] == 1 and everything["run_id"] == "current"
+    latest = json.loads(CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--json", "--run", "latest"]).stdout)
+    assert next(r for r in latest if r["group_by"] == "all")["run_id"] == summary["run_id"]
+    current = duckdb.sql(f"select count(*) from read_parquet('{tmp_path / 'out'}/current/images/*/*.parquet')")
+    assert current.fetchall()[0][0] == 7
 
 
 def test_duckdb_reads_every_dataset_with_the_documented_columns_and_types(tmp_path, models_dir, run_ferbatch):

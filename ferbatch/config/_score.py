@@ -53,6 +53,8 @@ class ScoreSettings(BaseModel):
     dask_address: str | None = Field(None, description="tcp://HOST:PORT of a Dask scheduler; none = LocalCluster.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster.")
     shard_size: int = Field(500, ge=1, description="Images per shard (one task, one Parquet part each).")
+    rescore_on_new_model: bool = Field(
+        True, description="A new model scores every photo again; false keeps old photos' rows by older models.")
 
     def with_overrides(self, **values: object) -> ScoreSettings:
         """These settings with every non-None value replaced (command-line options over the configuration)."""

@@ -6,6 +6,7 @@ half-written file or a half-committed run.
 """
 
 from ferbatch.reports._aggregates import Aggregator
+from ferbatch.reports._current import CURRENT_LINK, CurrentBase, CurrentUpdate, ScanTable, content_matches, unmatched
 from ferbatch.reports._migrate import add_face_columns, drop_partition_column, fill_face_columns
 from ferbatch.reports._rows import TOP_LEVEL_FOLDER, FaceRow, ImageRow, RunSummary, sentiment_shares
 from ferbatch.reports._schemas import (
@@ -21,13 +22,13 @@ from ferbatch.reports._store import (
     TMP_SUFFIX,
     ReportStore,
     ReportWriter,
-    ScoredIndex,
     committed_runs,
     metadata_json,
 )
 
 __all__ = [
     "AGGREGATES_SCHEMA",
+    "CURRENT_LINK",
     "DAMAGED_DIR",
     "FACES_SCHEMA",
     "IMAGES_SCHEMA",
@@ -37,16 +38,20 @@ __all__ = [
     "TMP_SUFFIX",
     "TOP_LEVEL_FOLDER",
     "Aggregator",
+    "CurrentBase",
+    "CurrentUpdate",
     "FaceRow",
     "ImageRow",
     "ReportStore",
     "ReportWriter",
     "RunSummary",
-    "ScoredIndex",
+    "ScanTable",
     "add_face_columns",
     "committed_runs",
+    "content_matches",
     "drop_partition_column",
     "fill_face_columns",
     "metadata_json",
     "sentiment_shares",
+    "unmatched",
 ]

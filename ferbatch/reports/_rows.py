@@ -121,6 +121,9 @@ class RunSummary:
     stage_seconds: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     aggregates: list[dict] = field(default_factory=list)
+    # A model new to the folder: {"model_version", "previous": {model: photos}, "photos", "rescored",
+    # "estimated_seconds"}; None when every current row is by this run's model.
+    model_change: dict | None = None
 
     def add(self, row: ImageRow) -> None:
         self.n_scored += 1
@@ -167,4 +170,5 @@ class RunSummary:
             "stage_seconds": {stage: round(seconds, 3) for stage, seconds in self.stage_seconds.items()},
             "images_per_second": round(self.images_per_second, 2),
             "files": {table: [str(path) for path in paths] for table, paths in self.files.items()},
+            "model_change": self.model_change,
         }

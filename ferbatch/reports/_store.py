@@ -8,10 +8,10 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +21,17 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._current import (
+    CURRENT_LINK,
+    VERSIONS_DIR,
+    CurrentBase,
+    CurrentUpdate,
+    build_version,
+    current_aggregates,
+    prune_versions,
+    read_base,
+    switch,
+)
 from ferbatch.reports._rows import FaceRow, ImageRow
 from ferbatch.reports._schemas import SCHEMAS, TABLES
 
@@ -114,34 +125,90 @@ def _commit_order(move: tuple[str, str]) -> int:
     return COMMIT_ORDER.index(Path(move[1]).parent.parent.name)
 
 
-def _commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
-    """Rename a run's finished `.tmp` files into place, `images` parts last.
+def _commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]],
+                  version: Path | None = None) -> list[Path]:
+    """Rename a run's finished `.tmp` files into place, `images` parts last, then switch the current table to
+    `version` (built beforehand, not yet live).
 
-    The list is written to a manifest first, so if the process dies between renames the next run
-    finishes them (`_recover_interrupted_runs`): a run is either wholly visible or not at all.
+    The plan is written to a manifest first, so if the process dies between renames the next run finishes
+    them (`_recover_interrupted_runs`); until the switch, `OUT/current` is the previous version. A rename
+    that fails (a folder that cannot be written) undoes the renames before it: readers see all of the run or
+    none of it, and the error is one line.
     """
     out_dir = Path(out_dir)
     moves = sorted(moves, key=_commit_order)
     for tmp, _ in moves:  # the data must be on disk before the manifest promises it
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+    for _, final in moves:  # every target folder first: a failure here has made nothing visible
+        try:
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _commit_error(Path(final).parent, exc, run_id) from None
     manifest = _manifest_path(out_dir, run_id)
     staging = manifest.with_name(manifest.name + ".tmp")
-    with open(staging, "w") as handle:
-        json.dump(moves, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, manifest)
-    return _roll_forward(manifest)
+    try:
+        with open(staging, "w") as handle:
+            json.dump({"moves": moves, "current": version.name if version else None}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, manifest)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise _commit_error(manifest, exc, run_id) from None
+    try:
+        return _roll_forward(manifest)
+    except _RenameFailed as failed:
+        if failed.undone:
+            manifest.unlink(missing_ok=True)
+            raise _commit_error(failed.path, failed.error, run_id) from None
+        raise FerbatchError(f"{failed.path}: cannot write the reports ({_reason(failed.error)}) and the renames "
+                            f"before it could not be undone; the next run finishes run {run_id}") from None
+
+
+class _RenameFailed(Exception):
+    def __init__(self, path: Path, error: OSError, undone: bool) -> None:
+        super().__init__(str(path))
+        self.path, self.error, self.undone = path, error, undone
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _commit_error(path: Path, exc: OSError, run_id: str) -> FerbatchError:
+    return FerbatchError(f"{path}: cannot write the reports ({_reason(exc)}); nothing of run {run_id} was "
+                         "committed, its images are scored again next run")
 
 
 def _roll_forward(manifest: Path) -> list[Path]:
-    finals = []
-    for tmp, final in json.loads(manifest.read_text()):
-        if Path(tmp).exists():
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-        finals.append(Path(final))
+    """Do a manifest's renames and its current-table switch; on a failure, undo the renames done."""
+    plan = json.loads(manifest.read_text())
+    if isinstance(plan, list):  # manifests written before the current table
+        plan = {"moves": plan, "current": None}
+    out_dir = manifest.parent
+    finals, done = [], []
+    target = out_dir
+    try:
+        for tmp, final in plan["moves"]:
+            target = Path(final)
+            if Path(tmp).exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+                done.append((tmp, final))
+            finals.append(target)
+        if plan.get("current"):
+            version = out_dir / VERSIONS_DIR / plan["current"]
+            target = out_dir / CURRENT_LINK
+            if version.is_dir():
+                switch(out_dir, version)
+    except OSError as exc:
+        try:
+            for tmp, final in reversed(done):
+                os.replace(final, tmp)
+        except OSError:
+            raise _RenameFailed(target, exc, undone=False) from None
+        raise _RenameFailed(target, exc, undone=True) from None
     manifest.unlink()
     return finals
 
@@ -160,13 +227,18 @@ def _run_id_of(part: Path) -> str | None:
 def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
     """Tidy what killed runs left: finish commits that had begun, delete everything else unfinished.
 
-    A run whose manifest exists had all its files written; its renames are completed. Then `.tmp`
-    files and parts of runs without an `images` part are removed. Call only while holding
-    `_OutDirLock`, so no live run's files are mistaken for leftovers.
+    A run whose manifest exists had all its files written; its renames and its current-table switch are
+    completed. Then `.tmp` files, parts of runs without an `images` part and current-table versions no one
+    points at are removed. Call only while holding `_OutDirLock`, so no live run's files are mistaken for
+    leftovers.
     """
     out_dir = Path(out_dir)
     for manifest in sorted(out_dir.glob(f"{MANIFEST_PREFIX}*.json")):
-        _roll_forward(manifest)
+        try:
+            _roll_forward(manifest)
+        except _RenameFailed as failed:
+            raise FerbatchError(f"{failed.path}: cannot finish the commit of an interrupted run "
+                                f"({_reason(failed.error)}); make the folder writable and run again") from None
     for staging in out_dir.glob(f"{MANIFEST_PREFIX}*.json.tmp"):
         staging.unlink(missing_ok=True)
     leftovers = [p for table in TABLES for folder in (out_dir / table, out_dir / STAGING_DIR / table)
@@ -178,6 +250,7 @@ def _recover_interrupted_runs(out_dir: str | Path) -> list[Path]:
                           if (run := _run_id_of(p)) is not None and run not in committed]  # only ours
     for path in leftovers:
         path.unlink(missing_ok=True)
+    prune_versions(out_dir)
     return leftovers
 
 
@@ -353,43 +426,6 @@ def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:
                       partition_base_dir=str(folder))
 
 
-@dataclass(frozen=True)
-class ScoredIndex:
-    """What an output folder already holds for one model version (for incremental runs)."""
-
-    image_ids: frozenset[str]
-    fingerprints: frozenset[tuple[str, int, int]]  # (root/path, bytes, mtime in microseconds)
-    scored_ids: frozenset[str] = frozenset()  # contents scored without error (ok or no_face)
-    contents: dict[str, str] = field(default_factory=dict)  # root/path -> image_id of its latest row
-
-    def __contains__(self, image_id: str) -> bool:
-        return image_id in self.image_ids
-
-
-def _scored_index(out_dir: str | Path, model_version: str) -> ScoredIndex:
-    dataset = _dataset(out_dir, "images")
-    if dataset is None:
-        return ScoredIndex(frozenset(), frozenset())
-    table = dataset.to_table(
-        columns=["run_id", "image_id", "root", "path", "bytes", "mtime", "status"],
-        filter=(ds.field("model_version") == model_version) & ds.field("image_id").is_valid(),
-    )
-    ids = table.column("image_id").to_pylist()
-    mtimes = table.column("mtime").cast(pa.int64()).to_pylist()
-    # root/path: the file's absolute path for runs since roots are resolved; older runs' relative roots
-    # never match, so their files are recognised by content once and by this fingerprint afterwards.
-    files = [f"{root.rstrip('/')}/{path}" for root, path in
-             zip(table.column("root").to_pylist(), table.column("path").to_pylist(), strict=True)]
-    fingerprints = frozenset(zip(files, table.column("bytes").to_pylist(), mtimes, strict=True))
-    scored = frozenset(i for i, status in zip(ids, table.column("status").to_pylist(), strict=True)
-                       if status != "error")
-    latest: dict[str, tuple[str, str]] = {}
-    for file, run_id, image_id in zip(files, table.column("run_id").to_pylist(), ids, strict=True):
-        if file not in latest or run_id > latest[file][0]:
-            latest[file] = (run_id, image_id)
-    return ScoredIndex(frozenset(ids), fingerprints, scored, {file: i for file, (_, i) in latest.items()})
-
-
 def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     """The aggregates of the most recent run that scored images (else of the most recent run)."""
     dataset = _dataset(out_dir, "aggregates")
@@ -438,7 +474,7 @@ class ReportStore:
     """The output folder and its protocol, so callers never sequence the steps themselves.
 
     `open_run()` takes the folder's lock and tidies what killed runs left; inside it a run reads the
-    `scored_index`, streams each shard through its own `writer` (in any process: a store is just a
+    `current_base`, streams each shard through its own `writer` (in any process: a store is just a
     path), then `commit`s every finished file at once, or `abort`s them. Readers see whole runs only.
     """
 
@@ -461,7 +497,12 @@ class ReportStore:
                 leftovers = _recover_interrupted_runs(self.out_dir)
                 if leftovers:
                     log.info("removed %d file(s) left by an interrupted run", len(leftovers))
-                _set_aside_damaged(self.out_dir)
+                moved = _set_aside_damaged(self.out_dir)
+                # Current rows whose history parts are gone (set aside, or of a run that never committed) go
+                # too: their photos are scored again, as the history's are.
+                self._dropped_runs = {run for p in leftovers if (run := _run_id_of(p)) is not None}
+                self._dropped_parts = {p.relative_to(self.out_dir / p.parent.parent.name).as_posix() for p in moved
+                                       if p.parent.parent.name in ("images", "faces")}
                 _upgrade_parts(self.out_dir)
                 yield self
             finally:
@@ -480,23 +521,57 @@ class ReportStore:
         """Whether any run's images are in the folder (else the scored index is empty)."""
         return any((self.out_dir / "images").glob("run_date=*/*.parquet"))
 
-    def scored_index(self, model_version: str) -> ScoredIndex:
-        """What the folder already holds for `model_version` (call inside `open_run`)."""
+    def current_base(self, model_version: str, keep_old_models: bool = False) -> CurrentBase:
+        """The current table as this run finds it, indexed in columns (call inside `open_run`)."""
         try:
-            return _scored_index(self.out_dir, model_version)
+            return read_base(self.out_dir, model_version, keep_old_models,
+                             dropped_runs=getattr(self, "_dropped_runs", ()),
+                             dropped_parts=getattr(self, "_dropped_parts", ()))
         except (pa.ArrowException, OSError) as exc:  # damage past the footer, which open_run checks
             raise _read_error(self.out_dir, "images", exc) from None
 
     def writer(self, run_id: str, run_date: date, metadata: dict[str, str], part: str | None = None) -> ReportWriter:
         return ReportWriter(self.out_dir, run_id, run_date, metadata, part=part)
 
-    def commit(self, run_id: str, moves: list[tuple[str, str]]) -> list[Path]:
-        """Make a run's finished files visible together; returns their final paths."""
+    def commit(self, run_id: str, moves: list[tuple[str, str]], update: CurrentUpdate | None = None,
+               run_date: date | None = None, metadata: dict[str, str] | None = None) -> list[Path]:
+        """Make a run's finished files visible together, and with them the current table's next version
+        (built from `update` and this run's new parts); returns the history files' final paths."""
         from ferbatch.interrupts import deferred
 
-        with deferred():  # a signal during the renames takes effect after them: the exit code can say "committed"
-            finals = _commit_parts(self.out_dir, run_id, moves)
-            _COMMITTED.append(run_id)
+        version = None
+        if update is not None:
+            tmp_of = dict((final, tmp) for tmp, final in moves)
+            new_parts = []
+            for tmp, final in moves:
+                final_path = Path(final)
+                if final_path.parent.parent.name != "images":
+                    continue
+                relative = final_path.relative_to(self.out_dir / "images").as_posix()
+                faces = tmp_of.get(str(self.out_dir / "faces" / relative))
+                new_parts.append((Path(tmp), Path(faces) if faces else None, relative))
+            try:
+                version = build_version(self.out_dir, run_id, run_date or date.today(), update, new_parts,
+                                        metadata or {})
+            except (pa.ArrowException, OSError) as exc:
+                shutil.rmtree(self.out_dir / VERSIONS_DIR / run_id, ignore_errors=True)
+                self.abort(moves)
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise FerbatchError(f"{self.out_dir / CURRENT_LINK}: cannot write the current table ({first}); "
+                                    f"nothing of run {run_id} was committed") from None
+        if not moves and version is None:
+            return []
+        try:
+            with deferred():  # a signal during the renames takes effect after them: the exit code can say "committed"
+                finals = _commit_parts(self.out_dir, run_id, moves, version)
+                _COMMITTED.append(run_id)
+        except FerbatchError:
+            if not _manifest_path(self.out_dir, run_id).exists():  # undone: the run leaves nothing behind
+                if version is not None:
+                    shutil.rmtree(version, ignore_errors=True)
+                self.abort(moves)
+            raise
+        prune_versions(self.out_dir)
         return finals
 
     def abort(self, moves: list[tuple[str, str]]) -> None:
@@ -512,6 +587,41 @@ class ReportStore:
             return read_rows(self.out_dir, table, folder=folder, emotion=emotion, limit=limit)
         except (pa.ArrowException, OSError) as exc:
             raise _read_error(self.out_dir, table, exc) from None
+
+    def measured_rate(self) -> float | None:
+        """Images per second of the most recent run that measured one (kept in its aggregates' metadata)."""
+        for part in sorted((self.out_dir / "aggregates").glob("run_date=*/part-*.parquet"),
+                           key=lambda p: p.name, reverse=True)[:50]:
+            try:
+                metadata = pq.read_schema(part).metadata or {}
+                scored = int(metadata[b"ferbatch.images_scored"])
+                seconds = float(metadata[b"ferbatch.seconds"])
+            except (KeyError, ValueError, pa.ArrowException, OSError):
+                continue
+            if scored > 0 and seconds > 0:
+                return scored / seconds
+        return None
+
+    def current_aggregates(self) -> pa.Table | None:
+        """Aggregates over the current table (one row per photo that exists); None before it has one."""
+        try:
+            return current_aggregates(self.out_dir)
+        except (pa.ArrowException, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FerbatchError(f"{self.out_dir / CURRENT_LINK}: the current table cannot be read ({first})") from None
+
+    def run_aggregates(self, run_id: str) -> pa.Table:
+        """One run's aggregates from the history; a one-line error naming the latest when there is no such run."""
+        try:
+            dataset = _dataset(self.out_dir, "aggregates")
+            table = dataset.to_table(filter=ds.field("run_id") == run_id) if dataset is not None else None
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, "aggregates", exc) from None
+        if table is None or not table.num_rows:
+            latest = self.latest_aggregates()
+            hint = f" (latest: {latest.column('run_id')[0].as_py()})" if latest is not None else ""
+            raise FerbatchError(f"{self.out_dir}: no run {run_id!r}{hint}")
+        return table
 
     def latest_aggregates(self) -> pa.Table | None:
         try:

@@ -6,13 +6,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import pyarrow as pa
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.config import DEFAULT_MAX_BYTES, ScoreSettings
@@ -25,13 +26,25 @@ from ferbatch.reports import (
     ImageRow,
     ReportStore,
     RunSummary,
-    ScoredIndex,
+    ScanTable,
+    content_matches,
     metadata_json,
+    unmatched,
 )
+from ferbatch.reports._current import FILE_COLUMNS, CurrentBase, CurrentUpdate, changes_current, face_identity
+from ferbatch.reports._current import carried_faces as current_faces
 from ferbatch.scoring._annotate import annotator
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import DetectorSettings, Face, FaceDetector
-from ferbatch.scoring._images import IMAGE_SUFFIXES, ImageError, ImageFile, as_text, file_id, scan
+from ferbatch.scoring._images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    ImageFile,
+    as_text,
+    file_id,
+    normalise_roots,
+    scan,
+)
 from ferbatch.scoring._pipeline import PipelineSettings, ScoredImage, image_probabilities, score_images
 from ferbatch.scoring._sentiment import SentimentMap
 
@@ -103,37 +116,85 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def _is_new(file: ImageFile, index: ScoredIndex, max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
-    """The cheap fingerprint (absolute path, size, mtime) first; the content hash only when it differs.
-
-    The roots are absolute and resolved (`normalise_roots`), so however a folder was named on the
-    command line, the same file has the same fingerprint. The content hash skips a file only when that
-    content was scored (an error row's content does not count) and the file's own rows, if any, hold that
-    same content: a file whose content changed is scored again, whatever another file's rows say."""
-    if not index.image_ids or file.refused:
-        return True  # nothing scored yet (no need to read twice), or an entry never read: an error row each run
-    absolute = as_text(file.absolute)
-    if file.bytes is not None and file.mtime is not None:
-        mtime_us = (file.mtime - _EPOCH) // timedelta(microseconds=1)  # exact, as Parquet stores it
-        if (absolute, file.bytes, mtime_us) in index.fingerprints:
-            return False
-    try:
-        content = file_id(file, max_bytes)  # streamed: a large file never sits in memory for its hash
-    except ImageError:
-        return True  # unreadable files are retried every run: they may be fixed by then
-    own = index.contents.get(absolute)
-    return content not in index.scored_ids or (own is not None and content != own)
-
-
 def no_images_message(roots: Sequence[str | Path]) -> str:
     """What an empty run says: where it looked and for what."""
     return (f"no images found under {', '.join(str(root) for root in roots)}; "
             f"looked for: {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
+def _scan_table(roots: Sequence[str | Path], include: Sequence[str], exclude: Sequence[str],
+                skip_dirs: Sequence[str | Path], follow_links: bool = False, chunk: int = 100_000) -> ScanTable:
+    """Every file the scan finds, in columns (a few dozen bytes per file, not a Python object per file)."""
+    root_ids: dict[Path, int] = {}
+    follow, refused = bytearray(), {}
+    chunks: list[pa.Table] = []
+    columns: tuple[list, ...] = ([], [], [], [], [])
+
+    def flush() -> None:
+        if columns[0]:
+            chunks.append(ScanTable.from_columns([], *columns).table)
+            for values in columns:
+                values.clear()
+
+    keys, sizes, mtimes, root_index, relative = columns
+    for row, file in enumerate(scan(roots, include, exclude, skip_dirs=skip_dirs, follow_links=follow_links)):
+        follow.append(file.follow)
+        if file.refused:
+            refused[row] = file.refused
+        keys.append(as_text(file.absolute))
+        sizes.append(file.bytes)
+        mtimes.append(None if file.mtime is None else (file.mtime - _EPOCH) // timedelta(microseconds=1))
+        root_index.append(root_ids.setdefault(file.root, len(root_ids)))
+        relative.append(os.fsencode(file.path))
+        if len(keys) >= chunk:
+            flush()
+    flush()
+    empty = ScanTable.from_columns([], [], [], [], [], []).table
+    table = pa.concat_tables(chunks).combine_chunks() if chunks else empty
+    return ScanTable(list(root_ids), table, follow, refused)
+
+
+def _files_at(scanned: ScanTable, rows: list[int]) -> Iterator[tuple[int, ImageFile]]:
+    """The scanned files at `rows` as ImageFile entries, made a slice at a time (not one per photo at once)."""
+    for start in range(0, len(rows), 65536):
+        some = rows[start: start + 65536]
+        picked = scanned.table.take(pa.array(some, pa.int64()))
+        columns = [picked.column(name).to_pylist() for name in ("bytes", "mtime", "root", "relative")]
+        for row, size, mtime, root, relative in zip(some, *columns, strict=True):
+            when = None if mtime is None else _EPOCH + timedelta(microseconds=mtime)
+            yield row, ImageFile(scanned.roots[root], Path(os.fsdecode(relative)), size, when,
+                                 follow=bool(scanned.follow[row]), refused=scanned.refused.get(row))
+
+
+def _carry(sources: pa.Table, files: list[ImageFile]) -> pa.Table:
+    """`sources` (current rows, one per file) with each file's own root, path, folder, size and mtime."""
+    values = {"root": [f.root_text for f in files], "path": [f.path_text for f in files],
+              "folder": [as_text(Path(f.folder)) if f.folder else TOP_LEVEL_FOLDER for f in files],
+              "bytes": [f.bytes for f in files], "mtime": [f.mtime for f in files]}
+    for name in FILE_COLUMNS:
+        if name in sources.column_names:
+            field = sources.schema.field(name)
+            sources = sources.set_column(sources.column_names.index(name), field, pa.array(values[name], field.type))
+    return sources
+
+
+def _carry_faces(faces: pa.Table, sources: pa.Table, carried: pa.Table) -> pa.Table:
+    """The faces of each source row, once per file it was carried to, with that file's columns."""
+    if not faces.num_rows:
+        return faces
+    identity = face_identity(faces)
+    moved = [c for c in FILE_COLUMNS if c in faces.column_names]
+    mapping = pa.table({**{c: sources.column(c) for c in identity},
+                        **{f"_new_{c}": carried.column(c) for c in moved}})
+    joined = faces.join(mapping, keys=identity, join_type="inner")
+    for c in moved:
+        joined = joined.set_column(joined.column_names.index(c), faces.schema.field(c), joined.column(f"_new_{c}"))
+    return joined.select(faces.column_names)
+
+
 @dataclass
 class ScorePlan:
-    """What a run will score: the new files under the roots, and the run's identity."""
+    """What a run will score: the new files under the roots, the current table's change, and the run's identity."""
 
     run: RunContext
     store: ReportStore
@@ -141,6 +202,33 @@ class ScorePlan:
     n_found: int
     n_skipped: int
     started: float
+    update: CurrentUpdate | None = None
+    model_change: dict | None = None
+
+
+def _model_change(base: CurrentBase, model_version: str, rescore_on_new_model: bool, rate: float | None,
+                  n_todo: int, announce: bool = True) -> dict | None:
+    """What a new model means for this folder, said once in the log and in the summary."""
+    others = {model: n for model, n in base.models().items() if model != model_version}
+    if not others:
+        return None
+    n_old = sum(others.values())
+    seconds = n_todo / rate if rate else None
+    change = {"model_version": model_version, "previous": others, "photos": n_old,
+              "rescored": rescore_on_new_model, "estimated_seconds": None if seconds is None else round(seconds)}
+    named = ", ".join(f"{model} ({n})" for model, n in sorted(others.items()))
+    if not announce:
+        pass
+    elif rescore_on_new_model:
+        eta = (f"about {timedelta(seconds=round(seconds))} at the last run's {rate:.1f} images/s" if seconds
+               is not None else "time unknown: no earlier run measured a rate")
+        log.warning("model %s is new to this folder: %d photo(s) scored by %s are scored again, %s; "
+                    "score.rescore_on_new_model = false keeps their rows", model_version, n_old, named, eta)
+    else:
+        log.info("model %s is new to this folder: %d photo(s) keep their rows by %s "
+                 "(score.rescore_on_new_model = false); new photos are scored by %s",
+                 model_version, n_old, named, model_version)
+    return change
 
 
 def plan_run(
@@ -156,28 +244,60 @@ def plan_run(
     skip_dirs: Sequence[str | Path] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
     follow_links: bool = False,
+    rescore_on_new_model: bool = True,
+    announce: bool = True,
 ) -> ScorePlan:
-    """Scan the roots and keep what `out_dir` does not already hold for this model version.
+    """Scan the roots and keep what the current table does not already hold (for this model version, unless
+    `rescore_on_new_model` is off); files it holds by content at another path or mtime are carried into the
+    next current table version with their own path.
 
     Call inside `store.open_run()`. The store's folder and `skip_dirs` are never scanned, so output
-    inside an input folder is not scored next run.
+    inside an input folder is not scored next run. The check is a join in columns: the cheap fingerprint
+    (absolute path, size, mtime) first, the content hash only for the files whose fingerprint differs.
     """
     started = time.perf_counter()
     now = datetime.now(UTC)
-    index = ScoredIndex(frozenset(), frozenset()) if rescore else store.scored_index(model_version)
-    todo: list[ImageFile] = []  # file entries only: bytes are read again when scored, keeping memory flat
-    n_found = 0
-    for file in scan(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs], follow_links=follow_links):
-        n_found += 1
-        if _is_new(file, index, max_bytes):
-            todo.append(file)
-    if n_found == 0:
+    base = store.current_base(model_version, keep_old_models=not rescore_on_new_model)
+    scanned = _scan_table(roots, include, exclude, skip_dirs=[store.out_dir, *skip_dirs], follow_links=follow_links)
+    n_found = scanned.table.num_rows
+    rows = list(range(n_found)) if rescore else unmatched(scanned.table, base.index).to_pylist()
+    by_content = not rescore and base.n_eligible > 0  # nothing scored yet: no need to read the files twice
+    todo: list[tuple[int, ImageFile]] = []
+    hashed: list[tuple[int, ImageFile, str]] = []
+    for row, file in _files_at(scanned, rows):
+        if by_content and not file.refused:  # a refused entry is never read: an error row each run
+            try:
+                # streamed: a large file never sits in memory for its hash
+                hashed.append((row, file, file_id(file, max_bytes)))
+                continue
+            except ImageError:
+                pass  # unreadable files are retried every run: they may be fixed by then
+        todo.append((row, file))
+    carried_images = carried_faces = None
+    if hashed:
+        matches = content_matches(base, [iid for _, _, iid in hashed])
+        position = {iid: i for i, iid in enumerate(matches.column("image_id").to_pylist())}
+        carried = [(file, position[iid]) for _, file, iid in hashed if iid in position]
+        todo += [(row, file) for row, file, iid in hashed if iid not in position]
+        if carried:
+            sources = matches.take(pa.array([i for _, i in carried], pa.int64()))
+            carried_images = _carry(sources, [file for file, _ in carried])
+            carried_faces = _carry_faces(current_faces(base, sources), sources, carried_images)
+    todo_files = [file for _, file in sorted(todo, key=lambda item: item[0])]
+    n_skipped = n_found - len(todo_files)
+    if not announce:  # a preview: the run itself says all this
+        pass
+    elif n_found == 0:
         log.warning(no_images_message(roots))
     else:
-        log.info("%d image(s) found, %d already scored with model %s, %d to score",
-                 n_found, n_found - len(todo), model_version, len(todo))
+        log.info("%d image(s) found, %d already scored, %d to score with model %s",
+                 n_found, n_skipped, len(todo_files), model_version)
+    model_change = _model_change(base, model_version, rescore_on_new_model, store.measured_rate(), len(todo_files),
+                                 announce)
+    update = CurrentUpdate(base, scanned.keys, [as_text(root) for root in normalise_roots(roots)],
+                           carried_images, carried_faces)
     run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
-    return ScorePlan(run, store, todo, n_found, n_found - len(todo), started)
+    return ScorePlan(run, store, todo_files, n_found, n_skipped, started, update, model_change)
 
 
 def _require_inputs(settings: ScoreSettings) -> None:
@@ -203,28 +323,27 @@ def preview_run(
     rescore: bool = False,
     skip_dirs: Sequence[str | Path] = (),
 ) -> RunPreview:
-    """Whether a run of `settings` would score anything, found without writing any report file.
+    """Whether a run of `settings` would commit anything (new images to score, or a change to the current table:
+    photos deleted or moved), found without writing any report file.
 
     The `score` command asks before it starts Prefect's server, so a run with nothing to do costs
-    seconds. It fails as the run would (missing folder, another run holding the output folder) and
-    stops scanning at the first new image. An output folder with no committed run is not created or
-    locked; one with runs is read under its lock, after the tidying a run does.
+    seconds. It fails as the run would (missing folder, another run holding the output folder). An output
+    folder with no committed run is not created or locked, and the scan stops at the first image; one with
+    runs is planned under its lock, after the tidying a run does, exactly as the run would plan it.
     """
     _require_inputs(settings)
     store = ReportStore(settings.out)
     store.check_free()
-    files = scan(settings.folders, settings.include, settings.exclude, skip_dirs=[store.out_dir, *skip_dirs],
-                 follow_links=settings.follow_links)
     if rescore or not store.has_committed_runs():  # every image found is new
+        files = scan(settings.folders, settings.include, settings.exclude, skip_dirs=[store.out_dir, *skip_dirs],
+                     follow_links=settings.follow_links)
         return RunPreview(1, True) if next(iter(files), None) is not None else RunPreview(0, False)
     with store.open_run():
-        index = store.scored_index(model_version)
-        n_found = 0
-        for file in files:
-            n_found += 1
-            if _is_new(file, index, int(settings.max_bytes)):
-                return RunPreview(n_found, True)
-    return RunPreview(n_found, False)
+        plan = plan_run(settings.folders, store, model_version, "", include=settings.include,
+                        exclude=settings.exclude, skip_dirs=skip_dirs, max_bytes=int(settings.max_bytes),
+                        follow_links=settings.follow_links, rescore_on_new_model=settings.rescore_on_new_model,
+                        announce=False)
+    return RunPreview(plan.n_found, bool(plan.todo) or changes_current(plan.update))
 
 
 def skipped_run_summary(settings: ScoreSettings, preview: RunPreview, model_version: str) -> RunSummary:
@@ -310,7 +429,7 @@ def score_shard(
             if on_image:
                 on_image(scored)
         started = time.perf_counter()
-        moves = writer.close(tables=("images",))
+        moves = writer.close(tables=("images", "faces"))  # readers find faces/ even before the first face
         summary.stage_seconds["write"] += time.perf_counter() - started
     except BaseException:
         writer.abort()
@@ -319,29 +438,32 @@ def score_shard(
 
 
 def commit_run(plan: ScorePlan, shards: Sequence[ShardResult], metadata: dict[str, str]) -> RunSummary:
-    """Write the aggregates of all shards, then make every file of the run visible together."""
+    """Write the aggregates of all shards, then make every file of the run visible together, with the current
+    table's next version."""
     run = plan.run
     summary = RunSummary(run.run_id, run.run_date, plan.store.out_dir, run.model_version,
-                         n_found=plan.n_found, n_skipped=plan.n_skipped)
+                         n_found=plan.n_found, n_skipped=plan.n_skipped, model_change=plan.model_change)
     aggregator = Aggregator()
     for shard in sorted(shards, key=lambda s: s.index):
         summary.merge(shard.summary)
         aggregator.merge(shard.aggregator)
-    if not shards:  # nothing scored: no data parts and no all-zero aggregates row (the flow still records it)
-        summary.seconds = time.perf_counter() - plan.started
-        return summary
     moves = [move for shard in shards for move in shard.moves]
-    writer = plan.store.writer(run.run_id, run.run_date, metadata)
-    try:
-        summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
-        writer.write("aggregates", summary.aggregates)
-        moves += writer.close(tables=("aggregates",))
-    except BaseException:
-        writer.abort()
-        plan.store.abort(moves)
-        raise
-    # From here on the files are complete: a failure mid-commit leaves the manifest for the next run to finish.
-    finals = plan.store.commit(run.run_id, moves)
+    if shards:  # a run that scored nothing writes no history parts and no all-zero aggregates row
+        seconds = time.perf_counter() - plan.started
+        # the rate a later run's estimate uses (a new model: how long scoring every photo again takes)
+        measured = {**metadata, **metadata_json(images_scored=summary.n_scored, seconds=round(seconds, 3))}
+        writer = plan.store.writer(run.run_id, run.run_date, measured)
+        try:
+            summary.aggregates = aggregator.rows(run.run_id, run.run_date, run.model_version)
+            writer.write("aggregates", summary.aggregates)
+            moves += writer.close(tables=("aggregates",))
+        except BaseException:
+            writer.abort()
+            plan.store.abort(moves)
+            raise
+    # From here on the files are complete: a failure mid-commit is undone, a kill leaves the manifest for the
+    # next run to finish. A run with nothing new may still change the current table (photos deleted or moved).
+    finals = plan.store.commit(run.run_id, moves, plan.update, run.run_date, metadata)
     summary.files = {}
     for path in finals:
         summary.files.setdefault(path.parent.parent.name, []).append(path)
@@ -423,7 +545,7 @@ def run_scoring(
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
                         skip_dirs=[annotate] if annotate else (), max_bytes=settings.max_bytes,
-                        follow_links=settings.follow_links)
+                        follow_links=settings.follow_links, rescore_on_new_model=settings.rescore_on_new_model)
         metadata = run_metadata(plan.run, settings, pipeline)
         shards = shard_plan(plan, settings.shard_size, metadata)
         outcomes = map_shards(ShardScorer(components, pipeline, annotate, on_image), shards) if shards else []
