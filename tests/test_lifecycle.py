@@ -164,6 +164,27 @@ def test_preview_reads_without_writing_and_stops_at_the_first_new_image(tmp_path
         preview_run(ScoreSettings(folders=[tmp_path / "missing"], out=out), model)
 
 
+def test_a_deleted_or_moved_photo_is_work_for_a_run_though_nothing_is_new(tmp_path):
+    """The current table must drop a deleted photo and follow a moved one, so such a run still commits."""
+    from fakes import FakeComponents
+
+    folder, out = _photo_folder(tmp_path / "in", 3), tmp_path / "out"
+    settings = ScoreSettings(folders=[folder], out=out)
+    model = FakeComponents().model_version
+    run_scoring(settings, FakeComponents())
+    assert preview_run(settings, model).has_new is False
+    photos = sorted(folder.glob("*.jpg"))
+    photos[0].unlink()
+    assert preview_run(settings, model).has_new
+    run_scoring(settings, FakeComponents())
+    assert preview_run(settings, model).has_new is False
+    (folder / "moved").mkdir()
+    photos[1].rename(folder / "moved" / photos[1].name)
+    assert preview_run(settings, model).has_new
+    run_scoring(settings, FakeComponents())
+    assert preview_run(settings, model).has_new is False
+
+
 def test_the_lock_check_creates_nothing_and_sees_another_holder(tmp_path):
     out = tmp_path / "out"
     ReportStore(out).check_free()
