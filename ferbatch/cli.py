@@ -99,7 +99,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     data_path = data_path or config.train.data
     if data_path is None:
         raise click.UsageError("give --data FILE or set train.data in the configuration")
-    preset_name = preset_name or config.train.preset
+    preset_name = preset_name or config.train.preset or "default"
     models_dir = models_dir or config.models_dir
     from ferbatch.training import recipe
 
