@@ -21,7 +21,8 @@ from ferbatch.training._recipes import (
 
 _LAZY = {
     "_data": ("FERPLUS_COLUMNS", "FerData", "add_extra_folder", "apply_ferplus_labels", "ferplus_majority",
-              "load_fer2013", "load_training_data", "source_digests"),
+              "folder_digest", "load_fer2013", "load_training_data", "source_digests"),
+    "_labelled": ("HOLDOUT_EVERY", "LabelledFaces", "load_labelled_folder"),
     "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "balanced_class_weights", "centre_crops",
               "same_architecture", "train"),
     "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),
