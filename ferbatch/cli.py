@@ -254,12 +254,14 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
 
 @cli.command()
-@click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
+@click.option("--force-retrain", is_flag=True,
+              help="Retrain even if the data are unchanged or the same candidate was refused before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @interruptible
 def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
-    """Run the nightly job once now: retrain if the data or recipe changed, then score the configured folders."""
+    """Run the nightly job once now: fine-tune the current model if its training files changed (new labelled
+    faces), then score the configured folders."""
     from ferbatch.console import print_summary
 
     _config(ctx)  # a bad configuration fails here, before Prefect starts
@@ -271,8 +273,33 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
-    click.echo(f"retrain: {'ran' if result['retrain']['ran'] else 'skipped'} ({result['retrain']['reason']})")
+    _echo_retrain(result["retrain"])
     print_summary(result["score"])
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _echo_retrain(retrain: dict) -> None:
+    """What the nightly retrain did, wrapped to 80 columns, with the gate's figures before and after."""
+    import textwrap
+
+    action = {"skip": "skipped", "fine_tune": "fine-tuned", "retrain": "retrained"}[retrain.get("action", "skip")]
+    click.echo(textwrap.fill(f"retrain: {action} ({retrain['reason']})", 80, subsequent_indent="  "))
+    result = retrain.get("result")
+    if not result:
+        return
+    verdict = "promoted" if result.get("promoted") else "not promoted"
+    click.echo(textwrap.fill(f"model {result['version']}: {verdict} ({result.get('reason')})", 80,
+                             subsequent_indent="  "))
+    gate = result.get("gate")
+    if gate:
+        holdout = gate["user_holdout"]
+        click.echo(f"  PublicTest accuracy       {_figure(gate['PublicTest']['before'])} -> "
+                   f"{_figure(gate['PublicTest']['after'])}")
+        click.echo(f"  user holdout ({holdout['faces']:>3} faces) {_figure(holdout['before'])} -> "
+                   f"{_figure(holdout['after'])}")
 
 
 @cli.command()

@@ -162,3 +162,19 @@ def test_a_refused_candidate_is_not_trained_again_the_next_night(tmp_path, tiny_
     assert tiny_current.versions() == versions and tiny_current.current_version() == current
     markdown = nightly_markdown(NightlyPlan("fine_tune", "new faces"), first["retrain"]["result"])
     assert "| PublicTest accuracy | 1.0000 |" in markdown and "user holdout accuracy" in markdown
+
+
+def test_ferbatch_nightly_twice_with_nothing_changed_trains_neither_night(tmp_path, tiny_current, run_ferbatch):
+    (tmp_path / "photos").mkdir()
+    shutil.copy(PHOTOS / "fr_obama.jpg", tmp_path / "photos")
+    config = tmp_path / "ferbatch.toml"  # train.data set, no preset: the configuration `config init` suggests
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{SAMPLE_CSV}"\n'
+                      '[score]\nfolders = ["photos"]\nout = "reports"\n')
+    versions = tiny_current.versions()
+    for _night in range(2):
+        result = run_ferbatch("--config", config, "nightly")
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed = " ".join(result.stdout.split())  # the line is wrapped to 80 columns
+        assert printed.startswith("retrain: skipped (model ") and "same data with the same config" in printed
+    assert tiny_current.versions() == versions
+    assert not (tiny_current.root / ".work").exists()  # no training started
