@@ -164,9 +164,14 @@ def fine_tune(
     if len(networks) != len(setup.configs):
         raise FerbatchError(f"model {setup.base_version}: {len(networks)} network(s) inside, but its card "
                                      f"names {len(setup.configs)}")
-    results = [tune_network(config, faces, workdir, network, index, len(networks), setup.deadline)
-               for index, (config, network) in enumerate(zip(setup.configs, networks, strict=True))]
-    model = training.assemble_fine_tuned(results, setup, registry.card(setup.base_version)["architecture"])
+    results = []
+    for index, (config, network) in enumerate(zip(setup.configs, networks, strict=True)):
+        if not training.time_for_another(results, setup.deadline):
+            print(f"network {index + 1} of {len(networks)} keeps its weights: no time left for an epoch")
+            results.append(None)
+            continue
+        results.append(tune_network(config, faces, workdir, network, index, len(networks), setup.deadline))
+    model = training.assemble_fine_tuned(results, networks, setup, registry.card(setup.base_version)["architecture"])
     metrics = evaluate_model(model, faces)
     after = measure_holdout(model, labelled)
     figures = training.gate_figures(registry, setup.base_version, metrics, labelled, before, after)

@@ -178,3 +178,42 @@ def test_ferbatch_nightly_twice_with_nothing_changed_trains_neither_night(tmp_pa
         assert printed.startswith("retrain: skipped (model ") and "same data with the same config" in printed
     assert tiny_current.versions() == versions
     assert not (tiny_current.root / ".work").exists()  # no training started
+
+
+@pytest.fixture
+def tiny_ensemble(tmp_path):
+    """A registry whose current model is two tiny networks served as one model, as the shipped ensemble is."""
+    from ferbatch.models import build_card, serving_model
+    from ferbatch.training import evaluate_splits, load_training_data, preset, train
+
+    data = load_training_data(SAMPLE_CSV)
+    member = preset("smoke").with_overrides(epochs=1)
+    networks = [train(member.with_overrides(seed=seed), *data.subset("Training"), *data.subset("PublicTest"),
+                      tmp_path / f"work{seed}").classifier for seed in (1, 2)]
+    model = serving_model(networks, crops=1, flip=False, name="2xtiny")
+    recipe = {"ensemble": {"member": "smoke", "seeds": [1, 2], "crops": 1, "flip": False}, "member": member.to_dict()}
+    card = build_card(architecture="2xtiny", parameters=1, training_config=recipe, data_summary=data.summary(),
+                      metrics=evaluate_splits(model, data), epochs_run=2, best_epoch=0, wall_time_s=0.0,
+                      stopped_early=False, input_contract={})
+    card.update(preset="tiny_x2", role="ensemble", views={"crops": 1, "flip": False, "count": 2})
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote(registry.register(model, card))
+    return registry
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("minutes", [0.5, 0.001])
+def test_an_ensemble_is_fine_tuned_member_by_member_and_gated_as_a_whole(tmp_path, tiny_ensemble, minutes):
+    from ferbatch_flows.retrain import fine_tune
+
+    _label_faces(tmp_path / "labelled", 20)
+    result = fine_tune(data=str(SAMPLE_CSV), extra_folder=str(tmp_path / "labelled"),
+                       models_dir=str(tiny_ensemble.root), max_minutes=minutes)
+    card = tiny_ensemble.card(result["version"])
+    tuned = [network["fine_tuned"] for network in card["fine_tune"]["networks"]]
+    # with time, both members are fine-tuned; without, the first trains one epoch and the second keeps its weights
+    assert tuned == ([True, True] if minutes == 0.5 else [True, False])
+    assert card["role"] == "ensemble" and card["preset"] == "tiny_x2" and card["views"]["count"] == 2
+    model = tiny_ensemble.load_model(result["version"])
+    assert len([layer for layer in model.layers if hasattr(layer, "layers")]) == 2
+    assert set(result["gate"]) == {"PublicTest", "user_holdout"}

@@ -25,7 +25,7 @@ _LAZY = {
     "_labelled": ("HOLDOUT_EVERY", "LabelledFaces", "load_labelled_folder"),
     "_nightly": ("FineTuneSetup", "NightlyPlan", "assemble_fine_tuned", "base_networks", "fine_tune_network",
                  "fine_tune_setup", "gate", "gate_figures", "holdout_accuracy", "nightly_markdown", "plan_nightly",
-                 "record_refused", "refused_candidates", "register_fine_tuned", "user_faces"),
+                 "record_refused", "refused_candidates", "register_fine_tuned", "time_for_another", "user_faces"),
     "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "balanced_class_weights", "centre_crops",
               "same_architecture", "train"),
     "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),

@@ -227,16 +227,24 @@ def fine_tune_network(config: TrainConfig, data: FerData, workdir: Path, network
                  stop_at=stop_at, init_weights=network)
 
 
-def assemble_fine_tuned(results: list, setup: FineTuneSetup, name: str):
-    """The fine-tuned networks served as the base model was: one network, or the ensemble's views."""
+def time_for_another(results: list, deadline: float) -> bool:
+    """Whether one more network can train an epoch before the deadline, at the slowest epoch seen so far. The
+    first network always trains; a later one without the time keeps its weights, so the run ends in budget."""
+    epochs = [s for result in results if result is not None for s in result.history.get("epoch_s", [])]
+    return not epochs or time.time() + max(epochs) <= deadline
+
+
+def assemble_fine_tuned(results: list, networks: list, setup: FineTuneSetup, name: str):
+    """The fine-tuned networks (a network left out for time: its base weights) served as the base model was."""
     from ferbatch.models import serving_model
     from ferbatch.training._loop import same_architecture
 
     if setup.ensemble is None:
         return results[0].classifier
     architecture = setup.configs[0].architecture
-    networks = [same_architecture(result.classifier, architecture) for result in results]
-    return serving_model(networks, crops=setup.ensemble["crops"], flip=setup.ensemble["flip"], name=name)
+    chosen = [same_architecture(result.classifier, architecture) if result is not None else network
+              for result, network in zip(results, networks, strict=True)]
+    return serving_model(chosen, crops=setup.ensemble["crops"], flip=setup.ensemble["flip"], name=name)
 
 
 def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: FerData, model, results: list,
@@ -248,18 +256,21 @@ def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: Fer
     from ferbatch.training._pipeline import _confusion_pictures
 
     base = registry.card(setup.base_version)
-    members = [{"seed": config.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "best_public_accuracy": round(result.best_public_accuracy, 4), "wall_time_s": result.wall_time_s,
+    members = [{"seed": config.seed, "fine_tuned": True, "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch, "best_public_accuracy": round(result.best_public_accuracy, 4),
+                "wall_time_s": result.wall_time_s,
                 "public_test_curve": [round(a, 4) for a in result.history.get("val_accuracy", [])],
-                "chunks": result.chunks}
+                "chunks": result.chunks} if result is not None else
+               {"seed": config.seed, "fine_tuned": False, "why": "no time left for an epoch: base weights kept"}
                for config, result in zip(setup.configs, results, strict=True)]
+    trained = [result for result in results if result is not None]
     curves = (plots.training_curves(results[0].history, report_dir / "training_curves.png") if len(results) == 1
               else plots.member_curves(members, report_dir / "training_curves.png"))
     card = build_card(
         architecture=base["architecture"], parameters=int(model.count_params()),
         training_config=base["training_config"], data_summary=data.summary(), metrics=metrics,
-        epochs_run=sum(r.epochs_run for r in results), best_epoch=results[0].best_epoch if len(results) == 1 else 0,
-        wall_time_s=round(sum(r.wall_time_s for r in results), 2), stopped_early=False, input_contract=INPUT_CONTRACT,
+        epochs_run=sum(r.epochs_run for r in trained), best_epoch=results[0].best_epoch if len(results) == 1 else 0,
+        wall_time_s=round(sum(r.wall_time_s for r in trained), 2), stopped_early=False, input_contract=INPUT_CONTRACT,
     )
     card.update(
         version=registry.new_version_name(f"{base['architecture']}-finetuned"),
@@ -269,7 +280,7 @@ def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: Fer
             "from": setup.base_version,
             "settings": {"epochs": FINE_TUNE_EPOCHS, "learning_rate_factor": FINE_TUNE_LR_FACTOR},
             "budget_minutes": round((setup.deadline - setup.started_at) / 60 / (1 - BUDGET_RESERVE), 2),
-            "stopped_at_deadline": any(not r.finished for r in results),
+            "stopped_at_deadline": any(not r.finished for r in trained) or len(trained) < len(results),
             "networks": members,
             "user_faces": user_faces,
         },
