@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ferbatch.config import load_config, retrain_parameters
 from ferbatch.models import ModelRegistry
-from ferbatch.training import NightlyPlan, nightly_markdown, plan_nightly, record_refused
+from ferbatch.training import NightlyPlan, nightly_markdown, plan_nightly, record_refused, with_labelled_faces
 
 plan_retrain = task(plan_nightly, name="check-training-data", cache_policy=NO_CACHE)
 
@@ -29,21 +29,26 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
     settings = config.score.require_folders()  # no folders: fail before training
     train = config.train
     retrained = None
+    # A labelling folder with nothing sorted into its class folders yet is not training data yet.
+    extra_folder = with_labelled_faces(train.extra_folder)
     if train.data is None:
         plan = NightlyPlan("skip", "no train.data configured")
     else:
-        plan = plan_retrain(registry, train.data, train.labels, train.extra_folder, train.preset, force_retrain)
+        plan = plan_retrain(registry, train.data, train.labels, extra_folder, train.preset, force_retrain)
     if plan.action == "skip":
         logger.info("retrain skipped: %s", plan.reason)
     else:
         logger.info("%s: %s", "fine-tuning the current model" if plan.action == "fine_tune" else "retraining",
                     plan.reason)
-        common = {k: v for k, v in retrain_parameters(config).items() if k in ("data", "labels", "extra_folder")}
+        parameters = {**retrain_parameters(config), "models_dir": str(registry.root),
+                      "extra_folder": str(extra_folder) if extra_folder else None}
         if plan.action == "fine_tune":
-            retrained = fine_tune(**common, models_dir=str(registry.root), base_version=plan.base_version,
-                                  max_minutes=train.max_minutes, tolerance=train.tolerance, started_at=started_at)
+            retrained = fine_tune(data=parameters["data"], labels=parameters.get("labels"),
+                                  extra_folder=parameters["extra_folder"], models_dir=parameters["models_dir"],
+                                  base_version=plan.base_version, max_minutes=train.max_minutes,
+                                  tolerance=train.tolerance, started_at=started_at)
         else:
-            retrained = retrain(**{**retrain_parameters(config), "models_dir": str(registry.root)})
+            retrained = retrain(**parameters)
         if not retrained["unfinished"] and not retrained["promoted"]:
             record_refused(registry, plan, retrained["version"], retrained["reason"])
             logger.info("recorded the refusal of %s: the same data and recipe are not trained again; "

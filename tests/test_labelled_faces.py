@@ -59,3 +59,14 @@ def test_an_unknown_class_folder_is_refused_with_its_name(tmp_path):
     (tmp_path / "Joyful").mkdir()
     with pytest.raises(DataError, match="Joyful"):
         load_labelled_folder(tmp_path)
+
+
+def test_a_labelling_folder_with_nothing_sorted_yet_is_no_training_data_yet(tmp_path):
+    from ferbatch.training import with_labelled_faces
+
+    _crop(tmp_path / "_unsorted" / "a.png", 1)
+    (tmp_path / "Happy").mkdir()
+    assert with_labelled_faces(tmp_path) is None
+    shutil.move(tmp_path / "_unsorted" / "a.png", tmp_path / "Happy" / "a.png")
+    assert with_labelled_faces(tmp_path) == tmp_path
+    assert with_labelled_faces(tmp_path / "missing") == tmp_path / "missing"  # still an error later, by name

@@ -22,7 +22,7 @@ from ferbatch.training._recipes import (
 _LAZY = {
     "_data": ("FERPLUS_COLUMNS", "FerData", "add_extra_folder", "apply_ferplus_labels", "ferplus_majority",
               "folder_digest", "load_fer2013", "load_training_data", "source_digests"),
-    "_labelled": ("HOLDOUT_EVERY", "LabelledFaces", "load_labelled_folder"),
+    "_labelled": ("HOLDOUT_EVERY", "LabelledFaces", "load_labelled_folder", "with_labelled_faces"),
     "_nightly": ("FineTuneSetup", "NightlyPlan", "assemble_fine_tuned", "base_networks", "fine_tune_network",
                  "fine_tune_setup", "gate", "gate_figures", "holdout_accuracy", "nightly_markdown", "plan_nightly",
                  "record_refused", "refused_candidates", "register_fine_tuned", "time_for_another", "user_faces"),

@@ -58,6 +58,18 @@ def class_folders(folder: str | Path) -> list[tuple[Path, int]]:
     return [(sub, by_name[sub.name.lower()]) for sub in subfolders]
 
 
+def with_labelled_faces(folder: str | Path | None) -> str | Path | None:
+    """`folder` when a class folder in it holds an image file, else None: a labelling folder with nothing sorted
+    yet (only _unsorted/ and the export CSV) is no training data yet, and no error either."""
+    if folder is None or not Path(folder).is_dir():
+        return folder  # a missing folder stays an error that names it
+    for sub, _label in class_folders(folder):
+        if any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in sub.rglob("*")):
+            return folder
+    log.info("%s: no labelled faces in its class folders yet", folder)
+    return None
+
+
 @lru_cache(maxsize=1)
 def _detector():
     from ferbatch.config import ScoreSettings
