@@ -81,3 +81,12 @@ def test_export_refuses_to_write_into_the_output_or_a_scanned_folder(tmp_path, s
     assert result.exit_code == 1 and "Error:" in result.output
     assert ("output folder" if inside == "out" else "scanned folder") in result.output
     assert not (tmp_path / inside / "labels").exists()
+
+
+def test_since_leaves_out_faces_of_earlier_runs(tmp_path, scored):
+    _, out, _ = scored
+    later = _export(out, "--to", tmp_path / "labels", "--since", "2999-01-01")
+    assert later.exit_code == 0 and "wrote 0 face crop(s)" in later.output
+    assert not (tmp_path / "labels").exists()
+    today = min(pd.read_parquet(out / "images")["run_date"].astype(str))
+    assert "wrote 2 face crop(s)" in _export(out, "--to", tmp_path / "labels", "--since", today, "--uncertain", "2").output
