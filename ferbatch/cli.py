@@ -71,7 +71,9 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               help="After training, fold PublicTest-chosen class biases into the model (default: the preset's).")
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None,
               metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
-@click.option("--extra-folder", type=EXISTING_DIR, help="Add face crops from class-named subfolders to Training.")
+@click.option("--extra-folder", type=EXISTING_DIR,
+              help="Add labelled faces from class-named subfolders to Training (every fifth, by content, is held "
+              "out; _unsorted/ and _skip/ are ignored).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run from its last checkpoint.")
 @click.option("--resume-from", metavar="VERSION", default=None,
               help="Continue a registered unfinished run (see `ferbatch models list`) to the end of its schedule.")
