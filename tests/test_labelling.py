@@ -89,4 +89,5 @@ def test_since_leaves_out_faces_of_earlier_runs(tmp_path, scored):
     assert later.exit_code == 0 and "wrote 0 face crop(s)" in later.output
     assert not (tmp_path / "labels").exists()
     today = min(pd.read_parquet(out / "images")["run_date"].astype(str))
-    assert "wrote 2 face crop(s)" in _export(out, "--to", tmp_path / "labels", "--since", today, "--uncertain", "2").output
+    since_today = _export(out, "--to", tmp_path / "labels", "--since", today, "--uncertain", "2")
+    assert "wrote 2 face crop(s)" in since_today.output
