@@ -91,7 +91,9 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               help="After training, fold PublicTest-chosen class biases into the model (default: the preset's).")
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None,
               metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
-@click.option("--extra-folder", type=EXISTING_DIR, help="Add face crops from class-named subfolders to Training.")
+@click.option("--extra-folder", type=EXISTING_DIR,
+              help="Add labelled faces from class-named subfolders to Training (every fifth, by content, is held "
+              "out; _unsorted/ and _skip/ are ignored).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run from its last checkpoint.")
 @click.option("--resume-from", metavar="VERSION", default=None,
               help="Continue a registered unfinished run (see `ferbatch models list`) to the end of its schedule.")
@@ -119,7 +121,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     data_path = data_path or config.train.data
     if data_path is None:
         raise click.UsageError("give --data FILE or set train.data in the configuration")
-    preset_name = preset_name or config.train.preset
+    preset_name = preset_name or config.train.preset or "default"
     models_dir = models_dir or config.models_dir
     from ferbatch.training import recipe
 
@@ -361,12 +363,14 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, mo
 
 
 @cli.command()
-@click.option("--force-retrain", is_flag=True, help="Retrain even if data and recipe are unchanged.")
+@click.option("--force-retrain", is_flag=True,
+              help="Retrain even if the data are unchanged or the same candidate was refused before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @interruptible
 def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
-    """Run the nightly job once now: retrain if the data or recipe changed, then score the configured folders."""
+    """Run the nightly job once now: fine-tune the current model if its training files changed (new labelled
+    faces), then score the configured folders."""
     from ferbatch.console import print_summary
 
     config = _config(ctx)  # a bad configuration fails here, before Prefect starts
@@ -381,8 +385,33 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
-    click.echo(f"retrain: {'ran' if result['retrain']['ran'] else 'skipped'} ({result['retrain']['reason']})")
+    _echo_retrain(result["retrain"])
     print_summary(result["score"])
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _echo_retrain(retrain: dict) -> None:
+    """What the nightly retrain did, wrapped to 80 columns, with the gate's figures before and after."""
+    import textwrap
+
+    action = {"skip": "skipped", "fine_tune": "fine-tuned", "retrain": "retrained"}[retrain.get("action", "skip")]
+    click.echo(textwrap.fill(f"retrain: {action} ({retrain['reason']})", 80, subsequent_indent="  "))
+    result = retrain.get("result")
+    if not result:
+        return
+    verdict = "promoted" if result.get("promoted") else "not promoted"
+    click.echo(textwrap.fill(f"model {result['version']}: {verdict} ({result.get('reason')})", 80,
+                             subsequent_indent="  "))
+    gate = result.get("gate")
+    if gate:
+        holdout = gate["user_holdout"]
+        click.echo(f"  PublicTest accuracy       {_figure(gate['PublicTest']['before'])} -> "
+                   f"{_figure(gate['PublicTest']['after'])}")
+        click.echo(f"  user holdout ({holdout['faces']:>3} faces) {_figure(holdout['before'])} -> "
+                   f"{_figure(holdout['after'])}")
 
 
 @cli.command()
@@ -499,6 +528,42 @@ def presets(as_json: bool) -> None:
     from ferbatch.console import print_presets
 
     print_presets(PRESETS, ENSEMBLES)
+
+
+@cli.group(cls=_Group)
+def label() -> None:
+    """The labelling loop: export faces to sort into class folders for the nightly fine-tune."""
+
+
+@label.command("export")
+@click.argument("out_dir", type=EXISTING_DIR)
+@click.option("--to", "destination", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Labelling folder: crops go to DIR/_unsorted/, sort them into DIR/Happy/, DIR/Sad/, ...")
+@click.option("--uncertain", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The N least confident faces (the default, N = 100).")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N", help="N faces at random.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="DATE",
+              help="Only faces of runs on or after DATE (YYYY-MM-DD).")
+@click.pass_context
+def export_labels(ctx: click.Context, out_dir: Path, destination: Path, uncertain: int | None, sample: int | None,
+                  since) -> None:
+    """Write 96 px face crops of a scored output folder, plus a CSV linking each to its image."""
+    from ferbatch.labelling import export_faces
+
+    if uncertain is not None and sample is not None:
+        raise click.UsageError("--uncertain and --sample choose faces differently: give one of them")
+    if sample is None and uncertain is None:
+        uncertain = 100
+    result = export_faces(out_dir, destination, uncertain=uncertain, sample=sample,
+                          since=since.date() if since else None, scanned=list(_config(ctx).score.folders))
+    click.echo(f"wrote {len(result.written)} face crop(s) to {destination / '_unsorted'}")
+    if result.csv_path:
+        click.echo(f"wrote {result.csv_path}")
+    for reason, count in sorted(result.skipped.items()):
+        click.echo(f"skipped {count}: {reason.replace('_', ' ')}", err=True)
+    if result.written:
+        click.echo("next: move each crop into a class folder (Happy/, Sad/, ...) or _skip/,")
+        click.echo("then set train.extra_folder to this folder for the nightly fine-tune")
 
 
 @cli.group(cls=_Group)

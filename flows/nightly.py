@@ -1,24 +1,29 @@
-"""The `nightly` flow: retrain when the training data or recipe changed, then score every configured folder."""
+"""The `nightly` flow: fine-tune the current model when the training files changed (or retrain the recipe the
+configuration names), then score every configured folder."""
 
 from __future__ import annotations
 
-from ferbatch_flows.retrain import retrain
+import time
+
+from ferbatch_flows.retrain import fine_tune, retrain
 from ferbatch_flows.score import score
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch.config import load_config, retrain_parameters
 from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
-from ferbatch.training import RetrainDecision, recipe, retrain_decision
+from ferbatch.training import NightlyPlan, nightly_markdown, plan_nightly, record_refused, with_labelled_faces
 
-decide_retrain = task(retrain_decision, name="check-training-data", cache_policy=NO_CACHE)
+plan_retrain = task(plan_nightly, name="check-training-data", cache_policy=NO_CACHE)
 
 
 @flow(name="nightly", log_prints=True)
 def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict:
     """Retrain (or skip), then score with whatever model is current. Reads ferbatch.toml (see `ferbatch config`)."""
     keep_deadline()  # SIGTERM during the flow (a retrain included) still ends `ferbatch` within seconds
+    started_at = time.time()
     logger = get_run_logger()
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")
@@ -26,16 +31,33 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
     settings = config.score.require_folders()  # no folders: fail before training
     train = config.train
     retrained = None
+    # A labelling folder with nothing sorted into its class folders yet is not training data yet.
+    extra_folder = with_labelled_faces(train.extra_folder)
     if train.data is None:
-        logger.info("retrain skipped: no train.data configured")
-        decision = RetrainDecision(False, "no train.data configured")
+        plan = NightlyPlan("skip", "no train.data configured")
     else:
-        decision = decide_retrain(registry, recipe(train.preset), train.data, train.labels, train.extra_folder,
-                                  force_retrain)
-        if decision.retrain:
-            logger.info("retraining: %s", decision.reason)
-            retrained = retrain(**{**retrain_parameters(config), "models_dir": str(registry.root)})
+        plan = plan_retrain(registry, train.data, train.labels, extra_folder, train.preset, force_retrain)
+    if plan.action == "skip":
+        logger.info("retrain skipped: %s", plan.reason)
+    else:
+        logger.info("%s: %s", "fine-tuning the current model" if plan.action == "fine_tune" else "retraining",
+                    plan.reason)
+        parameters = {**retrain_parameters(config), "models_dir": str(registry.root),
+                      "extra_folder": str(extra_folder) if extra_folder else None}
+        if plan.action == "fine_tune":
+            retrained = fine_tune(data=parameters["data"], labels=parameters.get("labels"),
+                                  extra_folder=parameters["extra_folder"], models_dir=parameters["models_dir"],
+                                  base_version=plan.base_version, max_minutes=train.max_minutes,
+                                  tolerance=train.tolerance, started_at=started_at)
         else:
-            logger.info("retrain skipped: %s", decision.reason)
+            retrained = retrain(**parameters)
+        if not retrained["unfinished"] and not retrained["promoted"]:
+            record_refused(registry, plan, retrained["version"], retrained["reason"])
+            logger.info("recorded the refusal of %s: the same data and recipe are not trained again; "
+                        "`ferbatch nightly --force-retrain` trains it anyway", retrained["version"])
+    create_markdown_artifact(nightly_markdown(plan, retrained), key="nightly-retrain",
+                             description="What the nightly retrain did and why")
     scored = score(settings, config.sentiment, models_dir=str(registry.root))
-    return {"retrain": {"ran": decision.retrain, "reason": decision.reason, "result": retrained}, "score": scored}
+    return {"retrain": {"ran": plan.action != "skip", "action": plan.action, "reason": plan.reason,
+                        "result": retrained},
+            "score": scored}

@@ -2,6 +2,9 @@
 
 An ensemble preset trains its members one after another (a member already registered is reused, an
 unfinished one resumed), then assembles, evaluates, registers and promotes the whole.
+
+The `fine-tune` flow (the nightly retrain): fine-tune the current model's networks from their weights on
+FER2013 Training plus the user's labelled faces within a time budget, then gate on PublicTest and the user holdout.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch import training
+from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
 from ferbatch.training import EnsembleRecipe, recipe
@@ -31,6 +35,11 @@ register_unfinished = task(training.register_unfinished, name="register-unfinish
 assemble_ensemble = task(training.assemble, name="assemble-ensemble", cache_policy=NO_CACHE)
 register_ensemble = task(training.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
 promote_model = task(training.promote, name="promote", cache_policy=NO_CACHE)
+load_user_faces = task(training.user_faces, name="load-user-faces", cache_policy=NO_CACHE)
+measure_holdout = task(training.holdout_accuracy, name="user-holdout-accuracy", cache_policy=NO_CACHE)
+tune_network = task(training.fine_tune_network, name="fine-tune-network", cache_policy=NO_CACHE)
+register_fine_tuned = task(training.register_fine_tuned, name="register-fine-tuned", cache_policy=NO_CACHE)
+gate_model = task(training.gate, name="gate-publictest-and-user-holdout", cache_policy=NO_CACHE)
 
 
 def _unfinished(version: str, registry: ModelRegistry, epochs_done: int, epochs: int, best: float,
@@ -132,3 +141,52 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
     version = register_ensemble(registry, name, ensemble, faces, model, metrics, member_versions, report_dir,
                                 data_pictures)
     return _finish(registry, version, promote, tolerance)
+
+
+@flow(name="fine-tune", log_prints=True)
+def fine_tune(
+    data: str,
+    labels: str | None = None,
+    extra_folder: str | None = None,
+    models_dir: str | None = None,
+    base_version: str | None = None,
+    max_minutes: float = 30.0,
+    tolerance: float = 0.0,
+    started_at: float | None = None,
+) -> dict:
+    """Fine-tune the current model (or `base_version`) within `max_minutes`; promote it only if neither PublicTest
+    nor the user holdout gets worse. Each network stops at the last epoch that fits its share of the budget."""
+    registry = ModelRegistry.at(models_dir)
+    setup = training.fine_tune_setup(registry, registry.resolve(base_version), max_minutes, started_at)
+    workdir = training.work_dir(registry.root)
+    report_dir = workdir / "report"
+    faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
+    labelled = load_user_faces(extra_folder)
+    current = registry.load_model(setup.base_version)
+    before = measure_holdout(current, labelled)
+    networks = training.base_networks(current)
+    if len(networks) != len(setup.configs):
+        raise FerbatchError(f"model {setup.base_version}: {len(networks)} network(s) inside, but its card "
+                                     f"names {len(setup.configs)}")
+    results = []
+    for index, (config, network) in enumerate(zip(setup.configs, networks, strict=True)):
+        if not training.time_for_another(results, setup.deadline):
+            print(f"network {index + 1} of {len(networks)} keeps its weights: no time left for an epoch")
+            results.append(None)
+            continue
+        results.append(tune_network(config, faces, workdir, network, index, len(networks), setup.deadline))
+    model = training.assemble_fine_tuned(results, networks, setup, registry.card(setup.base_version)["architecture"])
+    metrics = evaluate_model(model, faces)
+    after = measure_holdout(model, labelled)
+    figures = training.gate_figures(registry, setup.base_version, metrics, labelled, before, after)
+    version = register_fine_tuned(registry, setup, faces, model, results, metrics, report_dir, data_pictures,
+                                  figures, labelled.summary() if labelled else None)
+    decision = gate_model(registry, version, figures, tolerance)
+    card = registry.card(version)
+    minutes = (time.time() - setup.started_at) / 60
+    create_markdown_artifact(
+        training.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
+    )
+    return {"version": version, "unfinished": False, "promoted": decision.promoted, "reason": decision.reason,
+            "models_dir": str(Path(registry.root)), "metrics": card["metrics"], "gate": figures,
+            "minutes": round(minutes, 2), "budget_minutes": max_minutes}

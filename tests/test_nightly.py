@@ -33,7 +33,8 @@ def test_nightly_retrains_once_then_skips_and_scores_only_new_files(tmp_path, ru
                       '[score]\nfolders = ["photos"]\nout = "reports"\n')
 
     first = _nightly(run_ferbatch, config)
-    assert first["retrain"] | {"result": None} == {"ran": True, "reason": "no current model", "result": None}
+    assert first["retrain"] | {"result": None} == {"ran": True, "action": "retrain", "reason": "no current model",
+                                                  "result": None}
     assert first["retrain"]["result"]["promoted"] is True
     assert (first["score"]["scored"], first["score"]["faces"]) == (2, 2)
     assert first["score"]["model_version"] == first["retrain"]["result"]["version"]

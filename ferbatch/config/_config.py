@@ -34,13 +34,18 @@ class _Section(BaseModel):
 class TrainSection(_Section):
     data: Path | None = Field(None, description="FER2013 CSV; without it the nightly run does not retrain.")
     labels: Path | None = Field(None, description="FER+ vote file: train on FER+ majority labels.")
-    extra_folder: Path | None = None
-    preset: str = "default"
+    extra_folder: Path | None = Field(None, description="Your labelled faces (Happy/, Sad/, ...): the nightly "
+                                      "run fine-tunes the current model when they change.")
+    preset: str | None = Field(None, description="Recipe of a from-scratch retrain; unset: the nightly run "
+                               "follows the current model's recipe and only fine-tunes it.")
+    max_minutes: float = Field(30.0, gt=0, description="Time budget of the nightly fine-tune.")
     tolerance: float = Field(0.0, ge=0)
 
     @field_validator("preset")
     @classmethod
-    def _known_preset(cls, value: str) -> str:
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             recipe(value)
         except FerbatchError as error:

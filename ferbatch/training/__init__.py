@@ -22,7 +22,12 @@ from ferbatch.training._recipes import (
 
 _LAZY = {
     "_data": ("FERPLUS_COLUMNS", "FerData", "add_extra_folder", "apply_ferplus_labels", "ferplus_majority",
-              "ferplus_vote_targets", "load_fer2013", "load_training_data", "source_digests", "with_teacher"),
+              "ferplus_vote_targets", "folder_digest", "load_fer2013", "load_training_data", "source_digests",
+              "with_teacher"),
+    "_labelled": ("HOLDOUT_EVERY", "LabelledFaces", "load_labelled_folder", "with_labelled_faces"),
+    "_nightly": ("FineTuneSetup", "NightlyPlan", "assemble_fine_tuned", "base_networks", "fine_tune_network",
+                 "fine_tune_setup", "gate", "gate_figures", "holdout_accuracy", "nightly_markdown", "plan_nightly",
+                 "record_refused", "refused_candidates", "register_fine_tuned", "time_for_another", "user_faces"),
     "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "balanced_class_weights", "centre_crops",
               "same_architecture", "train"),
     "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),

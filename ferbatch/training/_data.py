@@ -12,14 +12,14 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, SPLITS
+from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES, SPLITS
 from ferbatch.errors import DataError
 from ferbatch.models._registry import file_sha256
-from ferbatch.scoring import IMAGE_SUFFIXES, ImageError, ImageFile, decode, read_bytes
+from ferbatch.scoring import ImageError, ImageFile, read_bytes
+from ferbatch.training._labelled import face_from_image, ignored, load_labelled_folder
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,10 @@ class FerData:
 
 
 def folder_digest(folder: Path) -> str:
-    """sha256 over the relative paths and contents of every file under `folder`, in sorted order."""
+    """sha256 over the relative paths and contents of every labelled face file under `folder`, in sorted order
+    (top-level files and "_" folders such as _unsorted/ are not labelled faces: see _labelled)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not ignored(p.relative_to(folder))):
         digest.update(file.relative_to(folder).as_posix().encode("utf-8", "surrogateescape") + b"\0")
         digest.update(bytes.fromhex(file_sha256(file)))
     return digest.hexdigest()
@@ -303,50 +304,28 @@ def with_teacher(data: FerData, teacher_probabilities: np.ndarray, weight: float
 
 
 def read_face_crop(path: Path) -> np.ndarray | None:
-    """A 48x48 grey uint8 face from an image file, or None when it cannot be read or decoded."""
+    """A 48x48 grey uint8 face from an image file (a crop resized, a photo's largest detected face), or None."""
     try:
-        rgb = decode(read_bytes(ImageFile(path.parent, Path(path.name), None, None))).rgb
+        return face_from_image(read_bytes(ImageFile(path.parent, Path(path.name), None, None)))[0]
     except ImageError:
         return None
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    interpolation = cv2.INTER_AREA if min(grey.shape) > IMAGE_SIZE else cv2.INTER_LINEAR
-    return cv2.resize(grey, (IMAGE_SIZE, IMAGE_SIZE), interpolation=interpolation)
 
 
 def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
-    """Append labelled face crops from class-named subfolders (e.g. Happy/, sad/) to Training."""
+    """Append labelled faces from class-named subfolders (e.g. Happy/, sad/) to Training, less the user holdout
+    (every fifth face by content hash, never trained on; see _labelled)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    by_name = {name.lower(): i for i, name in enumerate(CLASS_NAMES)}
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
-    unknown = [p.name for p in subfolders if p.name.lower() not in by_name]
-    if unknown:
-        raise DataError(
-            f"{folder}: subfolder(s) {', '.join(unknown)} are not class names ({', '.join(CLASS_NAMES)})"
-        )
-    faces, labels, unreadable = [], [], 0
-    for sub in subfolders:
-        for file in sorted(sub.rglob("*")):
-            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            face = read_face_crop(file)
-            if face is None:
-                unreadable += 1
-                continue
-            faces.append(face)
-            labels.append(by_name[sub.name.lower()])
-    if not faces:
-        raise DataError(f"{folder}: no readable face images in its class subfolders")
+    labelled = load_labelled_folder(folder)
+    faces, labels = labelled.training()
     rejected = Counter(data.rejected)
-    if unreadable:
-        rejected["extra_folder_unreadable_image"] += unreadable
-    log.info("extra folder %s: %d faces added to Training, %d unreadable", folder, len(faces), unreadable)
+    rejected.update(labelled.rejected)
+    log.info("extra folder %s: %d faces added to Training, %d held out, %d rejected", folder, len(faces),
+             int(labelled.holdout.sum()), sum(labelled.rejected.values()))
     n = len(faces)
     return replace(
         data,
-        images=np.concatenate([data.images, np.stack(faces)]),
-        labels=np.concatenate([data.labels, np.array(labels, dtype=np.uint8)]),
+        images=np.concatenate([data.images, faces]),
+        labels=np.concatenate([data.labels, labels]),
         split=np.concatenate([data.split, np.zeros(n, dtype=np.uint8)]),
         source_row=np.concatenate([data.source_row, np.full(n, -1, dtype=np.int64)]),
         rejected=dict(rejected),

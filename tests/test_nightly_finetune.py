@@ -1,0 +1,219 @@
+"""The nightly retrain: follow the current model's recipe, fine-tune it on new labelled faces within a time budget,
+gate on PublicTest and the user holdout, and never train a refused candidate twice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SAMPLE_CSV
+from imagefactory import PHOTOS
+
+from ferbatch.classes import CLASS_NAMES
+from ferbatch.models import ModelRegistry
+from ferbatch.training import NightlyPlan, nightly_markdown, plan_nightly, record_refused, source_digests
+
+
+def _fake_current(root, card: dict) -> ModelRegistry:
+    """A registry whose current model is just a card (enough for planning, which loads no model)."""
+    version = root / "20260101-000000-model"
+    version.mkdir(parents=True)
+    (version / "model.keras").write_bytes(b"not loaded by the planner")
+    (version / "card.json").write_text(json.dumps({"version": version.name, **card}))
+    (root / "current.json").write_text(json.dumps({"version": version.name}))
+    return ModelRegistry(root)
+
+
+SHIPPED_RECIPE = {"ensemble": {"member": "crop_cnn_100", "seeds": [1234, 2345, 3456], "crops": 1, "flip": False}}
+
+
+def test_with_no_preset_configured_the_nightly_follows_the_current_recipe_and_skips_unchanged_data(tmp_path):
+    registry = _fake_current(tmp_path, {"preset": "crop_cnn_100_x3", "training_config": SHIPPED_RECIPE,
+                                        "data": {"sources": source_digests(SAMPLE_CSV)}})
+    plan = plan_nightly(registry, SAMPLE_CSV)
+    assert plan.action == "skip" and "same data with the same config" in plan.reason
+    # naming another recipe is an explicit choice: it is trained from scratch
+    explicit = plan_nightly(registry, SAMPLE_CSV, preset_name="default")
+    assert explicit.action == "retrain" and explicit.preset_name == "default"
+    assert "not model 20260101-000000-model's recipe (crop_cnn_100_x3)" in explicit.reason
+
+
+def test_new_labelled_faces_plan_a_fine_tune_and_a_refused_one_is_skipped_until_forced(tmp_path):
+    registry = _fake_current(tmp_path / "models", {"preset": "smoke", "data": {"sources": source_digests(SAMPLE_CSV)}})
+    labelled = tmp_path / "labelled"
+    (labelled / "Happy").mkdir(parents=True)
+    cv2.imwrite(str(labelled / "Happy" / "a.png"), np.full((96, 96), 99, np.uint8))
+    plan = plan_nightly(registry, SAMPLE_CSV, extra_folder=labelled)
+    assert plan.action == "fine_tune" and "labelled/" in plan.reason and plan.base_version == registry.current_version()
+    record_refused(registry, plan, "20260102-000000-candidate", "PublicTest accuracy 0.5 is below the current 0.6")
+    again = plan_nightly(registry, SAMPLE_CSV, extra_folder=labelled)
+    assert again.action == "skip" and "20260102-000000-candidate" in again.reason and "--force-retrain" in again.reason
+    assert "--force-retrain" in nightly_markdown(again)
+    assert plan_nightly(registry, SAMPLE_CSV, extra_folder=labelled, force=True).action == "fine_tune"
+    cv2.imwrite(str(labelled / "Happy" / "b.png"), np.full((96, 96), 42, np.uint8))  # more faces: a new candidate
+    assert plan_nightly(registry, SAMPLE_CSV, extra_folder=labelled).action == "fine_tune"
+
+
+def test_no_current_model_and_no_preset_skips_with_what_to_do(tmp_path):
+    plan = plan_nightly(ModelRegistry(tmp_path), SAMPLE_CSV)
+    assert plan.action == "skip" and "ferbatch train --preset" in plan.reason
+
+
+# ---- the fine-tune itself, on the tiny network ----
+
+
+@pytest.fixture
+def tiny_current(tmp_path):
+    """A registry whose current model is a tiny network of the `smoke` recipe, trained on the sample."""
+    from ferbatch.models import build_card
+    from ferbatch.training import evaluate_splits, load_training_data, preset, train
+
+    data = load_training_data(SAMPLE_CSV)
+    config = preset("smoke").with_overrides(epochs=1)
+    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), tmp_path / "work")
+    card = build_card(architecture="tiny", parameters=1, training_config=config.to_dict(), data_summary=data.summary(),
+                      metrics=evaluate_splits(result.classifier, data), epochs_run=1, best_epoch=1, wall_time_s=0.0,
+                      stopped_early=False, input_contract={})
+    card.update(preset="smoke", role="model")
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote(registry.register(result.classifier, card))
+    return registry
+
+
+def _label_faces(folder, n: int = 50) -> None:
+    """n FER faces (PrivateTest rows of the sample), upscaled to 96 px, in their class folders."""
+    from ferbatch.training import load_fer2013
+
+    data = load_fer2013(SAMPLE_CSV)
+    faces, labels = data.subset("PrivateTest")
+    for i in range(n):
+        target = folder / CLASS_NAMES[labels[i % len(labels)]] / f"face{i:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), cv2.resize(faces[i % len(faces)], (96, 96), interpolation=cv2.INTER_LINEAR))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_fifty_new_labelled_faces_fine_tune_within_the_budget_and_the_gate_shows_both_figures(tmp_path, tiny_current):
+    from ferbatch_flows.retrain import fine_tune
+
+    _label_faces(tmp_path / "labelled")
+    before = tiny_current.current_version()
+    result = fine_tune(data=str(SAMPLE_CSV), extra_folder=str(tmp_path / "labelled"),
+                       models_dir=str(tiny_current.root), max_minutes=0.5)
+    assert result["minutes"] <= 0.5
+    card = tiny_current.card(result["version"])
+    gate = card["gate"]
+    assert gate == result["gate"]
+    assert gate["user_holdout"]["faces"] == card["fine_tune"]["user_faces"]["holdout"] > 0
+    assert None not in (gate["PublicTest"]["before"], gate["PublicTest"]["after"], gate["user_holdout"]["before"],
+                        gate["user_holdout"]["after"])
+    assert gate["PublicTest"]["before"] == pytest.approx(tiny_current.card(before)["metrics"]["PublicTest"]["plain"]
+                                                         ["accuracy"], abs=1e-4)
+    should = (gate["PublicTest"]["after"] >= gate["PublicTest"]["before"]
+              and gate["user_holdout"]["after"] >= gate["user_holdout"]["before"])
+    assert result["promoted"] == should
+    assert tiny_current.current_version() == (result["version"] if should else before)
+    assert card["fine_tune"]["from"] == before and card["preset"] == "smoke"
+    assert card["data"]["sources"] == source_digests(SAMPLE_CSV, None, tmp_path / "labelled")
+    # the holdout is never trained on: Training holds FER2013's 210 faces and the other labelled ones
+    assert sum(card["data"]["class_counts"]["Training"]) == 210 + card["fine_tune"]["user_faces"]["training"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_budget_stops_the_fine_tune_after_the_last_epoch_that_fits_and_it_is_still_gated(tmp_path, tiny_current):
+    from ferbatch_flows.retrain import fine_tune
+
+    _label_faces(tmp_path / "labelled", 10)
+    result = fine_tune(data=str(SAMPLE_CSV), extra_folder=str(tmp_path / "labelled"),
+                       models_dir=str(tiny_current.root), max_minutes=0.001)
+    card = tiny_current.card(result["version"])
+    assert card["fine_tune"]["stopped_at_deadline"] is True
+    assert card["epochs_run"] == 1  # one epoch always runs; the next would end past the deadline
+    assert "PublicTest accuracy" in result["reason"]  # the gate decided
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_refused_candidate_is_not_trained_again_the_next_night(tmp_path, tiny_current):
+    from ferbatch_flows.nightly import nightly
+
+    # make the current model unbeatable on PublicTest, so the gate refuses whatever the fine-tune gives
+    current = tiny_current.current_version()
+    card_file = tiny_current.root / current / "card.json"
+    card = json.loads(card_file.read_text())
+    card["metrics"]["PublicTest"]["plain"]["accuracy"] = 1.0
+    card_file.write_text(json.dumps(card))
+    _label_faces(tmp_path / "labelled", 20)
+    (tmp_path / "photos").mkdir()
+    shutil.copy(PHOTOS / "fr_obama.jpg", tmp_path / "photos")
+    config = tmp_path / "ferbatch.toml"
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{SAMPLE_CSV}"\nextra_folder = "labelled"\n'
+                      'max_minutes = 0.5\n[score]\nfolders = ["photos"]\nout = "reports"\n')
+
+    first = nightly(config_file=str(config))
+    assert first["retrain"]["action"] == "fine_tune" and first["retrain"]["result"]["promoted"] is False
+    versions = tiny_current.versions()
+    second = nightly(config_file=str(config))
+    assert second["retrain"]["ran"] is False
+    assert first["retrain"]["result"]["version"] in second["retrain"]["reason"]
+    assert "--force-retrain" in second["retrain"]["reason"]
+    assert tiny_current.versions() == versions and tiny_current.current_version() == current
+    markdown = nightly_markdown(NightlyPlan("fine_tune", "new faces"), first["retrain"]["result"])
+    assert "| PublicTest accuracy | 1.0000 |" in markdown and "user holdout accuracy" in markdown
+
+
+def test_ferbatch_nightly_twice_with_nothing_changed_trains_neither_night(tmp_path, tiny_current, run_ferbatch):
+    (tmp_path / "photos").mkdir()
+    shutil.copy(PHOTOS / "fr_obama.jpg", tmp_path / "photos")
+    config = tmp_path / "ferbatch.toml"  # train.data set, no preset: the configuration `config init` suggests
+    config.write_text(f'models_dir = "models"\n[train]\ndata = "{SAMPLE_CSV}"\n'
+                      '[score]\nfolders = ["photos"]\nout = "reports"\n')
+    versions = tiny_current.versions()
+    for _night in range(2):
+        result = run_ferbatch("--config", config, "nightly")
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed = " ".join(result.stdout.split())  # the line is wrapped to 80 columns
+        assert printed.startswith("retrain: skipped (model ") and "same data with the same config" in printed
+    assert tiny_current.versions() == versions
+    assert not (tiny_current.root / ".work").exists()  # no training started
+
+
+@pytest.fixture
+def tiny_ensemble(tmp_path):
+    """A registry whose current model is two tiny networks served as one model, as the shipped ensemble is."""
+    from ferbatch.models import build_card, serving_model
+    from ferbatch.training import evaluate_splits, load_training_data, preset, train
+
+    data = load_training_data(SAMPLE_CSV)
+    member = preset("smoke").with_overrides(epochs=1)
+    networks = [train(member.with_overrides(seed=seed), *data.subset("Training"), *data.subset("PublicTest"),
+                      tmp_path / f"work{seed}").classifier for seed in (1, 2)]
+    model = serving_model(networks, crops=1, flip=False, name="2xtiny")
+    recipe = {"ensemble": {"member": "smoke", "seeds": [1, 2], "crops": 1, "flip": False}, "member": member.to_dict()}
+    card = build_card(architecture="2xtiny", parameters=1, training_config=recipe, data_summary=data.summary(),
+                      metrics=evaluate_splits(model, data), epochs_run=2, best_epoch=0, wall_time_s=0.0,
+                      stopped_early=False, input_contract={})
+    card.update(preset="tiny_x2", role="ensemble", views={"crops": 1, "flip": False, "count": 2})
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote(registry.register(model, card))
+    return registry
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("minutes", [0.5, 0.001])
+def test_an_ensemble_is_fine_tuned_member_by_member_and_gated_as_a_whole(tmp_path, tiny_ensemble, minutes):
+    from ferbatch_flows.retrain import fine_tune
+
+    _label_faces(tmp_path / "labelled", 20)
+    result = fine_tune(data=str(SAMPLE_CSV), extra_folder=str(tmp_path / "labelled"),
+                       models_dir=str(tiny_ensemble.root), max_minutes=minutes)
+    card = tiny_ensemble.card(result["version"])
+    tuned = [network["fine_tuned"] for network in card["fine_tune"]["networks"]]
+    # with time, both members are fine-tuned; without, the first trains one epoch and the second keeps its weights
+    assert tuned == ([True, True] if minutes == 0.5 else [True, False])
+    assert card["role"] == "ensemble" and card["preset"] == "tiny_x2" and card["views"]["count"] == 2
+    model = tiny_ensemble.load_model(result["version"])
+    assert len([layer for layer in model.layers if hasattr(layer, "layers")]) == 2
+    assert set(result["gate"]) == {"PublicTest", "user_holdout"}
