@@ -102,6 +102,9 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 @click.option("--stop-after", "stop_after_minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="MINUTES", help="Stop after the last epoch that ends in time and register the run as an "
               "unfinished version that --resume-from continues, here or on another machine.")
+@click.option("--real-photos", "photo_sets", type=EXISTING_DIR, multiple=True,
+              help="A folder of labelled real photos (labels.csv) to measure the new model on, onto its card "
+                   "(repeatable; default: train.real_photos).")
 @click.option("--no-promote", is_flag=True, help="Register the model but leave the current one in place.")
 @click.option("--force-promote", is_flag=True, help="Promote even if PublicTest accuracy is worse.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -112,8 +115,8 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
           epochs: int | None, batch_size: int | None, precision: str | None,
           seed: int | None, class_weights: bool | None, calibration: str | None, labels: tuple[str, Path] | None,
           extra_folder: Path | None, resume: bool, resume_from: str | None, init_from: str | None,
-          stop_after_minutes: float | None, no_promote: bool, force_promote: bool, tolerance: float,
-          models_dir: Path | None) -> None:
+          stop_after_minutes: float | None, photo_sets: tuple[Path, ...], no_promote: bool, force_promote: bool,
+          tolerance: float, models_dir: Path | None) -> None:
     """Train, evaluate and register a FER model (the `retrain` flow)."""
     if no_promote and force_promote:
         raise click.UsageError("--no-promote and --force-promote contradict each other")
@@ -146,6 +149,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
             resume_from=resume_from,
             init_from=init_from,
             stop_after_minutes=stop_after_minutes,
+            real_photos=[str(folder) for folder in (photo_sets or config.train.real_photos)] or None,
         )
     if result["unfinished"]:
         click.echo(f"unfinished run {result['version']}: epoch {result['epochs_done']} of {result['epochs']}, "

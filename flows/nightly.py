@@ -48,7 +48,8 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
             retrained = fine_tune(data=parameters["data"], labels=parameters.get("labels"),
                                   extra_folder=parameters["extra_folder"], models_dir=parameters["models_dir"],
                                   base_version=plan.base_version, max_minutes=train.max_minutes,
-                                  tolerance=train.tolerance, started_at=started_at)
+                                  tolerance=train.tolerance, started_at=started_at,
+                                  real_photos=parameters.get("real_photos"))
         else:
             retrained = retrain(**parameters)
         if not retrained["unfinished"] and not retrained["promoted"]:

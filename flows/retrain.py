@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch import training
+from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
@@ -35,6 +36,7 @@ register_unfinished = task(training.register_unfinished, name="register-unfinish
 assemble_ensemble = task(training.assemble, name="assemble-ensemble", cache_policy=NO_CACHE)
 register_ensemble = task(training.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
 promote_model = task(training.promote, name="promote", cache_policy=NO_CACHE)
+measure_real_photos = task(training.real_photos_on_card, name="measure-real-photos", cache_policy=NO_CACHE)
 load_user_faces = task(training.user_faces, name="load-user-faces", cache_policy=NO_CACHE)
 measure_holdout = task(training.holdout_accuracy, name="user-holdout-accuracy", cache_policy=NO_CACHE)
 tune_network = task(training.fine_tune_network, name="fine-tune-network", cache_policy=NO_CACHE)
@@ -48,7 +50,16 @@ def _unfinished(version: str, registry: ModelRegistry, epochs_done: int, epochs:
             "epochs": epochs, "best_public_accuracy": best, "models_dir": str(Path(registry.root)), "reason": reason}
 
 
-def _finish(registry: ModelRegistry, version: str, promote: str, tolerance: float) -> dict:
+def _measure_real_photos(registry: ModelRegistry, version: str, folders: list[str] | None) -> None:
+    """The new model's figures on labelled real photos, scored as `score` scores them, onto its card."""
+    if folders:
+        measured = measure_real_photos(registry, version, folders, ScoreSettings())
+        print(training.real_photos_markdown(measured["sets"]).split("\n\n")[0])
+
+
+def _finish(registry: ModelRegistry, version: str, promote: str, tolerance: float,
+            real_photos: list[str] | None = None) -> dict:
+    _measure_real_photos(registry, version, real_photos)
     decision = promote_model(registry, version, promote, tolerance)
     card = registry.card(version)
     create_markdown_artifact(
@@ -72,6 +83,7 @@ def retrain(
     resume_from: str | None = None,
     init_from: str | None = None,
     stop_after_minutes: float | None = None,
+    real_photos: list[str] | None = None,
 ) -> dict:
     """Train a FER model and register it; promote it only when PublicTest accuracy is not worse.
 
@@ -88,7 +100,7 @@ def retrain(
     chosen = recipe(preset_name)
     if isinstance(chosen, EnsembleRecipe):
         return _retrain_ensemble(registry, workdir, preset_name, chosen, data, labels, extra_folder, stop_at,
-                                 promote, tolerance)
+                                 promote, tolerance, real_photos)
     config = chosen.with_overrides(**(overrides or {}))
     config, resume_run, init_weights = training.training_setup(registry, workdir, config, resume_from, init_from,
                                                                  overrides)
@@ -104,12 +116,12 @@ def retrain(
     metrics = evaluate_model(result.classifier, faces)
     version = register_model(registry, config, faces, result, metrics, report_dir, calibration, preset_name,
                              data_pictures=data_pictures)
-    return _finish(registry, version, promote, tolerance)
+    return _finish(registry, version, promote, tolerance, real_photos)
 
 
 def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensemble: EnsembleRecipe, data: str,
                       labels: str | None, extra_folder: str | None, stop_at: float | None, promote: str,
-                      tolerance: float) -> dict:
+                      tolerance: float, real_photos: list[str] | None = None) -> dict:
     report_dir = workdir / "report"
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir, training.preset(ensemble.member).targets)
     sources = faces.summary()["sources"]
@@ -140,7 +152,7 @@ def _retrain_ensemble(registry: ModelRegistry, workdir: Path, name: str, ensembl
     metrics = evaluate_model(model, faces)
     version = register_ensemble(registry, name, ensemble, faces, model, metrics, member_versions, report_dir,
                                 data_pictures)
-    return _finish(registry, version, promote, tolerance)
+    return _finish(registry, version, promote, tolerance, real_photos)
 
 
 @flow(name="fine-tune", log_prints=True)
@@ -153,6 +165,7 @@ def fine_tune(
     max_minutes: float = 30.0,
     tolerance: float = 0.0,
     started_at: float | None = None,
+    real_photos: list[str] | None = None,
 ) -> dict:
     """Fine-tune the current model (or `base_version`) within `max_minutes`; promote it only if neither PublicTest
     nor the user holdout gets worse. Each network stops at the last epoch that fits its share of the budget."""
@@ -181,6 +194,7 @@ def fine_tune(
     figures = training.gate_figures(registry, setup.base_version, metrics, labelled, before, after)
     version = register_fine_tuned(registry, setup, faces, model, results, metrics, report_dir, data_pictures,
                                   figures, labelled.summary() if labelled else None)
+    _measure_real_photos(registry, version, real_photos)
     decision = gate_model(registry, version, figures, tolerance)
     card = registry.card(version)
     minutes = (time.time() - setup.started_at) / 60

@@ -112,3 +112,19 @@ def test_cli_trains_on_the_valid_rows_of_a_partly_bad_file_and_counts_the_rest(t
     card = ModelRegistry(tmp_path / "m").card()
     assert card["data"]["rejected"] == {"emotion_not_0_to_6": 1, "pixels_not_2304_integers": 1}
     assert card["data"]["rows_used"] == 350
+
+
+def test_a_retrain_measures_the_new_model_on_labelled_real_photos_onto_its_card(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from ferbatch_flows.retrain import retrain
+
+    photos = tmp_path / "labelled"
+    (photos / "images").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "photos" / "fr_obama.jpg", photos / "images" / "obama.jpg")
+    (photos / "labels.csv").write_text("file,label\nobama.jpg,happy\n")
+    result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path / "models"), preset_name="smoke",
+                     overrides={"epochs": 1}, real_photos=[str(photos)])
+    measured = ModelRegistry(tmp_path / "models").card(result["version"])["real_photos"]["sets"]["labelled"]
+    assert measured["n"] == 1 and measured["found"] == 1.0 and measured["support"] == {"Happy": 1}

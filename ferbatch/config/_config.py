@@ -40,6 +40,8 @@ class TrainSection(_Section):
                                "follows the current model's recipe and only fine-tunes it.")
     max_minutes: float = Field(30.0, gt=0, description="Time budget of the nightly fine-tune.")
     tolerance: float = Field(0.0, ge=0)
+    real_photos: list[Path] = Field(default_factory=list, description="Folders of labelled real photos "
+                                    "(labels.csv: file,label) each new model is measured on, onto its card.")
 
     @field_validator("preset")
     @classmethod
@@ -209,6 +211,7 @@ def retrain_parameters(config: FerbatchConfig) -> dict:
     values = {
         "data": train.data, "labels": train.labels, "extra_folder": train.extra_folder,
         "models_dir": config.models_dir, "preset_name": train.preset, "tolerance": train.tolerance,
+        "real_photos": [str(folder) for folder in train.real_photos] or None,
     }
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
 
