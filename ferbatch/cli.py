@@ -610,8 +610,11 @@ def list_models(models_dir: Path | None) -> None:
 @models.command("register-unfinished")
 @click.option("--data", "data_path", type=EXISTING_FILE, required=True, help="The FER2013 CSV the run trains on.")
 @click.option("--preset", "preset_name", default=None, help="The preset the run was started with (for the card).")
+@click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None, metavar="ferplus FILE",
+              help="The FER+ file the run trains on, if any (for the card's data sources).")
 @_models_dir_option
-def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir: Path | None) -> None:
+def register_unfinished_run(data_path: Path, preset_name: str | None, labels: tuple[str, Path] | None,
+                            models_dir: Path | None) -> None:
     """Register the work folder's run (in progress or interrupted) as an unfinished version to commit and
     continue elsewhere with `train --resume-from`."""
     from ferbatch.models import ModelRegistry
@@ -620,7 +623,8 @@ def register_unfinished_run(data_path: Path, preset_name: str | None, models_dir
     registry = ModelRegistry.at(models_dir)
     workdir = checkpoint_dir(work_dir(registry.root))
     version = registry.register_unfinished(
-        workdir, unfinished_card_for(workdir, preset_name, sources=source_digests(data_path)))
+        workdir, unfinished_card_for(workdir, preset_name,
+                                     sources=source_digests(data_path, labels[1] if labels else None)))
     card = registry.unfinished_card(version)
     click.echo(f"registered unfinished run {version}: epoch {card['epochs_done']} of "
                f"{card['training_config']['epochs']}, {card['bytes'] / 1e6:.1f} MB")

@@ -103,3 +103,22 @@ def test_a_run_trains_against_soft_targets(tmp_path, sample_data):
     result = train(config, faces, labels, *sample_data.subset("PublicTest"), tmp_path, train_targets=happy)
     predicted = result.classifier.predict(faces[:32, :, :, None].astype("float32"), verbose=0).argmax(axis=1)
     assert (predicted == CLASS_NAMES.index("Happy")).mean() > 0.9
+
+
+def test_an_unfinished_distillation_run_carries_its_teacher_probabilities(tmp_path):
+    from ferbatch.models import ModelRegistry
+
+    work = tmp_path / "work"
+    work.mkdir()
+    state = {"run_id": "abc", "epochs_done": 3, "history": {}, "best_epoch": 2, "best_val_accuracy": 0.5,
+             "wall_time_s": 1.0, "config": TrainConfig().to_dict()}
+    (work / "state.json").write_text(json.dumps(state))
+    (work / "checkpoint.keras").write_bytes(b"weights")
+    teacher = np.random.default_rng(0).random((5, NUM_CLASSES)).astype(np.float32)
+    np.save(work / "teacher-v1-0123.npy", teacher)
+    registry = ModelRegistry(tmp_path / "models")
+    version = registry.register_unfinished(work, {"architecture": "tiny", "training_config": state["config"]})
+    assert "teacher-v1-0123.npy" in registry.unfinished_card(version)["files"]
+    restored = tmp_path / "elsewhere"
+    registry.restore_unfinished(version, restored)
+    assert np.array_equal(np.load(restored / "teacher-v1-0123.npy"), teacher)

@@ -33,6 +33,13 @@ CARD_FILE = "card.json"
 # What an unfinished training run needs to continue on another machine (the training loop's work folder).
 # best.weights.h5 is where runs checkpointed before best.weights.npz kept their best weights.
 RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.npz", "best.weights.h5")
+# A distillation run's teacher probabilities on the training faces: kept with the run, so a resumed chunk does
+# not score every training face with the teacher again.
+RESUME_EXTRAS = "teacher-*.npy"
+
+
+def _resume_files(folder: Path) -> list[str]:
+    return [*RESUME_FILES, *sorted(p.name for p in folder.glob(RESUME_EXTRAS))]
 UNFINISHED = "unfinished"
 PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
@@ -123,7 +130,7 @@ class ModelRegistry:
             staging.chmod(0o755)
             for _attempt in range(20):
                 before = (workdir / "state.json").read_bytes()
-                for name in RESUME_FILES:
+                for name in _resume_files(workdir):
                     superseded = name == "best.weights.h5" and (workdir / "best.weights.npz").is_file()
                     if (workdir / name).is_file() and not superseded:
                         shutil.copy2(workdir / name, staging / name)
@@ -155,7 +162,7 @@ class ModelRegistry:
         card = self.unfinished_card(version)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in RESUME_FILES:
+        for name in _resume_files(self.root / version):
             (workdir / name).unlink(missing_ok=True)
             if (self.root / version / name).is_file():
                 shutil.copy2(self.root / version / name, workdir / name)

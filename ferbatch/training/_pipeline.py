@@ -65,20 +65,20 @@ def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at
 def teacher_targets(registry: ModelRegistry, config: TrainConfig, data: FerData, workdir: Path) -> FerData:
     """`data` with the recipe's teacher mixed into the training targets (unchanged without a teacher).
 
-    The teacher's probabilities on the Training faces are kept in the work folder, keyed by the teacher and
-    the faces, so a resumed chunk does not score them again."""
+    The teacher's probabilities on the Training faces are kept with the checkpoints, keyed by the teacher and
+    the faces, so a resumed chunk (here or, through an unfinished version, anywhere) does not score them again."""
     if config.teacher is None:
         return data
     version = registry.resolve(config.teacher)
     faces, _ = data.subset("Training")
     key = hashlib.sha256(faces.tobytes()).hexdigest()[:16]
-    cache = Path(workdir) / f"teacher-{version}-{key}.npy"
+    cache = checkpoint_dir(workdir) / f"teacher-{version}-{key}.npy"
     if cache.is_file():
         probabilities = np.load(cache)
     else:
         log.info("scoring %d training faces with the teacher %s", len(faces), version)
         probabilities = KerasClassifier(registry.load_model(version), version=version).predict(faces)
-        Path(workdir).mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, probabilities.astype(np.float32))
     return with_teacher(data, probabilities, config.teacher_weight)
 
