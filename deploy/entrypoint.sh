@@ -5,7 +5,7 @@
 # and `docker run -it IMAGE sh` work. tests/test_container.py checks this list against the CLI's commands.
 set -e
 case "${1:-}" in
-    "" | -* | config | evaluate | models | nightly | presets | report | score | serve | train)
+    "" | -* | analyze | config | evaluate | label | models | nightly | presets | report | score | serve | train)
         exec ferbatch "$@" ;;
     *)
         exec "$@" ;;
