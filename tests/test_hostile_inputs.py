@@ -290,9 +290,9 @@ def test_the_command_prints_one_error_line_for_an_unusable_out(tmp_path, run_fer
     result = run_ferbatch("score", tmp_path / "in", "--out", tmp_path / "file" / "new")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-    assert errors == [f"Error: {tmp_path}/file/new: cannot create the report folder (Not a directory: "
-                      f"{tmp_path}/file/new)"], result.stderr
+    # one line and nothing else: the folder is checked before Prefect starts a flow run that would log
+    assert result.stderr.strip().splitlines() == [f"Error: {tmp_path}/file/new: cannot create the report folder "
+                                                  f"(Not a directory: {tmp_path}/file)"], result.stderr
 
 
 # Names are data, never markup ----------------------------------------------------------------------------------
@@ -460,3 +460,15 @@ def test_the_command_on_devices_a_fifo_and_a_huge_file_stays_within_1_5_gb_with_
     errors = {path: row["error"] for path, row in rows.items() if row["status"] == "error"}
     assert set(errors) == {"zero.jpg", "urandom.jpg", "fifo.jpg", "sparse.jpg"}
     assert all(error.startswith(("not a regular file", "too large")) for error in errors.values())
+
+
+def test_a_report_folder_this_user_may_not_create_is_refused_before_the_run(tmp_path, monkeypatch):
+    import ferbatch.reports._store as store_module
+    from ferbatch.reports import ReportStore
+
+    monkeypatch.setattr(store_module.os, "access", lambda path, mode: False)  # as a non-root user on a 555 folder
+    with pytest.raises(FerbatchError, match=r"cannot create the report folder \(Permission denied: "):
+        ReportStore(tmp_path / "new" / "out").check_writable()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FerbatchError, match=r"cannot write into the report folder \(Permission denied: "):
+        ReportStore(tmp_path / "out").check_writable()

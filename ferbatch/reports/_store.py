@@ -513,6 +513,18 @@ class ReportStore:
         """Raise the "another run is writing" error now if a run holds the folder (reads only)."""
         _OutDirLock.check_free(self.out_dir)
 
+    def check_writable(self) -> None:
+        """Raise now, in one line, the error a run would meet creating or writing the folder (reads only): a
+        file where a folder should be, or a folder this user may not write into."""
+        existing = self.out_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise FerbatchError(f"{self.out_dir}: cannot create the report folder (Not a directory: {existing})")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "write into the report folder" if existing == self.out_dir else "create the report folder"
+            raise FerbatchError(f"{self.out_dir}: cannot {what} (Permission denied: {existing})")
+
     def is_report_folder(self) -> bool:
         """Whether a run has used the folder (its lock file or a table folder is there)."""
         return any((self.out_dir / name).exists() for name in (LOCK_FILE, *TABLES))

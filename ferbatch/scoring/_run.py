@@ -334,6 +334,7 @@ def preview_run(
     _require_inputs(settings)
     store = ReportStore(settings.out)
     store.check_free()
+    store.check_writable()
     if rescore or not store.has_committed_runs():  # every image found is new
         files = scan(settings.folders, settings.include, settings.exclude, skip_dirs=[store.out_dir, *skip_dirs],
                      follow_links=settings.follow_links)
