@@ -9,6 +9,8 @@ among a few candidates, never to fit anything.
         [--margin M] [--shift S] [--level-above DEG|never] [--light none|equalize|clahe] [--grid] [--json FILE]
 
 --grid tries every framing of MARGINS x SHIFTS x LEVELS x LIGHTS with each model and prints one line each.
+--checkpoint DIR measures the best epoch so far of a training run's work folder (models/.work/checkpoints, or an
+unfinished version's folder) instead of a registered model: a look at a long run between its chunks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,34 @@ LEVELS = (None, 0.0)
 LIGHTS = ("none", "equalize")
 
 
+def checkpoint_classifier(folder: Path):
+    """The best weights so far of a training run's work folder, served as a registered model would be."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from ferbatch.models import serving_model
+    from ferbatch.scoring import KerasClassifier
+    from ferbatch.training import TrainConfig
+    from ferbatch.training._loop import inference_copy
+
+    state = json.loads((folder / "state.json").read_text())
+    config = TrainConfig.from_dict(state["config"])
+    # The last checkpoint holds the network with its input normalisation (constants, not weights); the best
+    # epoch's weights go into it.
+    trainer = keras.saving.load_model(folder / "checkpoint.keras", compile=False)
+    network = trainer if config.crop else trainer.get_layer(config.architecture)
+    with np.load(folder / "best.weights.npz") as saved:
+        network.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    served = inference_copy(network, config.architecture)
+    if config.crop:
+        served = serving_model([served], crops=1, flip=False, name=config.architecture)
+    name = (f"{folder} (epoch {state['best_epoch']} of {state['epochs_done']}, "
+            f"PublicTest {state['best_val_accuracy']:.4f})")
+    return KerasClassifier(served, version=name)
+
+
 def level(text: str) -> float | None:
     return None if text == "never" else float(text)
 
@@ -45,6 +75,8 @@ def main() -> None:
     parser.add_argument("--level-above", type=level, default=defaults.level_above, metavar="DEG|never")
     parser.add_argument("--light", choices=LIGHT_NORMALISATIONS, default=defaults.light)
     parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a training run's work folder: measure its best epoch so far")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -52,10 +84,11 @@ def main() -> None:
     framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid
                 else [(args.margin, args.shift, args.level_above, args.light)])
     everything = []
-    for model in args.model or [None]:
-        components = Components.for_run(settings, model, args.models_dir)
-        detector, classifier = components.detector(), components.classifier()
-        print(f"model {components.model_version}")
+    for model in [args.checkpoint] if args.checkpoint else args.model or [None]:
+        components = Components.for_run(settings, None if args.checkpoint else model, args.models_dir)
+        detector, classifier = components.detector(), (
+            checkpoint_classifier(args.checkpoint) if args.checkpoint else components.classifier())
+        print(f"model {classifier.version}")
         for margin, shift, level_above, light in framings:
             pipeline = PipelineSettings.from_settings(settings, crop_margin=margin, crop_shift=shift,
                                                       level_above=level_above, light=light)
@@ -70,7 +103,7 @@ def main() -> None:
             else:
                 print(f"{framing} ({seconds:.0f} s)\n")
                 print(real_photos_markdown(results))
-            everything.append({"model": components.model_version, "margin": margin, "shift": shift,
+            everything.append({"model": classifier.version, "margin": margin, "shift": shift,
                                "level_above": level_above, "light": light, "results": results})
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
