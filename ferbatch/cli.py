@@ -56,6 +56,20 @@ def _models_dir_option(function):
     )(function)
 
 
+def _image_options(function):
+    """The options `score` and `analyze` share: which files, the sentiment map, annotated copies."""
+    for option in reversed([
+        click.option("--include", multiple=True, help="Only files matching this glob (repeatable)."),
+        click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable)."),
+        click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
+                     help="Change the default map, e.g. 'Surprise=positive'."),
+        click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Also write copies of the images with boxes and labels drawn into this folder."),
+    ]):
+        function = option(function)
+    return function
+
+
 def _config(ctx: click.Context):
     """The effective configuration, read once per command (see `ferbatch config show`)."""
     from ferbatch.config import load_config
@@ -222,12 +236,7 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
 @click.option("--score-threshold", type=click.FloatRange(0, 1),
               help=f"Face detector confidence threshold [{_SCORE_DEFAULTS.score_threshold}].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
-@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
-@click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
-              help="Change the default map, e.g. 'Surprise=positive'.")
-@click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write copies of the images with boxes and labels drawn into this folder.")
+@_image_options
 @click.option("--max-pixels", type=click.IntRange(min=1),
               help="Images with more pixels become error rows (decompression bomb guard) "
                    f"[{_SCORE_DEFAULTS.max_pixels}].")
@@ -324,12 +333,7 @@ def _print_score_summary(summary: dict, settings: ScoreSettings, fmt: str, as_js
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "version", default=None, help="Model version (default: models/current.json).")
 @_models_dir_option
-@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
-@click.option("--sentiment-map", default=None, metavar="EMOTION=SENTIMENT,...",
-              help="Change the default map, e.g. 'Surprise=positive'.")
-@click.option("--annotate", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write copies of the images with boxes and labels drawn into this folder.")
+@_image_options
 @click.option("--json", "as_json", is_flag=True, help="Print every image and face as JSON.")
 @click.pass_context
 def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, models_dir: Path | None,

@@ -19,6 +19,14 @@ from ferbatch.reports._store import STAGING_DIR, _OutDirLock
 log = logging.getLogger(__name__)
 
 
+
+def _replace_part(out_dir: Path, part: Path, data: pa.Table) -> None:
+    """Rewrite one report part: written in the staging folder first, then renamed over it."""
+    staging = out_dir / STAGING_DIR / part.relative_to(out_dir).with_suffix(".parquet.migrate")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data, staging, compression="snappy")
+    os.replace(staging, part)
+
 def drop_partition_column(out_dir: str | Path) -> list[Path]:
     """Rewrite the parts that still hold run_date as a column; returns the files rewritten."""
     out_dir = Path(out_dir)
@@ -34,11 +42,7 @@ def drop_partition_column(out_dir: str | Path) -> list[Path]:
                 values = data.column("run_date")
                 if data.num_rows and not pc.all(pc.equal(values.cast("date32"), folder_date)).as_py():
                     raise FerbatchError(f"{part}: run_date inside the file differs from its folder; left as is")
-                data = data.drop_columns(["run_date"]).replace_schema_metadata(schema.metadata)
-                staging = out_dir / STAGING_DIR / part.relative_to(out_dir).with_suffix(".parquet.migrate")
-                staging.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(data, staging, compression="snappy")
-                os.replace(staging, part)
+                _replace_part(out_dir, part, data.drop_columns(["run_date"]).replace_schema_metadata(schema.metadata))
                 rewritten.append(part)
     return rewritten
 
@@ -92,11 +96,7 @@ def _add_face_columns(out_dir: Path) -> list[Path]:
         if data.num_rows and data.column("root").null_count:
             log.warning("%s: some faces have no row in %s; left as is", part, sibling.name)
             continue
-        data = data.select(target.names).cast(target).replace_schema_metadata(schema.metadata)
-        staging = out_dir / STAGING_DIR / part.relative_to(out_dir).with_suffix(".parquet.migrate")
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, staging, compression="snappy")
-        os.replace(staging, part)
+        _replace_part(out_dir, part, data.select(target.names).cast(target).replace_schema_metadata(schema.metadata))
         rewritten.append(part)
     return rewritten
 
