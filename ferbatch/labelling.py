@@ -52,10 +52,10 @@ def check_destination(destination: Path, out_dir: Path, scanned: list[Path]) -> 
 
 
 def _read(out_dir: Path, table: str, columns: list[str]):
-    from ferbatch.reports._store import _dataset
+    from ferbatch.reports import ReportStore
 
-    dataset = _dataset(out_dir, table)
-    return None if dataset is None else dataset.to_table(columns=columns).to_pandas()
+    rows = ReportStore(out_dir).history(table, columns)
+    return None if rows is None else rows.to_pandas()
 
 
 def candidate_faces(out_dir: Path, since: date | None = None):

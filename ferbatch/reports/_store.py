@@ -590,6 +590,14 @@ class ReportStore:
         """Delete the finished but uncommitted files of a run that will not be committed."""
         _abort_parts(moves)
 
+    def history(self, table: str, columns: list[str] | None = None) -> pa.Table | None:
+        """One history table (images, faces or aggregates), every run's rows; None before a run wrote it."""
+        try:
+            dataset = _dataset(self.out_dir, table)
+            return None if dataset is None else dataset.to_table(columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(self.out_dir, table, exc) from None
+
     def rows(self, table: str, *, folder: str | None = None, emotion: str | None = None,
              limit: int | None = None) -> pa.Table:
         """The images or faces rows of each image's latest scoring run (see `read_rows`)."""
