@@ -185,6 +185,21 @@ def test_a_deleted_or_moved_photo_is_work_for_a_run_though_nothing_is_new(tmp_pa
     assert preview_run(settings, model).has_new is False
 
 
+def test_the_preview_reads_no_photo_the_run_will_read(tmp_path, monkeypatch):
+    """New photos are found by their fingerprint: hashing them in the preview would read each one twice."""
+    from fakes import FakeComponents
+
+    import ferbatch.scoring._run as run_module
+
+    folder, out = _photo_folder(tmp_path / "in", 3), tmp_path / "out"
+    settings = ScoreSettings(folders=[folder], out=out)
+    run_scoring(settings, FakeComponents())
+    (folder / "new.jpg").write_bytes(encode(synthetic(160, 120, seed=9), "JPEG"))
+    reads = []
+    monkeypatch.setattr(run_module, "file_id", lambda file, *a: reads.append(file) or pytest.fail("read"))
+    assert preview_run(settings, FakeComponents().model_version).has_new and reads == []
+
+
 def test_the_lock_check_creates_nothing_and_sees_another_holder(tmp_path):
     out = tmp_path / "out"
     ReportStore(out).check_free()

@@ -207,7 +207,7 @@ class ScorePlan:
 
 
 def _model_change(base: CurrentBase, model_version: str, rescore_on_new_model: bool, rate: float | None,
-                  n_todo: int, announce: bool = True) -> dict | None:
+                  n_todo: int) -> dict | None:
     """What a new model means for this folder, said once in the log and in the summary."""
     others = {model: n for model, n in base.models().items() if model != model_version}
     if not others:
@@ -217,9 +217,7 @@ def _model_change(base: CurrentBase, model_version: str, rescore_on_new_model: b
     change = {"model_version": model_version, "previous": others, "photos": n_old,
               "rescored": rescore_on_new_model, "estimated_seconds": None if seconds is None else round(seconds)}
     named = ", ".join(f"{model} ({n})" for model, n in sorted(others.items()))
-    if not announce:
-        pass
-    elif rescore_on_new_model:
+    if rescore_on_new_model:
         eta = (f"about {timedelta(seconds=round(seconds))} at the last run's {rate:.1f} images/s" if seconds
                is not None else "time unknown: no earlier run measured a rate")
         log.warning("model %s is new to this folder: %d photo(s) scored by %s are scored again, %s; "
@@ -245,7 +243,6 @@ def plan_run(
     max_bytes: int = DEFAULT_MAX_BYTES,
     follow_links: bool = False,
     rescore_on_new_model: bool = True,
-    announce: bool = True,
 ) -> ScorePlan:
     """Scan the roots and keep what the current table does not already hold (for this model version, unless
     `rescore_on_new_model` is off); files it holds by content at another path or mtime are carried into the
@@ -285,15 +282,12 @@ def plan_run(
             carried_faces = _carry_faces(current_faces(base, sources), sources, carried_images)
     todo_files = [file for _, file in sorted(todo, key=lambda item: item[0])]
     n_skipped = n_found - len(todo_files)
-    if not announce:  # a preview: the run itself says all this
-        pass
-    elif n_found == 0:
+    if n_found == 0:
         log.warning(no_images_message(roots))
     else:
         log.info("%d image(s) found, %d already scored, %d to score with model %s",
                  n_found, n_skipped, len(todo_files), model_version)
-    model_change = _model_change(base, model_version, rescore_on_new_model, store.measured_rate(), len(todo_files),
-                                 announce)
+    model_change = _model_change(base, model_version, rescore_on_new_model, store.measured_rate(), len(todo_files))
     update = CurrentUpdate(base, scanned.keys, [as_text(root) for root in normalise_roots(roots)],
                            carried_images, carried_faces)
     run = RunContext(new_run_id(now), now.date(), now, model_version, detector_name, sentiment or SentimentMap())
@@ -340,11 +334,16 @@ def preview_run(
                      follow_links=settings.follow_links)
         return RunPreview(1, True) if next(iter(files), None) is not None else RunPreview(0, False)
     with store.open_run():
-        plan = plan_run(settings.folders, store, model_version, "", include=settings.include,
-                        exclude=settings.exclude, skip_dirs=skip_dirs, max_bytes=int(settings.max_bytes),
-                        follow_links=settings.follow_links, rescore_on_new_model=settings.rescore_on_new_model,
-                        announce=False)
-    return RunPreview(plan.n_found, bool(plan.todo) or changes_current(plan.update))
+        # Fingerprints only: a file whose (path, size, mtime) the current table lacks is work for the run (new,
+        # changed or moved), which reads it once; hashing it here as well would read every new photo twice.
+        base = store.current_base(model_version, keep_old_models=not settings.rescore_on_new_model)
+        scanned = _scan_table(settings.folders, settings.include, settings.exclude,
+                              skip_dirs=[store.out_dir, *skip_dirs], follow_links=settings.follow_links)
+        n_found = scanned.table.num_rows
+        if len(unmatched(scanned.table, base.index)):
+            return RunPreview(n_found, True)
+        update = CurrentUpdate(base, scanned.keys, [as_text(root) for root in normalise_roots(settings.folders)])
+        return RunPreview(n_found, changes_current(update))
 
 
 def skipped_run_summary(settings: ScoreSettings, preview: RunPreview, model_version: str) -> RunSummary:
