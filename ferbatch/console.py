@@ -308,6 +308,8 @@ PRESET_NOTES = {
     "crop_cnn_x5": "five 60-epoch crop_cnn networks over the centre crop and its mirror",
     "crop_cnn_distil": "one crop_cnn towards the ensemble's and the FER+ crowd's votes (--init-from a member)",
     "crop_cnn_votes": "crop_cnn_distil without the teacher: the FER+ vote distributions alone",
+    "crop_cnn_distil_t75": "8 epochs of crop_cnn_distil with 3/4 of the target from the teacher",
+    "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
 }
 
 
