@@ -11,6 +11,8 @@ among a few candidates, never to fit anything.
 --grid tries every framing of MARGINS x SHIFTS x LEVELS x LIGHTS with each model and prints one line each.
 --checkpoint DIR measures the best epoch so far of a training run's work folder (models/.work/checkpoints, or an
 unfinished version's folder) instead of a registered model: a look at a long run between its chunks.
+--calibrate-on FER2013.csv also measures each model with per-class logit biases fitted on PublicTest (the
+training flow's `macro_f1` calibration): whether a FER2013-fitted calibration carries over to real photos.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ def checkpoint_classifier(folder: Path):
     return KerasClassifier(served, version=name)
 
 
+def publictest_calibrated(classifier, data_path: Path):
+    """A copy of `classifier` with the `macro_f1` class biases fitted on FER2013 PublicTest folded in."""
+    import keras
+
+    from ferbatch.classes import CLASS_NAMES
+    from ferbatch.scoring import KerasClassifier
+    from ferbatch.training import load_fer2013
+    from ferbatch.training._calibration import apply_class_bias, fit_class_bias
+
+    faces, labels = load_fer2013(data_path).subset("PublicTest")
+    bias = fit_class_bias(classifier.predict(faces), labels)
+    model = keras.models.clone_model(classifier.model)
+    model.set_weights(classifier.model.get_weights())
+    apply_class_bias(model, bias)
+    shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in zip(CLASS_NAMES, bias, strict=True) if value)
+    return KerasClassifier(model, version=f"{classifier.version} + PublicTest biases ({shown or 'none'})")
+
+
 def level(text: str) -> float | None:
     return None if text == "never" else float(text)
 
@@ -77,6 +97,8 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a training run's work folder: measure its best epoch so far")
+    parser.add_argument("--calibrate-on", type=Path, default=None, metavar="FER2013_CSV",
+                        help="also measure each model with class biases fitted on this file's PublicTest")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -86,25 +108,27 @@ def main() -> None:
     everything = []
     for model in [args.checkpoint] if args.checkpoint else args.model or [None]:
         components = Components.for_run(settings, None if args.checkpoint else model, args.models_dir)
-        detector, classifier = components.detector(), (
+        detector, plain = components.detector(), (
             checkpoint_classifier(args.checkpoint) if args.checkpoint else components.classifier())
-        print(f"model {classifier.version}")
-        for margin, shift, level_above, light in framings:
-            pipeline = PipelineSettings.from_settings(settings, crop_margin=margin, crop_shift=shift,
-                                                      level_above=level_above, light=light)
-            started = time.perf_counter()
-            results = evaluate_real_photos(args.sets, detector, classifier, pipeline)
-            seconds = time.perf_counter() - started
-            framing = f"margin {margin:+.3f} shift {shift:+.2f} level {level_above} light {light}"
-            if args.grid:
-                print(f"  {framing}: " + "; ".join(
-                    f"{name} acc7 {m['acc7']:.3f} sent3 {m['sent3']:.3f} mr {m['macro_recall']:.3f}"
-                    for name, m in results.items()))
-            else:
-                print(f"{framing} ({seconds:.0f} s)\n")
-                print(real_photos_markdown(results))
-            everything.append({"model": classifier.version, "margin": margin, "shift": shift,
-                               "level_above": level_above, "light": light, "results": results})
+        classifiers = [plain] + ([publictest_calibrated(plain, args.calibrate_on)] if args.calibrate_on else [])
+        for classifier in classifiers:
+            print(f"model {classifier.version}")
+            for margin, shift, level_above, light in framings:
+                pipeline = PipelineSettings.from_settings(settings, crop_margin=margin, crop_shift=shift,
+                                                          level_above=level_above, light=light)
+                started = time.perf_counter()
+                results = evaluate_real_photos(args.sets, detector, classifier, pipeline)
+                seconds = time.perf_counter() - started
+                framing = f"margin {margin:+.3f} shift {shift:+.2f} level {level_above} light {light}"
+                if args.grid:
+                    print(f"  {framing}: " + "; ".join(
+                        f"{name} acc7 {m['acc7']:.3f} sent3 {m['sent3']:.3f} mr {m['macro_recall']:.3f}"
+                        for name, m in results.items()))
+                else:
+                    print(f"{framing} ({seconds:.0f} s)\n")
+                    print(real_photos_markdown(results))
+                everything.append({"model": classifier.version, "margin": margin, "shift": shift,
+                                   "level_above": level_above, "light": light, "results": results})
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 

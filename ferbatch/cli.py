@@ -576,7 +576,7 @@ def export_labels(ctx: click.Context, out_dir: Path, destination: Path, uncertai
 
 @cli.group(cls=_Group)
 def models() -> None:
-    """Inspect the model registry."""
+    """Inspect the model registry; calibrate and promote its versions."""
 
 
 @models.command("list")
@@ -609,6 +609,45 @@ def list_models(models_dir: Path | None) -> None:
     from ferbatch.console import print_models
 
     print_models(rows, runs)
+
+
+@models.command("calibrate")
+@click.argument("version")
+@click.option("--data", "data_path", type=EXISTING_FILE, required=True,
+              help="FER2013 CSV, plain or .gz: the biases are chosen on its PublicTest.")
+@_models_dir_option
+def calibrate_model(version: str, data_path: Path, models_dir: Path | None) -> None:
+    """Register a copy of VERSION with per-class biases chosen on PublicTest (macro-F1, accuracy kept);
+    the copy is not promoted."""
+    import tempfile
+
+    from ferbatch.models import ModelRegistry
+    from ferbatch.training import calibrate_registered, metrics_markdown
+
+    registry = ModelRegistry.at(models_dir)
+    source = registry.resolve(version)
+    with tempfile.TemporaryDirectory(prefix="ferbatch-calibrate-") as report_dir:
+        calibrated = calibrate_registered(registry, source, data_path, Path(report_dir))
+    click.echo(metrics_markdown(registry.card(calibrated)))
+    click.echo(f"registered {calibrated}: {source} with PublicTest class biases; "
+               f"promote it with `ferbatch models promote {calibrated}`")
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even if its PublicTest accuracy is below the current one's.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Promote when PublicTest accuracy is at most this much below the current model's.")
+@_models_dir_option
+def promote_model(version: str, force: bool, tolerance: float, models_dir: Path | None) -> None:
+    """Make VERSION the current model (what score and nightly use) if it passes the PublicTest gate."""
+    from ferbatch.models import ModelRegistry
+
+    registry = ModelRegistry.at(models_dir)
+    decision = registry.promote(registry.resolve(version), force=force, tolerance=tolerance)
+    if not decision.promoted:
+        raise click.ClickException(f"{decision.version} not promoted: {decision.reason} (--force overrides)")
+    click.echo(f"{decision.version} is the current model ({decision.reason}; was {decision.previous or 'none'})")
 
 
 @models.command("register-unfinished")

@@ -34,8 +34,8 @@ _LAZY = {
     "_real_photos": ("LabelledPhotos", "evaluate_real_photos", "load_labelled_photos", "predict_photos",
                      "real_photo_metrics", "real_photos_markdown", "real_photos_on_card"),
     "_calibration": ("apply_class_bias", "biased_predictions", "fit_class_bias"),
-    "_pipeline": ("RetrainDecision", "assemble", "calibrate", "checkpoint_dir", "find_member", "fit",
-                  "metrics_markdown", "prepare_data", "promote", "register", "register_ensemble",
+    "_pipeline": ("RetrainDecision", "assemble", "calibrate", "calibrate_registered", "checkpoint_dir",
+                  "find_member", "fit", "metrics_markdown", "prepare_data", "promote", "register", "register_ensemble",
                   "register_unfinished", "retrain_decision", "teacher_targets", "training_setup", "unfinished_card_for",
                   "work_dir"),
 }
