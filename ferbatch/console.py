@@ -347,6 +347,10 @@ def print_presets(presets: dict, ensembles: dict, console: Console | None = None
     console.print("  every setting: ferbatch presets --json", highlight=False)
 
 
+# What a model was trained towards, as short as 80 columns need.
+_LABEL_SOURCES = {"ferplus": "fer+", "ferplus_votes": "fer+votes"}
+
+
 def print_models(rows: list[dict], unfinished: list[dict], console: Console | None = None) -> None:
     """`models list`: a version per row (its name ends with its architecture; * marks the current one), with
     PublicTest and PrivateTest accuracy; unfinished runs below, with how to continue them. Fits 80 columns."""
@@ -359,7 +363,7 @@ def print_models(rows: list[dict], unfinished: list[dict], console: Console | No
             table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", f"{row['parameters']:,}",
                           *(f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("public", "private",
                                                                                              "private_flip")),
-                          row["labels"])
+                          _LABEL_SOURCES.get(row["labels"], row["labels"]))
         console.print(table, highlight=False)
     measured = [(row, name, m) for row in rows for name, m in sorted(row.get("real_photos", {}).items())]
     if measured:  # `ferbatch evaluate --real-photos DIR` puts these on the card
