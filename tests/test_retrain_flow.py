@@ -58,10 +58,16 @@ def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tm
     newest = registry.card(registry.versions()[-1])
     assert newest["label_source"] == "ferplus" and newest["calibration"]["objective"] == "macro_f1"
 
+    votes = run_ferbatch("train", *common, "--labels", "ferplus", SAMPLE_FERPLUS, "--targets", "ferplus_votes",
+                         "--no-promote")
+    assert votes.returncode == 0, votes.stderr
+    trained = ModelRegistry(tmp_path).card(ModelRegistry(tmp_path).versions()[-1])
+    assert trained["training_config"]["targets"] == "ferplus_votes" and trained["label_source"] == "ferplus_votes"
+
     listing = runner.invoke(cli, ["models", "list", "--models-dir", str(tmp_path)])
     assert listing.exit_code == 0
     assert f"* {current}" in listing.output
-    assert len([line for line in listing.output.splitlines() if "tiny" in line]) == 2
+    assert len([line for line in listing.output.splitlines() if "tiny" in line]) == 3
 
     evaluation = runner.invoke(cli, ["evaluate", "--data", str(SAMPLE_CSV), "--models-dir", str(tmp_path), "--json"])
     assert evaluation.exit_code == 0, evaluation.output
@@ -69,6 +75,14 @@ def test_cli_train_with_ferplus_labels_and_no_promote_keeps_the_current_model(tm
     assert measured["PrivateTest"]["plain"]["accuracy"] == pytest.approx(
         registry.card(current)["metrics"]["PrivateTest"]["plain"]["accuracy"], abs=1e-6
     )
+
+
+@pytest.mark.parametrize("recipe", [["--preset", "smoke", "--targets", "ferplus_votes"],
+                                    ["--preset", "crop_cnn_votes"]])
+def test_cli_vote_targets_without_the_ferplus_file_is_a_usage_error(tmp_path, recipe):
+    result = CliRunner().invoke(cli, ["train", "--data", str(SAMPLE_CSV), *recipe, "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "give --labels ferplus FILE" in result.output
+    assert not (tmp_path / ".work").exists()  # refused before anything started
 
 
 @pytest.mark.parametrize(
