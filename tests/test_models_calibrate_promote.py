@@ -67,8 +67,9 @@ def test_promote_keeps_the_publictest_gate_unless_forced(registry):
     assert invoke("models", "calibrate", source, "--data", str(SAMPLE_CSV),
                   "--models-dir", str(registry.root)).exit_code == 0
     copy = next(v for v in registry.versions() if v != source)
-    worse = {**registry.card(copy)["metrics"], "PublicTest": {"plain": {"accuracy": 0.0}}}
-    registry.record_on_card(copy, "metrics", worse)
+    # The gate compares a calibrated model by its PublicTest accuracy before the biases: make that worse.
+    calibration = registry.card(copy)["calibration"]
+    registry.record_on_card(copy, "calibration", {**calibration, "PublicTest_before": {"accuracy": 0.0}})
 
     refused = invoke("models", "promote", copy, "--models-dir", str(registry.root))
     assert refused.exit_code == 1 and "not promoted" in refused.output and registry.current_version() == source
