@@ -94,6 +94,24 @@ def _crop_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Dropout(0.4)(x)
 
 
+@register_architecture("crop_cnn_slim")
+def _crop_cnn_slim(x: keras.KerasTensor) -> keras.KerasTensor:
+    """crop_cnn at scoring's budget: one 16-filter conv at 40x40, then 48-96-192; 0.65M parameters.
+
+    The full-resolution stage is where crop_cnn spends its time on a CPU; thinning it and narrowing the rest
+    by a quarter scores 2.2 times as many faces a second (2,707 against 1,242 at batch 256 on 2 cores).
+    """
+    x = _conv_block(x, 16, 1, 0.0)
+    for filters in (48, 96):
+        x = _conv_block(x, filters, 2, 0.0)
+    for _ in range(2):
+        x = layers.Conv2D(192, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dropout(0.4)(x)
+
+
 @register_architecture("vgg")
 def _vgg(x: keras.KerasTensor) -> keras.KerasTensor:
     """VGG-style, 4 blocks 64-512 with a dense head (about 6M parameters); hours on CPU, minutes on a GPU."""
