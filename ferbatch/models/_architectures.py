@@ -99,7 +99,8 @@ def _crop_cnn_slim(x: keras.KerasTensor) -> keras.KerasTensor:
     """crop_cnn at scoring's budget: one 16-filter conv at 40x40, then 48-96-192; 0.65M parameters.
 
     The full-resolution stage is where crop_cnn spends its time on a CPU; thinning it and narrowing the rest
-    by a quarter scores 2.2 times as many faces a second (2,707 against 1,242 at batch 256 on 2 cores).
+    by a quarter scores 2.2 times as many faces a second (2,665 against 1,220 at batch 256 on 2 cores,
+    `benchmarks/score.py --child classify`).
     """
     x = _conv_block(x, 16, 1, 0.0)
     for filters in (48, 96):
