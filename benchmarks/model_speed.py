@@ -1,12 +1,17 @@
 """Scoring speed of several models side by side on crowd-like photos: marginal images/s and faces/s.
 
-    python benchmarks/model_speed.py --model A --model B [--faces 7] [--sizes 100,400] [--repeats 2]
+    python benchmarks/model_speed.py --model A --model B [--untrained ARCH] [--faces 7] [--sizes 100,400]
+        [--repeats 2] [--large-share 0.5]
 
 For each model and corpus size, a fresh process scores the corpus through the real path (benchmarks/score.py's
 `real` child: run_scoring with YuNet, the model and the report writing). Runs are interleaved (A small, B small,
 A large, B large, then again), so a busy machine slows every model alike. The marginal rate,
 (large - small) / (t_large - t_small), leaves out start-up and model loading, which a nightly run pays once.
 Prints one line per model, the ratios to the first model, and the core count; writes JSON with --json-out.
+
+--untrained ARCH (repeatable) also times a network of that architecture before any training, served as training
+serves it: its cost does not depend on its weights, so an architecture's speed is known before its long run.
+The models then come from a scratch registry holding copies of the --model versions and the untrained ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,29 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def untrained_registry(models_dir: str | None, versions: list[str], architectures: list[str], root: Path) -> str:
+    """A scratch registry with copies of `versions` and one untrained network per architecture, named
+    `untrained-ARCH`; returns its folder."""
+    import shutil
+
+    from ferbatch.models import INPUT_CONTRACT, ModelRegistry, build_card, create_model, inference_copy, serving_model
+
+    source = ModelRegistry.at(models_dir)
+    for version in versions:
+        shutil.copytree(source.root / source.resolve(version), root / version)
+    from ferbatch.training import PRESETS
+
+    for architecture in architectures:
+        side = next((p.crop for p in PRESETS.values() if p.architecture == architecture and p.crop), 48)
+        network = create_model(architecture, input_side=side)
+        served = serving_model([inference_copy(network, architecture)], crops=1, flip=False, name=architecture)
+        card = build_card(architecture=architecture, parameters=int(network.count_params()), training_config={},
+                          data_summary={"label_source": "untrained"}, metrics={}, epochs_run=0, best_epoch=0,
+                          wall_time_s=0.0, stopped_early=False, input_contract=INPUT_CONTRACT)
+        ModelRegistry(root).register(served, {**card, "version": f"untrained-{architecture}"})
+    return str(root)
+
+
 def main() -> None:
     from corpus import build_corpus
     from score import parse_args, run_child
@@ -34,14 +62,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--large-share", type=float, default=0.5, help="share of 12 MP photos (the rest 1080p)")
     parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--untrained", action="append", default=[], metavar="ARCH",
+                        help="also time an untrained network of this architecture (repeatable)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     small, large = (int(n) for n in args.sizes.split(","))
 
-    times: dict[str, dict[int, list[float]]] = {m: {small: [], large: []} for m in args.model}
+    models = args.model + [f"untrained-{architecture}" for architecture in args.untrained]
+    times: dict[str, dict[int, list[float]]] = {m: {small: [], large: []} for m in models}
     faces: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="ferbatch-speed-") as tmp:
         work = Path(tmp)
+        models_dir = (untrained_registry(args.models_dir, args.model, args.untrained, work / "models")
+                      if args.untrained else args.models_dir)
         # The small corpus is the large one's first photos, so the marginal photos are the same for every model.
         full = build_corpus(work / f"corpus-{large}", large, 0, args.large_share, args.faces)
         subset = work / f"corpus-{small}"
@@ -51,9 +84,8 @@ def main() -> None:
         corpora = {small: subset, large: full}
         for repeat in range(args.repeats):
             for n in (small, large):
-                for model in args.model:
-                    child_args = parse_args(["--model", model] + (["--models-dir", args.models_dir]
-                                                                  if args.models_dir else []))
+                for model in models:
+                    child_args = parse_args(["--model", model] + (["--models-dir", models_dir] if models_dir else []))
                     out = work / f"out-{model}-{n}-{repeat}"
                     result = run_child("real", corpora[n], out, child_args)
                     times[model][n].append(result["seconds"])
