@@ -34,12 +34,11 @@ def untrained_registry(models_dir: str | None, versions: list[str], architecture
     import shutil
 
     from ferbatch.models import INPUT_CONTRACT, ModelRegistry, build_card, create_model, inference_copy, serving_model
+    from ferbatch.training import PRESETS
 
     source = ModelRegistry.at(models_dir)
     for version in versions:
         shutil.copytree(source.root / source.resolve(version), root / version)
-    from ferbatch.training import PRESETS
-
     for architecture in architectures:
         side = next((p.crop for p in PRESETS.values() if p.architecture == architecture and p.crop), 48)
         network = create_model(architecture, input_side=side)

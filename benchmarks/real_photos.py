@@ -63,20 +63,12 @@ def checkpoint_classifier(folder: Path):
 
 
 def publictest_calibrated(classifier, data_path: Path):
-    """A copy of `classifier` with the `macro_f1` class biases fitted on FER2013 PublicTest folded in."""
-    import keras
-
-    from ferbatch.classes import CLASS_NAMES
+    """A copy of `classifier` with the training flow's `macro_f1` class biases, fitted on FER2013 PublicTest."""
     from ferbatch.scoring import KerasClassifier
-    from ferbatch.training import load_fer2013
-    from ferbatch.training._calibration import apply_class_bias, fit_class_bias
+    from ferbatch.training import TrainConfig, calibrate, load_fer2013
 
-    faces, labels = load_fer2013(data_path).subset("PublicTest")
-    bias = fit_class_bias(classifier.predict(faces), labels)
-    model = keras.models.clone_model(classifier.model)
-    model.set_weights(classifier.model.get_weights())
-    apply_class_bias(model, bias)
-    shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in zip(CLASS_NAMES, bias, strict=True) if value)
+    model, record = calibrate(TrainConfig(calibration="macro_f1"), classifier.model, load_fer2013(data_path))
+    shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in record["logit_bias"].items() if value)
     return KerasClassifier(model, version=f"{classifier.version} + PublicTest biases ({shown or 'none'})")
 
 

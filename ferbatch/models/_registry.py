@@ -36,12 +36,12 @@ RESUME_FILES = ("checkpoint.keras", "state.json", "best.weights.npz", "best.weig
 # A distillation run's teacher probabilities on the training faces: kept with the run, so a resumed chunk does
 # not score every training face with the teacher again.
 RESUME_EXTRAS = "teacher-*.npy"
+UNFINISHED = "unfinished"
+PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
 
 def _resume_files(folder: Path) -> list[str]:
     return [*RESUME_FILES, *sorted(p.name for p in folder.glob(RESUME_EXTRAS))]
-UNFINISHED = "unfinished"
-PROMOTION_METRIC = ("PublicTest", "plain", "accuracy")
 
 
 def default_models_dir() -> Path:

@@ -19,13 +19,13 @@ from ferbatch.reports._store import STAGING_DIR, _OutDirLock
 log = logging.getLogger(__name__)
 
 
-
 def _replace_part(out_dir: Path, part: Path, data: pa.Table) -> None:
     """Rewrite one report part: written in the staging folder first, then renamed over it."""
     staging = out_dir / STAGING_DIR / part.relative_to(out_dir).with_suffix(".parquet.migrate")
     staging.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(data, staging, compression="snappy")
     os.replace(staging, part)
+
 
 def drop_partition_column(out_dir: str | Path) -> list[Path]:
     """Rewrite the parts that still hold run_date as a column; returns the files rewritten."""
