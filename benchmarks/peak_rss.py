@@ -61,7 +61,7 @@ def write_crowd(folder: Path) -> int:
     detector = YuNetDetector(default_detector_path(), DetectorSettings.from_settings(ScoreSettings()))
     patches = []
     for photo in sorted(PHOTOS.glob("fr_*.jpg")):
-        rgb = decode(photo.read_bytes()).rgb
+        rgb = decode(photo.read_bytes()).pixels
         for face in detector.detect(rgb):
             side = max(face.w, face.h) * 1.6
             top, left = int(max(0, face.y + face.h / 2 - side / 2)), int(max(0, face.x + face.w / 2 - side / 2))

@@ -141,9 +141,9 @@ def child_baseline(args: argparse.Namespace) -> dict:
             t1 = time.perf_counter()
             decoded = decode(data)
             t2 = time.perf_counter()
-            faces = detector.detect(decoded.rgb)
+            faces = detector.detect(decoded.pixels)
             t3 = time.perf_counter()
-            grey = cv2.cvtColor(decoded.rgb, cv2.COLOR_RGB2GRAY)
+            grey = cv2.cvtColor(decoded.pixels, cv2.COLOR_RGB2GRAY)
             crops = [crop_face(grey, face) for face in faces]
             t4 = time.perf_counter()
             call = model.predict_on_batch if args.baseline_call == "predict_on_batch" else (

@@ -93,7 +93,7 @@ def _crop(file: Path, row, expected_id: str) -> tuple[np.ndarray | None, str]:
         data = read_bytes(ImageFile(file.parent, Path(file.name), None, None))
         if image_id(data) != expected_id:
             return None, "file_changed_since_scored"
-        rgb = decode(data).rgb
+        rgb = decode(data).pixels
     except (ImageError, OSError):
         return None, "unreadable_file"
     margin, level_above = scoring_framing()

@@ -17,21 +17,21 @@ def yunet():
 
 @pytest.mark.parametrize(("name", "count"), sorted(PHOTO_FACES.items()))
 def test_yunet_finds_the_listed_faces_in_each_sample_photo(yunet, name, count):
-    faces = yunet.detect(decode((PHOTOS / name).read_bytes()).rgb)
+    faces = yunet.detect(decode((PHOTOS / name).read_bytes()).pixels)
     assert len(faces) == count
     assert all(0.8 <= f.score <= 1 and f.landmarks and len(f.landmarks) == 5 for f in faces)
 
 
 def test_an_exif_rotated_copy_gives_the_same_faces(yunet):
-    upright = yunet.detect(decode((PHOTOS / "fr_two_people.jpg").read_bytes()).rgb)
-    rotated = yunet.detect(decode(exif_rotated_jpeg(PHOTOS / "fr_two_people.jpg")).rgb)
+    upright = yunet.detect(decode((PHOTOS / "fr_two_people.jpg").read_bytes()).pixels)
+    rotated = yunet.detect(decode(exif_rotated_jpeg(PHOTOS / "fr_two_people.jpg")).pixels)
     assert len(rotated) == len(upright) == 2
     for a, b in zip(upright, rotated, strict=True):
         assert abs(a.x - b.x) < 10 and abs(a.y - b.y) < 10
 
 
 def test_boxes_are_in_original_coordinates_whatever_the_detector_size(yunet):
-    rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).rgb
+    rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).pixels
     small = YuNetDetector(default_detector_path(), DetectorSettings.from_settings(ScoreSettings(detector_size=800)))
     for a, b in zip(yunet.detect(rgb), small.detect(rgb), strict=True):
         assert abs(a.x - b.x) < 12 and abs(a.w - b.w) < 15
@@ -69,9 +69,9 @@ def test_crop_levels_tilted_eyes():
 
 def test_faces_found_in_a_reduced_decode_are_reported_in_full_size_coordinates(yunet):
     data = (PHOTOS / "fr_obama_and_biden.jpg").read_bytes()
-    full = yunet.detect(decode(data).rgb)
+    full = yunet.detect(decode(data).pixels)
     reduced_image = decode(data, min_long_side=960)
-    reduced = yunet.detect(reduced_image.rgb, reduced_image.scale)
+    reduced = yunet.detect(reduced_image.pixels, reduced_image.scale)
     assert reduced_image.scale == 0.5 and len(reduced) == len(full) == 3
     for a, b in zip(full, reduced, strict=True):
         assert max(abs(a.x - b.x), abs(a.y - b.y), abs(a.w - b.w)) < 0.06 * a.w

@@ -50,20 +50,20 @@ def test_scan_reports_the_first_level_folder(mixed_folder):
 def test_every_good_kind_decodes_to_rgb_uint8(mixed_folder, name):
     folder, _ = mixed_folder
     decoded = decode((folder / "good" / name).read_bytes())
-    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.ndim == 3 and decoded.rgb.shape[2] == 3
+    assert decoded.pixels.dtype == np.uint8 and decoded.pixels.ndim == 3 and decoded.pixels.shape[2] == 3
     assert len(decoded.image_id) == 64
 
 
 def test_sixteen_bit_values_are_scaled_not_clipped(mixed_folder):
     folder, _ = mixed_folder
-    rgb = decode((folder / "good" / "sixteen_bit.png").read_bytes()).rgb
+    rgb = decode((folder / "good" / "sixteen_bit.png").read_bytes()).pixels
     assert rgb.max() > 200 and rgb.min() == 0
     assert len(np.unique(rgb)) > 100
 
 
 def test_animated_gif_gives_its_first_frame(mixed_folder):
     folder, _ = mixed_folder
-    assert decode((folder / "good" / "animated.gif").read_bytes()).rgb.mean() < 120
+    assert decode((folder / "good" / "animated.gif").read_bytes()).pixels.mean() < 120
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_images_above_the_pixel_limit_are_refused_from_the_header():
 
 
 def test_exif_orientation_is_applied():
-    upright = decode((PHOTOS / "fr_obama.jpg").read_bytes()).rgb
-    rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg")).rgb
+    upright = decode((PHOTOS / "fr_obama.jpg").read_bytes()).pixels
+    rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg")).pixels
     assert rotated.shape == upright.shape
     assert np.abs(rotated.astype(int) - upright.astype(int)).mean() < 8
 
@@ -116,7 +116,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_size_with_its_full_size_reported():
     full, reduced = decode(data), decode(data, min_long_side=960)
     assert (full.width, full.height, full.scale) == (2000, 1428, 1.0)
     assert (reduced.width, reduced.height, reduced.scale) == (2000, 1428, 0.5)
-    assert reduced.rgb.shape == (714, 1000, 3)  # 1/2 is the smallest DCT scale keeping 960 px
+    assert reduced.pixels.shape == (714, 1000, 3)  # 1/2 is the smallest DCT scale keeping 960 px
     assert reduced.image_id == full.image_id
 
 
@@ -124,7 +124,7 @@ def test_reduced_decode_keeps_the_upright_full_size_of_an_exif_rotated_jpeg():
     rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg"), min_long_side=300)
     upright = decode((PHOTOS / "fr_obama.jpg").read_bytes())
     assert (rotated.width, rotated.height) == (upright.width, upright.height)
-    assert rotated.rgb.shape[0] / rotated.rgb.shape[1] == pytest.approx(upright.height / upright.width, rel=0.01)
+    assert rotated.pixels.shape[0] / rotated.pixels.shape[1] == pytest.approx(upright.height / upright.width, rel=0.01)
 
 
 def test_png_and_small_jpeg_are_never_reduced():
@@ -137,4 +137,26 @@ def test_png_and_small_jpeg_are_never_reduced():
 def test_reduced_decode_handles_every_jpeg_mode(mode):
     decoded = decode(encode(synthetic(2000, 1500, mode=mode), "JPEG"), min_long_side=960)
     assert (decoded.width, decoded.height, decoded.scale) == (2000, 1500, 0.5)
-    assert decoded.rgb.shape == (750, 1000, 3) and decoded.rgb.dtype == np.uint8
+    assert decoded.pixels.shape == (750, 1000, 3) and decoded.pixels.dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "RGB"])
+def test_a_grey_decode_is_the_colour_decode_turned_grey(mode):
+    import cv2
+
+    data = encode(synthetic(640, 480, mode=mode), "JPEG")
+    grey, colour = decode(data, grey=True), decode(data)
+    assert grey.pixels.shape == (480, 640) and grey.pixels.dtype == np.uint8
+    # JPEG luma is the grey RGB2GRAY computes, less the colour planes' rounding
+    expected = cv2.cvtColor(colour.pixels, cv2.COLOR_RGB2GRAY).astype(int)
+    assert np.abs(grey.pixels.astype(int) - expected).mean() < 1.0
+    assert (grey.width, grey.height, grey.image_id) == (colour.width, colour.height, colour.image_id)
+
+
+def test_a_grey_decode_is_upright_and_handles_transparent_png():
+    rotated = decode(exif_rotated_jpeg(PHOTOS / "fr_obama.jpg"), grey=True)
+    upright = decode((PHOTOS / "fr_obama.jpg").read_bytes(), grey=True)
+    assert rotated.pixels.shape == upright.pixels.shape
+    assert np.abs(rotated.pixels.astype(int) - upright.pixels.astype(int)).mean() < 8
+    transparent = np.zeros((20, 30, 4), np.uint8)  # fully transparent: white, as in colour
+    assert decode(encode(Image.fromarray(transparent, "RGBA"), "PNG"), grey=True).pixels.min() == 255

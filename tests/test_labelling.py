@@ -57,7 +57,7 @@ def test_export_writes_the_least_confident_faces_and_a_csv_and_skips_missing_fil
     assert {"crop", "path", "p_happy", "confidence"} <= set(rows[0])
     # the crop is the scoring framing, from the original file, at 96 px
     first = expected.iloc[0]
-    grey = cv2.cvtColor(decode((photos / first.path).read_bytes()).rgb, cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(decode((photos / first.path).read_bytes()).pixels, cv2.COLOR_RGB2GRAY)
     margin, level_above = scoring_framing()
     framed = crop_face(grey, Face(first.x, first.y, first.w, first.h, 1.0), margin, size=96, level_above=level_above)
     crop = cv2.imread(str(tmp_path / "labels" / rows[0]["crop"]), cv2.IMREAD_GRAYSCALE)

@@ -32,7 +32,7 @@ def yunet():
 @pytest.fixture(scope="module")
 def face_patch(yunet) -> np.ndarray:
     """A 100x100 patch from a sample photo, centred on its face, scaled so the face box is 100 px tall."""
-    rgb = decode((PHOTOS / "fr_obama.jpg").read_bytes()).rgb
+    rgb = decode((PHOTOS / "fr_obama.jpg").read_bytes()).pixels
     (face,) = yunet.detect(rgb)
     k = 100 / face.h
     small = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
@@ -91,7 +91,7 @@ def test_a_panorama_jpeg_is_not_reduced_away_and_its_face_is_scored(tmp_path, yu
 
 
 def test_ordinary_photos_are_not_tiled(yunet, monkeypatch):
-    rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).rgb  # 2000 x 1428
+    rgb = decode((PHOTOS / "fr_obama_and_biden.jpg").read_bytes()).pixels  # 2000 x 1428
     monkeypatch.setattr(YuNetDetector, "_tiled_rows", lambda self, rgb: pytest.fail("tiled a 1.4:1 photo"))
     assert len(yunet.detect(rgb)) == 3
 
@@ -104,7 +104,7 @@ def crowd_faces(yunet) -> list[np.ndarray]:
     patches = []
     for name in ("fr_obama.jpg", "fr_biden.jpg", "fr_two_people.jpg", "fr_obama_and_biden.jpg",
                  "skimage_astronaut.png"):
-        rgb = decode((PHOTOS / name).read_bytes()).rgb
+        rgb = decode((PHOTOS / name).read_bytes()).pixels
         for face in yunet.detect(rgb):
             side = max(face.w, face.h) * 1.6
             top, left = int(max(0, face.y + face.h / 2 - side / 2)), int(max(0, face.x + face.w / 2 - side / 2))

@@ -52,7 +52,7 @@ def _jpeg_with_exif_date(date: str, offset: str | None) -> bytes:
 def test_impossible_exif_dates_or_offsets_give_no_taken_at_and_the_image_is_still_decoded(date, offset):
     decoded = decode(_jpeg_with_exif_date(date, offset))
     assert decoded.taken_at is None
-    assert decoded.rgb.shape == (48, 64, 3)
+    assert decoded.pixels.shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize(
@@ -101,16 +101,16 @@ def test_a_zlib_bomb_in_a_folder_is_one_error_row_with_a_clear_reason(tmp_path, 
 def test_the_decoded_byte_limit_counts_bytes_per_sample_and_channels_not_pixels():
     grey8 = png_zlib_bomb(1000, 1000, bit_depth=8, colour_type=0)  # 1 MB of samples
     rgba16 = png_zlib_bomb(1000, 1000, bit_depth=16, colour_type=6)  # 8 MB of samples, same pixels
-    assert decode(grey8, max_decoded_bytes=2_000_000).rgb.shape == (1000, 1000, 3)
+    assert decode(grey8, max_decoded_bytes=2_000_000).pixels.shape == (1000, 1000, 3)
     with pytest.raises(ImageError, match="x 4 channels x 16-bit is 8 MB decoded"):
         decode(rgba16, max_decoded_bytes=2_000_000)
-    assert decode(rgba16, max_decoded_bytes=8_000_000).rgb.shape == (1000, 1000, 3)
+    assert decode(rgba16, max_decoded_bytes=8_000_000).pixels.shape == (1000, 1000, 3)
 
 
 def test_a_jpeg_over_the_byte_limit_is_decoded_reduced_not_refused():
     data = (PHOTOS / "fr_obama_and_biden.jpg").read_bytes()  # 2000 x 1428 x 3 = 8.6 MB in full
     fits_at_half = decode(data, max_decoded_bytes=3_000_000)  # 2.1 MB at 1/2
-    assert (fits_at_half.scale, fits_at_half.width, fits_at_half.rgb.shape) == (0.5, 2000, (714, 1000, 3))
+    assert (fits_at_half.scale, fits_at_half.width, fits_at_half.pixels.shape) == (0.5, 2000, (714, 1000, 3))
     assert decode(data, max_decoded_bytes=500_000).scale == 0.125  # 1/4 is still 0.54 MB
     assert decode(data, min_long_side=960, max_decoded_bytes=3_000_000).scale == 0.5
     with pytest.raises(ImageError, match="too large to decode"):  # not even 1/8 fits
@@ -144,7 +144,7 @@ def test_a_thread_that_already_holds_a_charge_never_waits():
 def test_the_rgb_result_holds_its_share_of_the_budget_until_it_is_collected():
     before = images.DECODE_BUDGET.in_use
     decoded = decode(encode(synthetic(300, 200, mode="RGBA"), "PNG"))
-    assert images.DECODE_BUDGET.in_use == before + decoded.rgb.nbytes == before + 300 * 200 * 3
+    assert images.DECODE_BUDGET.in_use == before + decoded.pixels.nbytes == before + 300 * 200 * 3
     del decoded
     gc.collect()
     assert images.DECODE_BUDGET.in_use == before
@@ -178,7 +178,7 @@ def test_rgba_is_composited_on_white_in_bands_like_a_viewer():
     pixels[:, 0] = (255, 0, 0, 255)  # opaque red
     pixels[:, 1] = (255, 0, 0, 0)  # fully transparent: white
     pixels[:, 2] = (0, 0, 0, 128)  # half black: mid grey
-    rgb = decode(encode(Image.fromarray(pixels, "RGBA"), "PNG")).rgb
+    rgb = decode(encode(Image.fromarray(pixels, "RGBA"), "PNG")).pixels
     assert (rgb[:, 0] == (255, 0, 0)).all() and (rgb[:, 1] == 255).all()
     assert (np.abs(rgb[:, 2].astype(int) - 127) <= 1).all()
 
@@ -203,8 +203,8 @@ def test_a_valid_png_with_large_compressed_text_chunks_decodes(kind, length, cou
     with pytest.raises(ValueError, match="MAX_TEXT"):  # what Pillow alone makes of it
         Image.open(io.BytesIO(data)).load()
     decoded = decode(data)
-    assert decoded.rgb.shape == (80, 120, 3)
-    assert np.array_equal(decoded.rgb, decode(encode(synthetic(120, 80), "PNG")).rgb)
+    assert decoded.pixels.shape == (80, 120, 3)
+    assert np.array_equal(decoded.pixels, decode(encode(synthetic(120, 80), "PNG")).pixels)
 
 
 def test_small_text_chunks_are_kept_and_pillow_settings_are_left_alone():
@@ -218,7 +218,7 @@ def test_small_text_chunks_are_kept_and_pillow_settings_are_left_alone():
 def test_the_only_pixel_limit_is_the_products_own(monkeypatch):
     # Pillow's guard (2 x MAX_IMAGE_PIXELS) no longer decides: an image over it decodes within max_pixels...
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
-    assert decode(encode(synthetic(200, 100), "PNG"), max_pixels=50_000).rgb.shape == (100, 200, 3)
+    assert decode(encode(synthetic(200, 100), "PNG"), max_pixels=50_000).pixels.shape == (100, 200, 3)
     # ...and one over max_pixels gets the documented reason, even far beyond Pillow's 179 MP.
     monkeypatch.undo()
     with pytest.raises(ImageError, match=r"^too large: 50000x50000 pixels is over the limit of 80,000,000$"):

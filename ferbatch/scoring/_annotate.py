@@ -37,7 +37,7 @@ def write_annotated(scored: ScoredImage, sentiments: list[str], out_dir: str | P
     """Write `out_dir/<relative path>.jpg`; images that could not be decoded are skipped."""
     file = scored.prepared.file
     try:
-        rgb = decode(read_bytes(file, max_bytes=file.bytes or 0)).rgb  # as scored: a file grown since is left
+        rgb = decode(read_bytes(file, max_bytes=file.bytes or 0)).pixels  # as scored: a file grown since is left
     except ImageError:
         return None
     target = Path(out_dir) / file.path.with_suffix(".jpg")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
@@ -114,7 +115,9 @@ class ImageError(Exception):
 @dataclass
 class DecodedImage:
     image_id: str  # sha256 of the file's bytes
-    rgb: np.ndarray  # (H, W, 3) uint8, upright (EXIF orientation applied); maybe reduced, see `scale`
+    # (H, W, 3) uint8 RGB, or (H, W) grey from decode(grey=True); upright (EXIF orientation applied);
+    # maybe reduced, see `scale`
+    pixels: np.ndarray
     taken_at: datetime | None
     width: int  # of the upright image at full resolution
     height: int
@@ -589,6 +592,12 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return rgb
 
 
+def _to_grey(image: Image.Image) -> np.ndarray:
+    if image.mode == "L":  # a grey file, or a colour JPEG drafted to its luma
+        return np.asarray(image)
+    return cv2.cvtColor(_to_rgb(image), cv2.COLOR_RGB2GRAY)  # as crop_faces turns RGB grey
+
+
 def _jpeg_reduction(width: int, height: int, ratio: float | None, full_bytes: int, max_bytes: int) -> int:
     """The DCT scale denominator (1, 2, 4 or 8) for a JPEG: as Pillow's draft picks it for `ratio`, then
     halved further while the decoded bytes would be over `max_bytes`."""
@@ -608,14 +617,16 @@ def decode(
     min_long_side: int | None = None,
     known_id: str | None = None,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    grey: bool = False,
 ) -> DecodedImage:
-    """Decode image bytes to upright RGB; raises ImageError with a short reason.
+    """Decode image bytes to upright RGB, or grey with `grey`; raises ImageError with a short reason.
 
     With `min_long_side`, a larger JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
     keeps its long side at least that long: several times cheaper than a full decode and then a resize.
     An elongated JPEG (long side at least twice the short side) keeps its short side that long instead,
     so a panorama's faces are not shrunk away before detection. `max_pixels` and `max_decoded_bytes`
-    are judged from the header, before any pixel is decoded.
+    are judged from the header, before any pixel is decoded. A colour JPEG decoded grey skips the chroma
+    planes (luma only): about four times cheaper than colour at full size.
     """
     try:
         # No warnings.catch_warnings() here: it swaps the process-wide filter list and is not thread-safe.
@@ -633,8 +644,9 @@ def decode(
             side = min(width, height) if max(width, height) >= 2 * min(width, height) else max(width, height)
             ratio = min_long_side / side if min_long_side and side > min_long_side else None
             reduce = _jpeg_reduction(width, height, ratio, width * height * channels * sample, max_decoded_bytes)
-            if reduce > 1:
-                image.draft(None, (width // reduce, height // reduce))
+            if reduce > 1 or grey:
+                image.draft("L" if grey else None, (width // reduce, height // reduce))
+                channels = len(image.getbands())  # 1 once a colour JPEG is drafted to luma
         needed = image.size[0] * image.size[1] * channels * sample  # after draft: what really decodes
         if needed > max_decoded_bytes:
             reduced = f" (at {image.size[0]}x{image.size[1]})" if image.size != (width, height) else ""
@@ -643,7 +655,8 @@ def decode(
                 f"{reduced} is {needed / 1e6:,.0f} MB decoded, over the limit of {max_decoded_bytes / 1e6:,.0f} MB"
             )
         scale = image.size[0] / width
-        charge = needed + 3 * image.size[0] * image.size[1]  # the decoded samples and the RGB result
+        # the decoded samples and the RGB or grey result
+        charge = needed + (1 if grey else 3) * image.size[0] * image.size[1]
         owner = DECODE_BUDGET.acquire(charge)
         try:
             taken_at = _taken_at(image)  # may load the pixels (PNG EXIF can follow them): inside the budget
@@ -651,14 +664,14 @@ def decode(
             ImageOps.exif_transpose(image, in_place=True)
             if image.size != stored:  # a quarter turn: the upright image is height x width
                 width, height = height, width
-            rgb = np.ascontiguousarray(_to_rgb(image))
+            pixels = np.ascontiguousarray(_to_grey(image) if grey else _to_rgb(image))
             image.close()
         except BaseException:
             DECODE_BUDGET.release(charge, owner)
             raise
         # The samples are freed now; the result's share when the caller lets go of the array.
-        DECODE_BUDGET.release(charge - rgb.nbytes, owner)
-        weakref.finalize(rgb, DECODE_BUDGET.release, rgb.nbytes, owner)
+        DECODE_BUDGET.release(charge - pixels.nbytes, owner)
+        weakref.finalize(pixels, DECODE_BUDGET.release, pixels.nbytes, owner)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -668,4 +681,4 @@ def decode(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"corrupt or truncated image: {reason}") from exc
-    return DecodedImage(known_id or image_id(data), rgb, taken_at, width, height, scale)
+    return DecodedImage(known_id or image_id(data), pixels, taken_at, width, height, scale)

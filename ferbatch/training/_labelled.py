@@ -90,7 +90,7 @@ def scoring_framing() -> tuple[float, float | None]:
 def face_from_image(data: bytes, detector_factory: Callable = _detector) -> tuple[np.ndarray | None, str]:
     """(48x48 grey face, "") from image bytes, or (None, reason): "unreadable" or "no_face"."""
     try:
-        rgb = decode(data).rgb
+        rgb = decode(data).pixels
     except ImageError:
         return None, "unreadable"
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
