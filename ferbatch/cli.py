@@ -13,6 +13,7 @@ from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import interruptible
 from ferbatch.logs import configure_logging, hand_logging_to_prefect
+from ferbatch.training import CALIBRATIONS
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -101,7 +102,7 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               help="Compute precision (default: the preset's; mixed_bfloat16 is faster on bf16 CPUs).")
 @click.option("--seed", type=int, help="Override the preset's seed.")
 @click.option("--class-weights/--no-class-weights", default=None, help="Weight classes by inverse frequency.")
-@click.option("--calibration", type=click.Choice(["none", "macro_f1"]), default=None,
+@click.option("--calibration", type=click.Choice(CALIBRATIONS), default=None,
               help="After training, fold PublicTest-chosen class biases into the model (default: the preset's).")
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None,
               metavar="ferplus FILE", help="Train on FER+ majority-vote labels from FILE.")
@@ -620,8 +621,10 @@ def list_models(models_dir: Path | None) -> None:
 @click.argument("version")
 @click.option("--data", "data_path", type=EXISTING_FILE, required=True,
               help="FER2013 CSV, plain or .gz: the biases are chosen on its PublicTest.")
+@click.option("--objective", type=click.Choice(CALIBRATIONS[1:]), default="macro_f1", show_default=True,
+              help="macro_f1_keep_neutral leaves Neutral's bias at 0 (for FER+ vote-trained models).")
 @_models_dir_option
-def calibrate_model(version: str, data_path: Path, models_dir: Path | None) -> None:
+def calibrate_model(version: str, data_path: Path, objective: str, models_dir: Path | None) -> None:
     """Register a copy of VERSION with per-class biases chosen on PublicTest (macro-F1, accuracy kept);
     the copy is not promoted."""
     import tempfile
@@ -632,7 +635,7 @@ def calibrate_model(version: str, data_path: Path, models_dir: Path | None) -> N
     registry = ModelRegistry.at(models_dir)
     source = registry.resolve(version)
     with tempfile.TemporaryDirectory(prefix="ferbatch-calibrate-") as report_dir:
-        calibrated = calibrate_registered(registry, source, data_path, Path(report_dir))
+        calibrated = calibrate_registered(registry, source, data_path, Path(report_dir), objective)
     click.echo(metrics_markdown(registry.card(calibrated)))
     click.echo(f"registered {calibrated}: {source} with PublicTest class biases; "
                f"promote it with `ferbatch models promote {calibrated}`")

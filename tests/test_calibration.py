@@ -56,6 +56,17 @@ def test_the_bias_carries_over_to_held_out_rows_drawn_the_same_way():
     assert after[1] > before[1]
 
 
+def test_a_fixed_class_keeps_a_zero_bias_while_the_others_are_fitted():
+    probabilities, labels = _under_predicting_rare_class()
+    neutral = 6
+    probabilities[:, neutral] *= 0.1  # under-predicted too: the free fit raises it
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    free, kept = fit_class_bias(probabilities, labels), fit_class_bias(probabilities, labels, fixed=(neutral,))
+    assert free[neutral] > 0 and kept[neutral] == 0
+    rare = probabilities[labels == 1]  # still lifted
+    assert (biased_predictions(rare, kept) == 1).mean() > (rare.argmax(axis=1) == 1).mean()
+
+
 def test_no_bias_when_nothing_can_be_gained():
     labels = np.arange(70) % NUM_CLASSES
     probabilities = np.full((70, NUM_CLASSES), 0.01)
@@ -76,7 +87,7 @@ def test_folding_the_bias_into_the_model_gives_softmax_of_logits_plus_bias(rando
 
 
 def test_unknown_calibration_is_refused():
-    with pytest.raises(FerbatchError, match="calibration must be one of none, macro_f1"):
+    with pytest.raises(FerbatchError, match="calibration must be one of none, macro_f1, macro_f1_keep_neutral"):
         TrainConfig(calibration="temperature")
 
 

@@ -52,6 +52,17 @@ def test_calibrate_registers_a_biased_copy_and_leaves_the_source_and_current_alo
     assert accuracy >= float((plain.argmax(axis=1) == labels).mean())  # the fit never lowers accuracy
 
 
+def test_the_keep_neutral_objective_leaves_neutral_unbiased_and_is_recorded(registry):
+    source = registry.current_version()
+    result = invoke("models", "calibrate", source, "--data", str(SAMPLE_CSV), "--objective", "macro_f1_keep_neutral",
+                    "--models-dir", str(registry.root))
+    assert result.exit_code == 0, result.output
+    card = registry.card(next(v for v in registry.versions() if v != source))
+    assert card["calibration"]["objective"] == "macro_f1_keep_neutral"
+    assert card["calibration"]["logit_bias"]["Neutral"] == 0
+    assert card["training_config"]["calibration"] == "macro_f1_keep_neutral"
+
+
 def test_a_calibrated_model_is_not_calibrated_twice(registry):
     source = registry.current_version()
     assert invoke("models", "calibrate", source, "--data", str(SAMPLE_CSV),

@@ -21,7 +21,7 @@ from ferbatch.errors import FerbatchError
 from ferbatch.models import INPUT_CONTRACT, ModelRegistry, Promotion, build_card, runtime_versions, serving_model
 from ferbatch.scoring import KerasClassifier
 from ferbatch.training import _plots as plots
-from ferbatch.training._calibration import apply_class_bias, biased_predictions, fit_class_bias
+from ferbatch.training._calibration import FIXED_CLASSES, apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.training._data import FerData, load_training_data, source_digests, with_teacher
 from ferbatch.training._evaluation import classification_metrics
 from ferbatch.training._loop import TrainResult, same_architecture, train
@@ -207,7 +207,7 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> tu
         return classifier, None
     faces, labels = data.subset("PublicTest")
     probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
-    bias = fit_class_bias(probabilities, labels)
+    bias = fit_class_bias(probabilities, labels, fixed=FIXED_CLASSES[config.calibration])
     calibrated = keras.models.clone_model(classifier)
     calibrated.set_weights(classifier.get_weights())
     apply_class_bias(calibrated, bias)
@@ -233,7 +233,7 @@ _NOT_INHERITED = ("version", "created_at", "files", "model_bytes", "model_sha256
 def calibrate_registered(registry: ModelRegistry, version: str, data_path: str | Path, report_dir: Path,
                          objective: str = "macro_f1") -> str:
     """Register a copy of model `version` with class biases chosen on the FER2013 file's PublicTest folded in (what
-    `calibration = "macro_f1"` does at the end of training), evaluated on every split; returns its version.
+    `calibration = objective` does at the end of training), evaluated on every split; returns its version.
 
     The source is left as it is; the copy's card keeps the source's recipe, data and history, records the
     biases and the source under `calibration`, and its recipe says `calibration = objective`, so a retrain
