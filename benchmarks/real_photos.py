@@ -12,7 +12,8 @@ among a few candidates, never to fit anything.
 --checkpoint DIR measures the best epoch so far of a training run's work folder (models/.work/checkpoints, or an
 unfinished version's folder) instead of a registered model: a look at a long run between its chunks.
 --calibrate-on FER2013.csv also measures each model with per-class logit biases fitted on PublicTest (the
-training flow's `macro_f1` calibration): whether a FER2013-fitted calibration carries over to real photos.
+training flow's calibration; --objective, repeatable, picks which: macro_f1 by default, macro_f1_keep_neutral):
+whether a FER2013-fitted calibration carries over to real photos.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from ferbatch.config import ScoreSettings
 from ferbatch.scoring import Components, PipelineSettings
 from ferbatch.scoring._pipeline import LIGHT_NORMALISATIONS
+from ferbatch.training import CALIBRATIONS, load_fer2013
 from ferbatch.training._real_photos import evaluate_real_photos, real_photos_markdown
 
 MARGINS = (-0.075, -0.025, 0.025, 0.075)
@@ -62,14 +64,14 @@ def checkpoint_classifier(folder: Path):
     return KerasClassifier(served, version=name)
 
 
-def publictest_calibrated(classifier, data_path: Path):
-    """A copy of `classifier` with the training flow's `macro_f1` class biases, fitted on FER2013 PublicTest."""
+def publictest_calibrated(classifier, data, objective: str):
+    """A copy of `classifier` with the training flow's class biases for `objective`, fitted on FER2013 PublicTest."""
     from ferbatch.scoring import KerasClassifier
-    from ferbatch.training import TrainConfig, calibrate, load_fer2013
+    from ferbatch.training import TrainConfig, calibrate
 
-    model, record = calibrate(TrainConfig(calibration="macro_f1"), classifier.model, load_fer2013(data_path))
+    model, record = calibrate(TrainConfig(calibration=objective), classifier.model, data)
     shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in record["logit_bias"].items() if value)
-    return KerasClassifier(model, version=f"{classifier.version} + PublicTest biases ({shown or 'none'})")
+    return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})")
 
 
 def level(text: str) -> float | None:
@@ -91,6 +93,8 @@ def main() -> None:
                         help="a training run's work folder: measure its best epoch so far")
     parser.add_argument("--calibrate-on", type=Path, default=None, metavar="FER2013_CSV",
                         help="also measure each model with class biases fitted on this file's PublicTest")
+    parser.add_argument("--objective", action="append", choices=CALIBRATIONS[1:], default=None,
+                        help="calibration objective for --calibrate-on (repeatable; default macro_f1)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -98,11 +102,13 @@ def main() -> None:
     framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid
                 else [(args.margin, args.shift, args.level_above, args.light)])
     everything = []
+    calibration_data = load_fer2013(args.calibrate_on) if args.calibrate_on else None
     for model in [args.checkpoint] if args.checkpoint else args.model or [None]:
         components = Components.for_run(settings, None if args.checkpoint else model, args.models_dir)
         detector, plain = components.detector(), (
             checkpoint_classifier(args.checkpoint) if args.checkpoint else components.classifier())
-        classifiers = [plain] + ([publictest_calibrated(plain, args.calibrate_on)] if args.calibrate_on else [])
+        classifiers = [plain] + [publictest_calibrated(plain, calibration_data, objective)
+                                 for objective in (args.objective or ["macro_f1"]) if calibration_data]
         for classifier in classifiers:
             print(f"model {classifier.version}")
             for margin, shift, level_above, light in framings:
