@@ -109,6 +109,8 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 @click.option("--targets", type=click.Choice(["labels", "ferplus_votes"]), default=None,
               help="What each training face is trained towards: its label, or the distribution of its FER+ votes "
                    "(with --labels ferplus FILE) (default: the preset's).")
+@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=None,
+              help="A distilling recipe's share of each target taken from its teacher (default: the preset's).")
 @click.option("--extra-folder", type=EXISTING_DIR,
               help="Add labelled faces from class-named subfolders to Training (every fifth, by content, is held "
               "out; _unsorted/ and _skip/ are ignored).")
@@ -132,7 +134,8 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
           epochs: int | None, batch_size: int | None, precision: str | None,
           seed: int | None, class_weights: bool | None, calibration: str | None, labels: tuple[str, Path] | None,
-          targets: str | None, extra_folder: Path | None, resume: bool, resume_from: str | None, init_from: str | None,
+          targets: str | None, teacher_weight: float | None, extra_folder: Path | None, resume: bool,
+          resume_from: str | None, init_from: str | None,
           stop_after_minutes: float | None, photo_sets: tuple[Path, ...], no_promote: bool, force_promote: bool,
           tolerance: float, models_dir: Path | None) -> None:
     """Train, evaluate and register a FER model (the `retrain` flow)."""
@@ -149,6 +152,8 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     chosen = recipe(preset_name)  # fail on an unknown preset before anything starts
     if (targets or getattr(chosen, "targets", "labels")) == "ferplus_votes" and labels is None and not resume_from:
         raise click.UsageError(f"{preset_name} with FER+ vote targets needs the votes: give --labels ferplus FILE")
+    if teacher_weight is not None and not getattr(chosen, "teacher", None):
+        raise click.UsageError(f"--teacher-weight: {preset_name} has no teacher to distil from")
     from ferbatch.prefect_api import prefect_api
 
     with prefect_api(config.prefect.startup_timeout):
@@ -162,7 +167,8 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
             models_dir=str(models_dir) if models_dir else None,
             preset_name=preset_name,
             overrides={"epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
-                       "class_weights": class_weights, "calibration": calibration, "targets": targets},
+                       "class_weights": class_weights, "calibration": calibration, "targets": targets,
+                       "teacher_weight": teacher_weight},
             resume=resume,
             promote="never" if no_promote else "force" if force_promote else "auto",
             tolerance=tolerance,

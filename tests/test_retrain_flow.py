@@ -85,6 +85,13 @@ def test_cli_vote_targets_without_the_ferplus_file_is_a_usage_error(tmp_path, re
     assert not (tmp_path / ".work").exists()  # refused before anything started
 
 
+def test_cli_teacher_weight_without_a_teacher_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--data", str(SAMPLE_CSV), "--preset", "smoke", "--teacher-weight",
+                                      "0.6", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "smoke has no teacher to distil from" in result.output
+    assert not (tmp_path / ".work").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -142,3 +149,25 @@ def test_a_retrain_measures_the_new_model_on_labelled_real_photos_onto_its_card(
                      overrides={"epochs": 1}, real_photos=[str(photos)])
     measured = ModelRegistry(tmp_path / "models").card(result["version"])["real_photos"]["sets"]["labelled"]
     assert measured["n"] == 1 and measured["found"] == 1.0 and measured["support"] == {"Happy": 1}
+
+
+def test_cli_teacher_weight_reaches_the_flow_as_an_override(tmp_path, monkeypatch):
+    import contextlib
+
+    import ferbatch_flows.retrain
+
+    import ferbatch.prefect_api
+
+    received = {}
+
+    def fake_retrain(**kwargs):
+        received.update(kwargs)
+        return {"unfinished": True, "version": "v", "epochs_done": 0, "epochs": 8, "best_public_accuracy": 0.0}
+
+    monkeypatch.setattr(ferbatch.prefect_api, "prefect_api", lambda timeout: contextlib.nullcontext())
+    monkeypatch.setattr(ferbatch_flows.retrain, "retrain", fake_retrain)
+    result = CliRunner().invoke(cli, ["train", "--data", str(SAMPLE_CSV), "--preset", "crop_cnn_distil_t75",
+                                      "--labels", "ferplus", str(SAMPLE_FERPLUS), "--teacher-weight", "0.6",
+                                      "--models-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert received["preset_name"] == "crop_cnn_distil_t75" and received["overrides"]["teacher_weight"] == 0.6

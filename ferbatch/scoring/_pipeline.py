@@ -35,7 +35,7 @@ class PipelineSettings:
     """How the pipeline treats each image: the scoring settings' share, plus fixed internals."""
 
     # The crop framing, chosen on FER2013 PublicTest for the shipped model by benchmarks/through_detection.py
-    # (README, Benchmarks): YuNet's box is about 0.81 x 1.03 of the FER frame; a square of 0.95 times its side,
+    # (docs/model.md): YuNet's box is about 0.81 x 1.03 of the FER frame; a square of 0.95 times its side,
     # not levelled by the eyes, gave PublicTest 0.697 through detection (0.703 direct on the same faces).
     crop_margin: float = -0.025
     level_above: float | None = None  # level the eyes past this tilt in degrees (None: never, 0: always)
@@ -48,7 +48,7 @@ class PipelineSettings:
     decode_long_side: int | None
     # Faces smaller than this in the reduced copy are cropped from a full decode instead. Measured on
     # the benchmark corpus, top-1 agreement of reduced and full crops is 0.91 at 24-48 px and 0.93
-    # above; mean |p| difference 0.021 vs 0.013 (README, Benchmarks).
+    # above; mean |p| difference 0.021 vs 0.013.
     min_crop_source: int = 24
     workers: int
     chunk_images: int = 64
