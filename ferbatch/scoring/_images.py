@@ -626,7 +626,7 @@ def decode(
     An elongated JPEG (long side at least twice the short side) keeps its short side that long instead,
     so a panorama's faces are not shrunk away before detection. `max_pixels` and `max_decoded_bytes`
     are judged from the header, before any pixel is decoded. A colour JPEG decoded grey skips the chroma
-    planes (luma only): about four times cheaper than colour at full size.
+    planes (luma only): 3.5 times cheaper than colour for a 12 MP photo, 1.5 for 1080p.
     """
     try:
         # No warnings.catch_warnings() here: it swaps the process-wide filter list and is not thread-safe.
