@@ -92,7 +92,7 @@ def test_models_list_fits_and_its_columns_line_up():
     assert len(rows) >= 2 and any(line.startswith(" * ") or line.startswith("* ") for line in rows)
     ends = {re.search(r"fer2013|fer\+", line).start() for line in rows}
     assert len(ends) == 1, text  # the labels column starts at the same place on every row
-    params = {re.search(r"[\d,]+(?=\s+0\.\d{4})", line).end() for line in rows}
+    params = {re.search(r"\d+\.\d\dM(?=\s+0\.\d{4})", line).end() for line in rows}
     assert len(params) == 1, text
 
 
