@@ -13,34 +13,19 @@ repeat and its median, the ratio of the second to the first, and the core count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def score_seconds(tree: Path, corpus: Path, model: str | None, models_dir: Path) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, str(tree / "benchmarks" / "score.py"), "--child", "real", "--corpus", str(corpus),
-                   "--out", out, "--models-dir", str(models_dir), "--workers", "2", "--detector-size", "960",
-                   "--shard-size", "500", "--decode-long-side", "960", "--baseline-detector-size", "0",
-                   "--baseline-call", "predict"] + (["--model", model] if model else [])
-        done = subprocess.run(command, capture_output=True, text=True, cwd=tree,
-                              env={**os.environ, "PYTHONPATH": str(tree)})
-        if done.returncode != 0:
-            raise RuntimeError(f"{tree}: the scoring child failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+sys.path.insert(0, str(HERE))
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from corpus import build_corpus
+    from corpus import build_corpus, first_photos
+    from score import parse_args, run_child
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs=2, type=Path, help="two source trees: before, after")
@@ -51,16 +36,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.trees]
+    child_args = parse_args(["--models-dir", str(args.models_dir.resolve())]
+                            + (["--model", args.model] if args.model else []))
+    rates: dict[Path, list[float]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory() as scratch:
-        large = build_corpus(Path(scratch) / "400", 400, faces=args.faces, large_share=args.large_share)
-        small = Path(scratch) / "100"
-        small.mkdir()
-        for photo in sorted(large.glob("*.jpg"))[:100]:
-            shutil.copy(photo, small / photo.name)
-        rates: dict[Path, list[float]] = {tree: [] for tree in trees}
+        work = Path(scratch)
+        large = build_corpus(work / "400", 400, faces=args.faces, large_share=args.large_share)
+        corpora = {100: first_photos(large, 100, work / "100"), 400: large}
         for repeat in range(args.repeats):
-            seconds = {(tree, n): score_seconds(tree, corpus, args.model, args.models_dir)
-                       for n, corpus in ((100, small), (400, large)) for tree in trees}
+            seconds = {(tree, n): run_child("real", corpus, work / f"out-{repeat}-{n}-{i}", child_args,
+                                            tree=tree)["seconds"]
+                       for n, corpus in corpora.items() for i, tree in enumerate(trees)}
             for tree in trees:
                 rates[tree].append(300 / (seconds[tree, 400] - seconds[tree, 100]))
                 print(f"repeat {repeat + 1}: {tree}: {rates[tree][-1]:.1f} images/s", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,15 @@ def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float 
         writer.writerow(["path", "faces_pasted", "size"])
         writer.writerows(rows)
     settings.write_text(stamp)
+    return out_dir
+
+
+def first_photos(corpus: Path, n: int, out_dir: Path) -> Path:
+    """A corpus of `corpus`'s first n photos (hard links), so two corpus sizes share their photos and the
+    photos between them, whose cost a marginal rate measures, are the same for every run."""
+    out_dir.mkdir(parents=True)
+    for path in sorted(corpus.glob("photo_*.jpg"))[:n]:
+        os.link(path, out_dir / path.name)
     return out_dir
 
 

@@ -51,7 +51,7 @@ def untrained_registry(models_dir: str | None, versions: list[str], architecture
 
 
 def main() -> None:
-    from corpus import build_corpus
+    from corpus import build_corpus, first_photos
     from score import parse_args, run_child
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,11 +76,7 @@ def main() -> None:
                       if args.untrained else args.models_dir)
         # The small corpus is the large one's first photos, so the marginal photos are the same for every model.
         full = build_corpus(work / f"corpus-{large}", large, 0, args.large_share, args.faces)
-        subset = work / f"corpus-{small}"
-        subset.mkdir()
-        for path in sorted(full.glob("photo_*.jpg"))[:small]:
-            os.link(path, subset / path.name)
-        corpora = {small: subset, large: full}
+        corpora = {small: first_photos(full, small, work / f"corpus-{small}"), large: full}
         for repeat in range(args.repeats):
             for n in (small, large):
                 for model in models:

@@ -27,7 +27,7 @@ from pathlib import Path
 from ferbatch.config import ScoreSettings
 from ferbatch.scoring import Components, PipelineSettings
 from ferbatch.scoring._pipeline import LIGHT_NORMALISATIONS
-from ferbatch.training import CALIBRATIONS, load_fer2013
+from ferbatch.training import CALIBRATION_OBJECTIVES, load_fer2013
 from ferbatch.training._real_photos import evaluate_real_photos, real_photos_markdown
 
 MARGINS = (-0.075, -0.025, 0.025, 0.075)
@@ -93,7 +93,7 @@ def main() -> None:
                         help="a training run's work folder: measure its best epoch so far")
     parser.add_argument("--calibrate-on", type=Path, default=None, metavar="FER2013_CSV",
                         help="also measure each model with class biases fitted on this file's PublicTest")
-    parser.add_argument("--objective", action="append", choices=CALIBRATIONS[1:], default=None,
+    parser.add_argument("--objective", action="append", choices=list(CALIBRATION_OBJECTIVES), default=None,
                         help="calibration objective for --calibrate-on (repeatable; default macro_f1)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     args = parser.parse_args()

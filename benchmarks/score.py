@@ -201,8 +201,11 @@ def child_score_once(args: argparse.Namespace) -> dict:
 CHILDREN = {"real": child_real, "baseline": child_baseline, "classify": child_classify, "once": child_score_once}
 
 
-def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill_after: float | None = None) -> dict:
-    command = [sys.executable, __file__, "--child", mode, "--corpus", str(corpus), "--out", str(out),
+def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill_after: float | None = None,
+              tree: Path | None = None) -> dict:
+    """One child process's figures; with `tree`, that source tree's score.py and ferbatch (first on the path)."""
+    script = tree / "benchmarks" / "score.py" if tree else Path(__file__)
+    command = [sys.executable, str(script), "--child", mode, "--corpus", str(corpus), "--out", str(out),
                "--workers", str(args.workers), "--detector-size", str(args.detector_size),
                "--shard-size", str(args.shard_size), "--decode-long-side", str(args.decode_long_side),
                "--baseline-detector-size", str(args.baseline_detector_size), "--baseline-call", args.baseline_call]
@@ -210,7 +213,8 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
         command += ["--models-dir", args.models_dir]
     if args.model:
         command += ["--model", args.model]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tree, env=env)
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)

@@ -13,7 +13,7 @@ from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import interruptible
 from ferbatch.logs import configure_logging, hand_logging_to_prefect
-from ferbatch.training import CALIBRATIONS
+from ferbatch.training import CALIBRATION_OBJECTIVES, CALIBRATIONS
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -627,7 +627,7 @@ def list_models(models_dir: Path | None) -> None:
 @click.argument("version")
 @click.option("--data", "data_path", type=EXISTING_FILE, required=True,
               help="FER2013 CSV, plain or .gz: the biases are chosen on its PublicTest.")
-@click.option("--objective", type=click.Choice(CALIBRATIONS[1:]), default="macro_f1", show_default=True,
+@click.option("--objective", type=click.Choice(list(CALIBRATION_OBJECTIVES)), default="macro_f1", show_default=True,
               help="macro_f1_keep_neutral leaves Neutral's bias at 0 (for FER+ vote-trained models).")
 @_models_dir_option
 def calibrate_model(version: str, data_path: Path, objective: str, models_dir: Path | None) -> None:

@@ -7,6 +7,7 @@ the resumable training loop, evaluation, calibration and the retrain steps that 
 
 from ferbatch._lazy import lazy_exports
 from ferbatch.training._recipes import (
+    CALIBRATION_OBJECTIVES,
     CALIBRATIONS,
     ENSEMBLES,
     OPTIMIZERS,
@@ -42,6 +43,7 @@ _LAZY = {
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
-    "CALIBRATIONS", "ENSEMBLES", "OPTIMIZERS", "PRECISIONS", "PRESETS", "TARGETS", "Augmentation", "EnsembleRecipe",
-    "TrainConfig", "preset", "recipe", *(name for names in _LAZY.values() for name in names),
+    "CALIBRATION_OBJECTIVES", "CALIBRATIONS", "ENSEMBLES", "OPTIMIZERS", "PRECISIONS", "PRESETS", "TARGETS",
+    "Augmentation", "EnsembleRecipe", "TrainConfig", "preset", "recipe",
+    *(name for names in _LAZY.values() for name in names),
 ]

@@ -11,15 +11,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
+from ferbatch.classes import NUM_CLASSES
 from ferbatch.training._evaluation import classification_metrics
 
 BIAS_GRID = np.round(np.linspace(-1.5, 1.5, 31), 2)
-
-# The classes whose bias each objective keeps at 0 (the others still move relative to them). FER2013's labels
-# call many faces Sad or Angry that FER+ voters call Neutral, so a Neutral bias fitted on them (-0.8 for a
-# vote-trained student) undoes what the votes taught: it halved that student's Neutral recall in the wild.
-FIXED_CLASSES = {"macro_f1": (), "macro_f1_keep_neutral": (CLASS_NAMES.index("Neutral"),)}
 
 
 def biased_predictions(probabilities: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -21,11 +21,11 @@ from ferbatch.errors import FerbatchError
 from ferbatch.models import INPUT_CONTRACT, ModelRegistry, Promotion, build_card, runtime_versions, serving_model
 from ferbatch.scoring import KerasClassifier
 from ferbatch.training import _plots as plots
-from ferbatch.training._calibration import FIXED_CLASSES, apply_class_bias, biased_predictions, fit_class_bias
+from ferbatch.training._calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.training._data import FerData, load_training_data, source_digests, with_teacher
 from ferbatch.training._evaluation import classification_metrics
 from ferbatch.training._loop import TrainResult, same_architecture, train
-from ferbatch.training._recipes import EnsembleRecipe, TrainConfig, preset
+from ferbatch.training._recipes import CALIBRATION_OBJECTIVES, EnsembleRecipe, TrainConfig, preset
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> tu
         return classifier, None
     faces, labels = data.subset("PublicTest")
     probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
-    bias = fit_class_bias(probabilities, labels, fixed=FIXED_CLASSES[config.calibration])
+    bias = fit_class_bias(probabilities, labels, fixed=CALIBRATION_OBJECTIVES[config.calibration])
     calibrated = keras.models.clone_model(classifier)
     calibrated.set_weights(classifier.get_weights())
     apply_class_bias(calibrated, bias)
