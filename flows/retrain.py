@@ -107,7 +107,8 @@ def retrain(
     report_dir = workdir / "report"
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir, config.targets)
     faces = mix_in_teacher(registry, config, faces, workdir)
-    result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights)
+    result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights,
+                         training.batch_teacher(registry, config))
     if not result.finished:
         version = register_unfinished(registry, config, result, workdir, preset_name, faces)
         return _unfinished(version, registry, result.epochs_run, config.epochs, result.best_public_accuracy)

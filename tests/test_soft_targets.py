@@ -18,6 +18,7 @@ from ferbatch.training import (
     ferplus_vote_targets,
     load_training_data,
     preset,
+    teacher_probabilities,
     with_teacher,
 )
 
@@ -81,6 +82,52 @@ def test_batches_carry_the_soft_targets_of_their_rows(sample_data):
     assert np.array_equal(y, targets[rows])
     with pytest.raises(FerbatchError, match="targets must be"):
         FaceBatches(faces, labels, 16, seed=1, targets=targets[:, :3])
+
+
+def _pixel_teacher(top: int, left: int):
+    """A served-model stand-in: 48x48 input; its verdict is one pixel's brightness, Happy if bright."""
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    pixel = keras.layers.Cropping2D(((top, 47 - top), (left, 47 - left)))(inputs)
+    bright = keras.layers.Flatten()(pixel) / 255.0
+    happy = CLASS_NAMES.index("Happy")
+    logits = keras.layers.Concatenate()([bright * 0 if c != happy else bright * 20 - 10 for c in range(NUM_CLASSES)])
+    return keras.Model(inputs, keras.layers.Softmax()(logits))
+
+
+def test_a_batch_teacher_scores_the_very_crops_the_student_sees(sample_data):
+    faces, labels = sample_data.subset("Training")
+    teacher = _pixel_teacher(4 + 3, 4 + 5)  # crop pixel (3, 5) once padded back to 48
+    crops = np.zeros((2, 40, 40, 1), np.float32)
+    crops[0, 3, 5] = 255.0
+    happy = CLASS_NAMES.index("Happy")
+    probabilities = teacher_probabilities(teacher, crops)
+    assert probabilities[0].argmax() == happy and probabilities[1, happy] < 0.01
+
+    config = preset("crop_cnn_distil_t75_consistent")
+    batches = FaceBatches(faces, labels, 16, seed=1, crop=config.crop, augmentation=config.augmentation,
+                          teacher=teacher, teacher_weight=0.75)
+    x, y, _ = batches[0]
+    one_hot = np.eye(NUM_CLASSES)[labels[batches._order[:16]]]
+    assert np.allclose(y, 0.25 * one_hot + 0.75 * teacher_probabilities(teacher, x), atol=1e-6)
+    # The teacher's share follows each augmented crop: bright and dark pixels give different targets.
+    assert np.ptp(y[:, happy] - 0.25 * one_hot[:, happy]) > 0.1
+
+
+def test_a_consistent_teacher_replaces_the_cached_targets(tmp_path, sample_data):
+    from ferbatch.models import ModelRegistry
+    from ferbatch.training import batch_teacher, teacher_targets
+
+    config = preset("crop_cnn_distil_t75_consistent")
+    assert config.teacher_views == "augmented"
+    registry = ModelRegistry(tmp_path / "models")
+    assert teacher_targets(registry, config, sample_data, tmp_path) is sample_data
+    assert batch_teacher(registry, config.with_overrides(teacher_views="centre")) is None
+    with pytest.raises(FerbatchError, match="teacher_views"):
+        TrainConfig(teacher_views="random")
+    with pytest.raises(FerbatchError, match="crop recipe"):
+        TrainConfig(teacher="v", teacher_views="augmented")
 
 
 def test_recipe_settings_for_targets_are_checked_and_round_trip():

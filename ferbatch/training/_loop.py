@@ -48,8 +48,11 @@ class FaceBatches(keras.utils.PyDataset):
         crop: int = 0,
         augmentation: Augmentation | None = None,
         targets: np.ndarray | None = None,
+        teacher: keras.Model | None = None,
+        teacher_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        self.teacher, self.teacher_weight = teacher, teacher_weight
         self.crop, self.augmentation = crop, augmentation or Augmentation()
         if len(images) < batch_size:
             raise FerbatchError(f"only {len(images)} training faces, fewer than one batch of {batch_size}")
@@ -76,7 +79,10 @@ class FaceBatches(keras.utils.PyDataset):
             x = augmented_crops(self.images[rows], self.crop, self.augmentation, rng)[..., None]
         else:
             x = self.images[rows, :, :, None].astype("float32")
-        return x, self.targets[rows], self.sample_weight[rows]
+        y = self.targets[rows]
+        if self.teacher is not None:
+            y = (1 - self.teacher_weight) * y + self.teacher_weight * teacher_probabilities(self.teacher, x)
+        return x, y, self.sample_weight[rows]
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the training loop as each epoch begins (0-based, as Keras counts)."""
@@ -86,6 +92,14 @@ class FaceBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         # Keras also calls this after peeking at a batch before training; the epoch comes from start_epoch.
         pass
+
+
+def teacher_probabilities(teacher: keras.Model, crops: np.ndarray) -> np.ndarray:
+    """A served (48x48 input) teacher's probabilities on (N, side, side, 1) crops. Each crop is padded back to
+    48 by reflection, so a crop network's centre crop inside the teacher is the very crop the student sees."""
+    pad = (IMAGE_SIZE - crops.shape[1]) // 2
+    faces = crops if pad == 0 else np.pad(crops, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return np.asarray(teacher.predict_on_batch(faces), dtype=np.float32)
 
 
 def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rng: np.random.Generator
@@ -336,11 +350,13 @@ def train(
     stop_at: float | None = None,
     init_weights: keras.Model | None = None,
     train_targets: np.ndarray | None = None,
+    teacher: keras.Model | None = None,
 ) -> TrainResult:
     """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch.
 
     train_targets: (N, 7) soft targets for the training faces (FER+ votes, a teacher's mix) instead of their
-    one-hot labels; class weights still follow the labels.
+    one-hot labels; class weights still follow the labels. teacher: a served model that scores every augmented
+    batch, mixed into the targets with config.teacher_weight (a recipe with teacher_views "augmented").
 
     stop_at: a time.time() deadline; no epoch starts that would end after it, and the result is then
     `finished=False` with the work folder holding what `resume=True` needs. init_weights: a model of the same
@@ -366,6 +382,8 @@ def train(
         crop=config.crop,
         augmentation=config.augmentation,
         targets=train_targets,
+        teacher=teacher,
+        teacher_weight=config.teacher_weight if teacher is not None else 0.0,
     )
     if resumed:
         trainer = keras.saving.load_model(workdir / "checkpoint.keras")

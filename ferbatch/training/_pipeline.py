@@ -57,17 +57,25 @@ def checkpoint_dir(workdir: Path) -> Path:
 
 
 def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at: float | None = None,
-        init_weights: keras.Model | None = None) -> TrainResult:
+        init_weights: keras.Model | None = None, teacher: keras.Model | None = None) -> TrainResult:
     return train(config, *data.subset("Training"), *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
-                 stop_at=stop_at, init_weights=init_weights, train_targets=data.training_targets())
+                 stop_at=stop_at, init_weights=init_weights, train_targets=data.training_targets(), teacher=teacher)
+
+
+def batch_teacher(registry: ModelRegistry, config: TrainConfig) -> keras.Model | None:
+    """The teacher that scores every augmented batch (a recipe with teacher_views "augmented"), else None."""
+    if config.teacher is None or config.teacher_views != "augmented":
+        return None
+    return registry.load_model(registry.resolve(config.teacher))
 
 
 def teacher_targets(registry: ModelRegistry, config: TrainConfig, data: FerData, workdir: Path) -> FerData:
-    """`data` with the recipe's teacher mixed into the training targets (unchanged without a teacher).
+    """`data` with the recipe's teacher mixed into the training targets (unchanged without a teacher, or with
+    one that scores the augmented batches instead: see batch_teacher).
 
     The teacher's probabilities on the Training faces are kept with the checkpoints, keyed by the teacher and
     the faces, so a resumed chunk (here or, through an unfinished version, anywhere) does not score them again."""
-    if config.teacher is None:
+    if config.teacher is None or config.teacher_views == "augmented":
         return data
     version = registry.resolve(config.teacher)
     faces, _ = data.subset("Training")

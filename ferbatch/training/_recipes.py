@@ -24,6 +24,11 @@ CALIBRATIONS = ("none", *CALIBRATION_OBJECTIVES)
 OPTIMIZERS = ("adamw", "sgd")
 # What a training face is trained towards: its one-hot label, or the distribution of its FER+ votes.
 TARGETS = ("labels", "ferplus_votes")
+# What a distilling recipe's teacher scores: "centre" each training face once, as served (cached with the
+# checkpoints); "augmented" every augmented crop as the student sees it, in each batch ("consistent teaching",
+# Beyer et al. 2022: the student matches the teacher on the same view, at the cost of the teacher's forward
+# pass per batch).
+TEACHER_VIEWS = ("centre", "augmented")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class TrainConfig:
     # its target with this weight (the rest is the label or vote distribution).
     teacher: str | None = None
     teacher_weight: float = 0.5
+    teacher_views: str = "centre"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -87,6 +93,10 @@ class TrainConfig:
             raise FerbatchError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.targets not in TARGETS:
             raise FerbatchError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
+        if self.teacher_views not in TEACHER_VIEWS:
+            raise FerbatchError(f"teacher_views must be one of {', '.join(TEACHER_VIEWS)}, not {self.teacher_views!r}")
+        if self.teacher_views == "augmented" and not self.crop:
+            raise FerbatchError("teacher_views 'augmented' needs a crop recipe (the batches are augmented in numpy)")
         if not 0 <= self.teacher_weight <= 1:
             raise FerbatchError(f"teacher_weight must be between 0 and 1, not {self.teacher_weight}")
         if not 0 <= self.crop < IMAGE_SIZE:
@@ -173,6 +183,10 @@ PRESETS["crop_cnn_votes"] = replace(PRESETS["crop_cnn_distil"], teacher=None)
 # expressions on posed faces; `_t75_cw` adds inverse-frequency class weights for Disgust and Fear.
 PRESETS["crop_cnn_distil_t75"] = replace(PRESETS["crop_cnn_distil"], epochs=8, teacher_weight=0.75)
 PRESETS["crop_cnn_distil_t75_cw"] = replace(PRESETS["crop_cnn_distil_t75"], class_weights=True)
+# The same mix with the teacher scoring each augmented crop instead of the centre view once: the fixed
+# targets above stopped improving after two epochs; a consistent teacher keeps teaching as the crops change.
+PRESETS["crop_cnn_distil_t75_consistent"] = replace(PRESETS["crop_cnn_distil_t75"], epochs=16,
+                                                    teacher_views="augmented")
 
 # A slimmer network for crowd photos, trained from scratch with crop_cnn's schedule towards the mix that kept
 # the most of both dev sets among the distilled candidates (3/4 the ensemble, 1/4 the FER+ votes).
