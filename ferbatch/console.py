@@ -311,6 +311,8 @@ PRESET_NOTES = {
     "crop_cnn_distil_t75": "8 epochs of crop_cnn_distil with 3/4 of the target from the teacher",
     "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
+    "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",
+    "crop_cnn_slim_consistent": "12 more slim epochs (--init-from it), the teacher scoring each crop",
 }
 
 

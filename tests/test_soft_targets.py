@@ -105,7 +105,7 @@ def test_a_batch_teacher_scores_the_very_crops_the_student_sees(sample_data):
     probabilities = teacher_probabilities(teacher, crops)
     assert probabilities[0].argmax() == happy and probabilities[1, happy] < 0.01
 
-    config = preset("crop_cnn_distil_t75_consistent")
+    config = preset("crop_cnn_consistent")
     batches = FaceBatches(faces, labels, 16, seed=1, crop=config.crop, augmentation=config.augmentation,
                           teacher=teacher, teacher_weight=0.75)
     x, y, _ = batches[0]
@@ -119,7 +119,7 @@ def test_a_consistent_teacher_replaces_the_cached_targets(tmp_path, sample_data)
     from ferbatch.models import ModelRegistry
     from ferbatch.training import batch_teacher, teacher_targets
 
-    config = preset("crop_cnn_distil_t75_consistent")
+    config = preset("crop_cnn_consistent")
     assert config.teacher_views == "augmented"
     registry = ModelRegistry(tmp_path / "models")
     assert teacher_targets(registry, config, sample_data, tmp_path) is sample_data

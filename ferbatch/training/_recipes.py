@@ -185,8 +185,7 @@ PRESETS["crop_cnn_distil_t75"] = replace(PRESETS["crop_cnn_distil"], epochs=8, t
 PRESETS["crop_cnn_distil_t75_cw"] = replace(PRESETS["crop_cnn_distil_t75"], class_weights=True)
 # The same mix with the teacher scoring each augmented crop instead of the centre view once: the fixed
 # targets above stopped improving after two epochs; a consistent teacher keeps teaching as the crops change.
-PRESETS["crop_cnn_distil_t75_consistent"] = replace(PRESETS["crop_cnn_distil_t75"], epochs=16,
-                                                    teacher_views="augmented")
+PRESETS["crop_cnn_consistent"] = replace(PRESETS["crop_cnn_distil_t75"], epochs=16, teacher_views="augmented")
 
 # A slimmer network for crowd photos, trained from scratch with crop_cnn's schedule towards the mix that kept
 # the most of both dev sets among the distilled candidates (3/4 the ensemble, 1/4 the FER+ votes).
@@ -198,6 +197,9 @@ PRESETS["crop_cnn_slim_distil"] = replace(
     teacher="20261127-212938-3xcrop_cnn",
     teacher_weight=0.75,
 )
+# The slim student carried on from its 60-epoch weights (`--init-from` it) with the consistent teacher.
+PRESETS["crop_cnn_slim_consistent"] = replace(PRESETS["crop_cnn_slim_distil"], epochs=12, learning_rate=0.01,
+                                              teacher_views="augmented")
 
 
 @dataclass(frozen=True)
