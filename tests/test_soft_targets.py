@@ -152,6 +152,26 @@ def test_a_run_trains_against_soft_targets(tmp_path, sample_data):
     assert (predicted == CLASS_NAMES.index("Happy")).mean() > 0.9
 
 
+def test_a_run_learns_from_a_teacher_that_scores_its_batches(tmp_path, sample_data):
+    """A teacher that says 'Happy' to every crop, with all of the target: the network learns to say Happy."""
+    import keras
+
+    from ferbatch.training import train
+
+    faces, labels = sample_data.subset("Training")
+    inputs = keras.Input((48, 48, 1))
+    logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer="zeros",
+                                bias_initializer=keras.initializers.Constant(
+                                    np.eye(NUM_CLASSES)[CLASS_NAMES.index("Happy")] * 10))(
+        keras.layers.GlobalAveragePooling2D()(inputs))
+    happy_teacher = keras.Model(inputs, keras.layers.Softmax()(logits))
+    config = preset("smoke").with_overrides(epochs=3, batch_size=16, learning_rate=1e-2, crop=40,
+                                            teacher="happy", teacher_views="augmented", teacher_weight=1.0)
+    result = train(config, faces, labels, *sample_data.subset("PublicTest"), tmp_path, teacher=happy_teacher)
+    predicted = result.classifier.predict(faces[:32, :, :, None].astype("float32"), verbose=0).argmax(axis=1)
+    assert (predicted == CLASS_NAMES.index("Happy")).mean() > 0.9
+
+
 def test_an_unfinished_distillation_run_carries_its_teacher_probabilities(tmp_path):
     from ferbatch.models import ModelRegistry
 
