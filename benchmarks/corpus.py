@@ -151,6 +151,21 @@ def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float 
     return out_dir
 
 
+def corpus_photos(description: str) -> tuple[argparse.Namespace, list[bytes]]:
+    """A benchmark's arguments (--n, --faces, --large-share, --corpus-dir) and its corpus photos' bytes."""
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--faces", type=int, default=7)
+    parser.add_argument("--large-share", type=float, default=0.1)
+    parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = build_corpus(args.corpus_dir or scratch, args.n, faces=args.faces, large_share=args.large_share)
+        return args, [path.read_bytes() for path in sorted(corpus.glob("*.jpg"))]
+
+
 def first_photos(corpus: Path, n: int, out_dir: Path) -> Path:
     """A corpus of `corpus`'s first n photos (hard links), so two corpus sizes share their photos and the
     photos between them, whose cost a marginal rate measures, are the same for every run."""

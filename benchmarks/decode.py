@@ -9,10 +9,8 @@ in grey levels), which is what cropping small faces from the grey decode changes
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,20 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    from corpus import build_corpus
+    from corpus import corpus_photos
 
     from ferbatch.scoring import decode
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--faces", type=int, default=7)
-    parser.add_argument("--large-share", type=float, default=0.1)
-    parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
-    args = parser.parse_args()
+    _, photos = corpus_photos(__doc__.splitlines()[0])
     cv2.setNumThreads(1)
-    with tempfile.TemporaryDirectory() as scratch:
-        corpus = build_corpus(args.corpus_dir or scratch, args.n, faces=args.faces, large_share=args.large_share)
-        photos = [path.read_bytes() for path in sorted(corpus.glob("*.jpg"))]
     kinds = {"colour, full size": {}, "grey, full size": {"grey": True},
              "colour, reduced to 960 px": {"min_long_side": 960}}
     timings: dict[tuple[str, str], list[float]] = {}

@@ -9,9 +9,7 @@ default. Prints wall milliseconds per photo for each, and the faces found, which
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,27 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    from corpus import build_corpus
+    from corpus import corpus_photos
 
     from ferbatch.config import ScoreSettings
     from ferbatch.scoring import decode
     from ferbatch.scoring._detection import DetectorSettings, YuNetDetector, default_detector_path
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--faces", type=int, default=7)
-    parser.add_argument("--large-share", type=float, default=0.1)
-    parser.add_argument("--corpus-dir", default=None, help="Keep the corpus here (default: a temp folder).")
-    args = parser.parse_args()
+    _, photos = corpus_photos(__doc__.splitlines()[0])
     settings = ScoreSettings()
-    with tempfile.TemporaryDirectory() as scratch:
-        corpus = build_corpus(args.corpus_dir or scratch, args.n, faces=args.faces, large_share=args.large_share)
-        images = []
-        for path in sorted(corpus.glob("*.jpg")):
-            decoded = decode(path.read_bytes(), settings.max_pixels, min_long_side=settings.detector_size)
-            # A copy: the decode budget is given back only when the decoded array goes.
-            images.append((np.array(decoded.pixels), decoded.scale))
-            del decoded
+    images = []
+    for data in photos:
+        decoded = decode(data, settings.max_pixels, min_long_side=settings.detector_size)
+        # A copy: the decode budget is given back only when the decoded array goes.
+        images.append((np.array(decoded.pixels), decoded.scale))
+        del decoded
     detector = YuNetDetector(default_detector_path(), DetectorSettings.from_settings(settings))
 
     def faces_in(index: int) -> int:
