@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +152,8 @@ def build_corpus(out_dir: str | Path, n: int, seed: int = 0, large_share: float 
     return out_dir
 
 
-def corpus_photos(description: str) -> tuple[argparse.Namespace, list[bytes]]:
-    """A benchmark's arguments (--n, --faces, --large-share, --corpus-dir) and its corpus photos' bytes."""
-    import tempfile
-
+def corpus_photos(description: str) -> list[bytes]:
+    """The photos' bytes of the corpus a benchmark's arguments (--n, --faces, --large-share, --corpus-dir) ask for."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--faces", type=int, default=7)
@@ -163,7 +162,7 @@ def corpus_photos(description: str) -> tuple[argparse.Namespace, list[bytes]]:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         corpus = build_corpus(args.corpus_dir or scratch, args.n, faces=args.faces, large_share=args.large_share)
-        return args, [path.read_bytes() for path in sorted(corpus.glob("*.jpg"))]
+        return [path.read_bytes() for path in sorted(corpus.glob("*.jpg"))]
 
 
 def first_photos(corpus: Path, n: int, out_dir: Path) -> Path:

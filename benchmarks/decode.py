@@ -25,7 +25,7 @@ def main() -> None:
 
     from ferbatch.scoring import decode
 
-    _, photos = corpus_photos(__doc__.splitlines()[0])
+    photos = corpus_photos(__doc__.splitlines()[0])
     cv2.setNumThreads(1)
     kinds = {"colour, full size": {}, "grey, full size": {"grey": True},
              "colour, reduced to 960 px": {"min_long_side": 960}}

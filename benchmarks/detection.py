@@ -27,7 +27,7 @@ def main() -> None:
     from ferbatch.scoring import decode
     from ferbatch.scoring._detection import DetectorSettings, YuNetDetector, default_detector_path
 
-    _, photos = corpus_photos(__doc__.splitlines()[0])
+    photos = corpus_photos(__doc__.splitlines()[0])
     settings = ScoreSettings()
     images = []
     for data in photos:

@@ -28,6 +28,7 @@ from ferbatch.training import EnsembleRecipe, recipe
 # than it saves, so these tasks do not cache.
 load_data = task(training.prepare_data, name="load-and-validate-data", cache_policy=NO_CACHE)
 mix_in_teacher = task(training.teacher_targets, name="teacher-targets", cache_policy=NO_CACHE)
+load_batch_teacher = task(training.batch_teacher, name="load-batch-teacher", cache_policy=NO_CACHE)
 train_model = task(training.fit, name="train", cache_policy=NO_CACHE)
 calibrate_model = task(training.calibrate, name="calibrate-on-publictest", cache_policy=NO_CACHE)
 evaluate_model = task(training.evaluate_splits, name="evaluate", cache_policy=NO_CACHE)
@@ -108,7 +109,7 @@ def retrain(
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir, config.targets)
     faces = mix_in_teacher(registry, config, faces, workdir)
     result = train_model(config, faces, workdir, resume or resume_run, stop_at, init_weights,
-                         training.batch_teacher(registry, config))
+                         load_batch_teacher(registry, config))
     if not result.finished:
         version = register_unfinished(registry, config, result, workdir, preset_name, faces)
         return _unfinished(version, registry, result.epochs_run, config.epochs, result.best_public_accuracy)

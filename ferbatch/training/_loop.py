@@ -383,7 +383,7 @@ def train(
         augmentation=config.augmentation,
         targets=train_targets,
         teacher=teacher,
-        teacher_weight=config.teacher_weight if teacher is not None else 0.0,
+        teacher_weight=config.teacher_weight,
     )
     if resumed:
         trainer = keras.saving.load_model(workdir / "checkpoint.keras")
