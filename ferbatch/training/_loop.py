@@ -105,8 +105,8 @@ def teacher_probabilities(teacher: keras.Model, crops: np.ndarray) -> np.ndarray
 def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rng: np.random.Generator
                     ) -> np.ndarray:
     """Random `side`-pixel crops of (N, 48, 48) uint8 faces, as float32 0..255, with the recipe's augmentation:
-    rotation and scale about the centre (reflected border), mirror, and random erasing (Zhong et al. 2017:
-    2-40% of the crop, aspect 0.3-3.3, filled with noise).
+    rotation, scale and width stretch about the centre (reflected border), mirror, and random erasing (Zhong
+    et al. 2017: 2-40% of the crop, aspect 0.3-3.3, filled with noise).
     """
     out = np.empty((len(faces), side, side), dtype=np.float32)
     margin = IMAGE_SIZE - side
@@ -119,9 +119,13 @@ def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rn
         mirror = augmentation.flip and rng.random() < 0.5
         erase = rng.random() < augmentation.erasing
         area, log_aspect, ey, ex = rng.uniform(0.02, 0.4), rng.uniform(np.log(0.3), np.log(1 / 0.3)), *rng.random(2)
+        # Drawn only by recipes that stretch, so every other recipe keeps its batches (and its resumes).
+        width = np.exp(rng.uniform(-1, 1) * np.log1p(augmentation.stretch)) if augmentation.stretch else 1.0
         image = face
-        if angle or scale != 1:
+        if angle or scale != 1 or width != 1:
             matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+            if width != 1:  # then widen (or narrow) about the centre column
+                matrix = np.array([[width, 0, centre[0] * (1 - width)], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
             image = cv2.warpAffine(face, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REFLECT_101)
         crop = image[top : top + side, left : left + side].astype(np.float32)
