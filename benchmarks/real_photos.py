@@ -14,15 +14,23 @@ unfinished version's folder) instead of a registered model: a look at a long run
 --calibrate-on FER2013.csv also measures each model with per-class logit biases fitted on PublicTest (the
 training flow's calibration; --objective, repeatable, picks which: macro_f1 by default, macro_f1_keep_neutral):
 whether a FER2013-fitted calibration carries over to real photos.
+--width-scale F scores copies of every photo with its width times F (written to a temporary folder, removed
+after): dev_posed's copy squashed its portrait originals to squares, so 0.8 shows what that squash costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import cv2
 
 from ferbatch.config import ScoreSettings
 from ferbatch.scoring import Components, PipelineSettings
@@ -74,6 +82,29 @@ def publictest_calibrated(classifier, data, objective: str):
     return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})")
 
 
+@contextlib.contextmanager
+def width_scaled(sets: list[Path], factor: float) -> Iterator[list[Path]]:
+    """Copies of labelled sets with every photo's width times `factor`, named SET_widthF; removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="real_photos_") as scratch:
+        copies = []
+        for folder in sets:
+            images = folder / "images" if (folder / "images").is_dir() else folder
+            copy = Path(scratch) / f"{folder.resolve().name}_width{factor:g}"
+            for path in sorted(p for p in images.rglob("*") if p.is_file() and p.name != "labels.csv"):
+                target = copy / "images" / path.relative_to(images)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None:  # not an image: kept as is, so the scoring path reports it as it would
+                    shutil.copyfile(path, target)
+                    continue
+                width = max(1, round(image.shape[1] * factor))
+                resized = cv2.resize(image, (width, image.shape[0]), interpolation=cv2.INTER_AREA)
+                cv2.imwrite(str(target), resized, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            shutil.copyfile(folder / "labels.csv", copy / "labels.csv")
+            copies.append(copy)
+        yield copies
+
+
 def level(text: str) -> float | None:
     return None if text == "never" else float(text)
 
@@ -95,8 +126,18 @@ def main() -> None:
                         help="also measure each model with class biases fitted on this file's PublicTest")
     parser.add_argument("--objective", action="append", choices=list(CALIBRATION_OBJECTIVES), default=None,
                         help="calibration objective for --calibrate-on (repeatable; default macro_f1)")
+    parser.add_argument("--width-scale", type=float, default=None, metavar="F",
+                        help="score copies of the photos with their width times F")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     args = parser.parse_args()
+    if args.width_scale is None:
+        measure(args)
+    else:
+        with width_scaled(args.sets, args.width_scale) as copies:
+            measure(argparse.Namespace(**{**vars(args), "sets": copies}))
+
+
+def measure(args: argparse.Namespace) -> None:
 
     settings = ScoreSettings()
     framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid

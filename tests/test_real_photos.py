@@ -125,3 +125,22 @@ def test_models_list_shows_the_figures_a_card_holds(tmp_path, models_dir):
     line = next(line for line in result.output.splitlines() if "my_photos" in line)
     assert version in line and line.split()[-4:] == ["0.900", "0.500", "0.750", "0.625"]
     assert max(map(len, result.output.splitlines())) <= 80
+
+
+def test_width_scaled_copies_keep_the_labels_and_change_only_the_width(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from real_photos import width_scaled
+    finally:
+        sys.path.pop(0)
+    import cv2
+
+    folder = labelled_set(tmp_path, {"fr_obama.jpg": "happy", "fer_no-faces.jpg": "Neutral"})
+    with width_scaled([folder], 0.8) as (copy,):
+        photos = load_labelled_photos(copy)
+        assert photos.name == "set_width0.8" and photos.labels.tolist() == load_labelled_photos(folder).labels.tolist()
+        for file in photos.files:
+            before = cv2.imread(str(folder / "images" / file)).shape
+            after = cv2.imread(str(copy / "images" / file)).shape
+            assert after == (before[0], round(before[1] * 0.8), 3)
+    assert not copy.exists()
