@@ -313,6 +313,7 @@ PRESET_NOTES = {
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
     "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",
     "crop_cnn_stretch": "crop_cnn_consistent, 8 epochs, faces widened or narrowed by up to 25%",
+    "crop_cnn_stretch_inv": "crop_cnn_stretch, the teacher scoring each crop before its stretch",
     "crop_cnn_slim_consistent": "12 more slim epochs (--init-from it), the teacher scoring each crop",
 }
 

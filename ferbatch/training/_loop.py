@@ -50,9 +50,10 @@ class FaceBatches(keras.utils.PyDataset):
         targets: np.ndarray | None = None,
         teacher: keras.Model | None = None,
         teacher_weight: float = 0.0,
+        teacher_views: str = "augmented",
     ) -> None:
         super().__init__()
-        self.teacher, self.teacher_weight = teacher, teacher_weight
+        self.teacher, self.teacher_weight, self.teacher_views = teacher, teacher_weight, teacher_views
         self.crop, self.augmentation = crop, augmentation or Augmentation()
         if len(images) < batch_size:
             raise FerbatchError(f"only {len(images)} training faces, fewer than one batch of {batch_size}")
@@ -76,12 +77,14 @@ class FaceBatches(keras.utils.PyDataset):
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.crop:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            x = augmented_crops(self.images[rows], self.crop, self.augmentation, rng)[..., None]
+            x, unstretched = augmented_views(self.images[rows], self.crop, self.augmentation, rng)
+            x, unstretched = x[..., None], unstretched[..., None]
         else:
-            x = self.images[rows, :, :, None].astype("float32")
+            x = unstretched = self.images[rows, :, :, None].astype("float32")
         y = self.targets[rows]
         if self.teacher is not None:
-            y = (1 - self.teacher_weight) * y + self.teacher_weight * teacher_probabilities(self.teacher, x)
+            seen = unstretched if self.teacher_views == "unstretched" else x
+            y = (1 - self.teacher_weight) * y + self.teacher_weight * teacher_probabilities(self.teacher, seen)
         return x, y, self.sample_weight[rows]
 
     def start_epoch(self, epoch: int) -> None:
@@ -108,7 +111,15 @@ def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rn
     rotation, scale and width stretch about the centre (reflected border), mirror, and random erasing (Zhong
     et al. 2017: 2-40% of the crop, aspect 0.3-3.3, filled with noise).
     """
+    return augmented_views(faces, side, augmentation, rng)[0]
+
+
+def augmented_views(faces: np.ndarray, side: int, augmentation: Augmentation, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """augmented_crops, and the very same crops without their width stretch (the one array twice when the
+    recipe does not stretch): what an "unstretched" teacher scores."""
     out = np.empty((len(faces), side, side), dtype=np.float32)
+    unstretched = np.empty_like(out) if augmentation.stretch else out
     margin = IMAGE_SIZE - side
     centre = (IMAGE_SIZE / 2 - 0.5, IMAGE_SIZE / 2 - 0.5)
     for i, face in enumerate(faces):
@@ -121,25 +132,30 @@ def augmented_crops(faces: np.ndarray, side: int, augmentation: Augmentation, rn
         area, log_aspect, ey, ex = rng.uniform(0.02, 0.4), rng.uniform(np.log(0.3), np.log(1 / 0.3)), *rng.random(2)
         # Drawn only by recipes that stretch, so every other recipe keeps its batches (and its resumes).
         width = np.exp(rng.uniform(-1, 1) * np.log1p(augmentation.stretch)) if augmentation.stretch else 1.0
-        image = face
-        if angle or scale != 1 or width != 1:
-            matrix = cv2.getRotationMatrix2D(centre, angle, scale)
-            if width != 1:  # then widen (or narrow) about the centre column
-                matrix = np.array([[width, 0, centre[0] * (1 - width)], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
-            image = cv2.warpAffine(face, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT_101)
-        crop = image[top : top + side, left : left + side].astype(np.float32)
-        if mirror:
-            crop = crop[:, ::-1]
-        if erase:
-            aspect = np.exp(log_aspect)
-            h = min(side, max(1, round(np.sqrt(area * side * side * aspect))))
-            w = min(side, max(1, round(np.sqrt(area * side * side / aspect))))
-            y0, x0 = int(ey * (side - h + 1)), int(ex * (side - w + 1))
-            crop = crop.copy()
-            crop[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, size=(h, w))
-        out[i] = crop
-    return out
+        noise = None
+        for target, stretch in [(out, width)] + ([(unstretched, 1.0)] if augmentation.stretch else []):
+            image = face
+            if angle or scale != 1 or stretch != 1:
+                matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+                if stretch != 1:  # then widen (or narrow) about the centre column
+                    matrix = np.array([[stretch, 0, centre[0] * (1 - stretch)], [0, 1, 0]]) @ np.vstack(
+                        [matrix, [0, 0, 1]])
+                image = cv2.warpAffine(face, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REFLECT_101)
+            crop = image[top : top + side, left : left + side].astype(np.float32)
+            if mirror:
+                crop = crop[:, ::-1]
+            if erase:
+                aspect = np.exp(log_aspect)
+                h = min(side, max(1, round(np.sqrt(area * side * side * aspect))))
+                w = min(side, max(1, round(np.sqrt(area * side * side / aspect))))
+                y0, x0 = int(ey * (side - h + 1)), int(ex * (side - w + 1))
+                crop = crop.copy()
+                if noise is None:  # one patch of noise for both views
+                    noise = rng.uniform(0, 255, size=(h, w))
+                crop[y0 : y0 + h, x0 : x0 + w] = noise
+            target[i] = crop
+    return out, unstretched
 
 
 def centre_crops(faces: np.ndarray, side: int) -> np.ndarray:
@@ -388,6 +404,7 @@ def train(
         targets=train_targets,
         teacher=teacher,
         teacher_weight=config.teacher_weight,
+        teacher_views=config.teacher_views,
     )
     if resumed:
         trainer = keras.saving.load_model(workdir / "checkpoint.keras")

@@ -63,8 +63,8 @@ def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at
 
 
 def batch_teacher(registry: ModelRegistry, config: TrainConfig) -> keras.Model | None:
-    """The teacher that scores every augmented batch (a recipe with teacher_views "augmented"), else None."""
-    if config.teacher is None or config.teacher_views != "augmented":
+    """The teacher that scores every augmented batch (a recipe whose teacher_views is not "centre"), else None."""
+    if config.teacher is None or config.teacher_views == "centre":
         return None
     return registry.load_model(registry.resolve(config.teacher))
 
@@ -75,7 +75,7 @@ def teacher_targets(registry: ModelRegistry, config: TrainConfig, data: FerData,
 
     The teacher's probabilities on the Training faces are kept with the checkpoints, keyed by the teacher and
     the faces, so a resumed chunk (here or, through an unfinished version, anywhere) does not score them again."""
-    if config.teacher is None or config.teacher_views == "augmented":
+    if config.teacher is None or config.teacher_views != "centre":
         return data
     version = registry.resolve(config.teacher)
     faces, _ = data.subset("Training")

@@ -27,8 +27,9 @@ TARGETS = ("labels", "ferplus_votes")
 # What a distilling recipe's teacher scores: "centre" each training face once, as served (cached with the
 # checkpoints); "augmented" every augmented crop as the student sees it, in each batch ("consistent teaching",
 # Beyer et al. 2022: the student matches the teacher on the same view, at the cost of the teacher's forward
-# pass per batch).
-TEACHER_VIEWS = ("centre", "augmented")
+# pass per batch); "unstretched" every augmented crop too, but before its width stretch, so the student learns
+# the teacher's answer for the face as taken at every width instead of the teacher's reading of the width.
+TEACHER_VIEWS = ("centre", "augmented", "unstretched")
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,11 @@ class TrainConfig:
             raise FerbatchError(f"targets must be one of {', '.join(TARGETS)}, not {self.targets!r}")
         if self.teacher_views not in TEACHER_VIEWS:
             raise FerbatchError(f"teacher_views must be one of {', '.join(TEACHER_VIEWS)}, not {self.teacher_views!r}")
-        if self.teacher_views == "augmented" and not self.crop:
-            raise FerbatchError("teacher_views 'augmented' needs a crop recipe (the batches are augmented in numpy)")
+        if self.teacher_views != "centre" and not self.crop:
+            raise FerbatchError(f"teacher_views {self.teacher_views!r} needs a crop recipe (the batches are augmented "
+                                "in numpy)")
+        if self.teacher_views == "unstretched" and not self.augmentation.stretch:
+            raise FerbatchError("teacher_views 'unstretched' needs augmentation.stretch")
         if self.augmentation.stretch and not self.crop:
             raise FerbatchError("augmentation.stretch needs a crop recipe (the batches are augmented in numpy)")
         if not 0 <= self.augmentation.stretch < 1:
@@ -197,6 +201,9 @@ PRESETS["crop_cnn_consistent"] = replace(PRESETS["crop_cnn_distil_t75"], epochs=
 # a network trained only on them reads a face's width as expression. 8 epochs.
 PRESETS["crop_cnn_stretch"] = replace(PRESETS["crop_cnn_consistent"], epochs=8,
                                       augmentation=replace(PRESETS["crop_cnn"].augmentation, stretch=0.25))
+# The same, the teacher scoring each crop before its stretch: the student is taught one answer for a face at
+# every width, where crop_cnn_stretch's teacher passes on its own reading of the width.
+PRESETS["crop_cnn_stretch_inv"] = replace(PRESETS["crop_cnn_stretch"], teacher_views="unstretched")
 
 # A slimmer network for crowd photos, trained from scratch with crop_cnn's schedule towards the mix that kept
 # the most of both dev sets among the distilled candidates (3/4 the ensemble, 1/4 the FER+ votes).
