@@ -376,7 +376,7 @@ def train(
 
     train_targets: (N, 7) soft targets for the training faces (FER+ votes, a teacher's mix) instead of their
     one-hot labels; class weights still follow the labels. teacher: a served model that scores every augmented
-    batch, mixed into the targets with config.teacher_weight (a recipe with teacher_views "augmented").
+    batch, mixed into the targets with config.teacher_weight (a recipe whose teacher_views is not "centre").
 
     stop_at: a time.time() deadline; no epoch starts that would end after it, and the result is then
     `finished=False` with the work folder holding what `resume=True` needs. init_weights: a model of the same
