@@ -82,6 +82,18 @@ def publictest_calibrated(classifier, data, objective: str):
     return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})")
 
 
+def _width_scaled_copy(source: Path, target: Path, factor: float) -> bool:
+    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if image is None:
+        return False
+    width = max(1, round(image.shape[1] * factor))
+    resized = cv2.resize(image, (width, image.shape[0]), interpolation=cv2.INTER_AREA)
+    try:
+        return bool(cv2.imwrite(str(target), resized, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+    except cv2.error:  # no writer for this extension
+        return False
+
+
 @contextlib.contextmanager
 def width_scaled(sets: list[Path], factor: float) -> Iterator[list[Path]]:
     """Copies of labelled sets with every photo's width times `factor`, named SET_widthF; removed on exit."""
@@ -93,13 +105,8 @@ def width_scaled(sets: list[Path], factor: float) -> Iterator[list[Path]]:
             for path in sorted(p for p in images.rglob("*") if p.is_file() and p.name != "labels.csv"):
                 target = copy / "images" / path.relative_to(images)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if image is None:  # not an image: kept as is, so the scoring path reports it as it would
-                    shutil.copyfile(path, target)
-                    continue
-                width = max(1, round(image.shape[1] * factor))
-                resized = cv2.resize(image, (width, image.shape[0]), interpolation=cv2.INTER_AREA)
-                cv2.imwrite(str(target), resized, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                if not _width_scaled_copy(path, target, factor):
+                    shutil.copyfile(path, target)  # unreadable or unwritable here: kept as is, scored as it is
             shutil.copyfile(folder / "labels.csv", copy / "labels.csv")
             copies.append(copy)
         yield copies

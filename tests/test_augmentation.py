@@ -54,16 +54,6 @@ def test_without_a_stretch_the_face_keeps_its_width():
     np.testing.assert_allclose(heights, 8, atol=0.01)
 
 
-def test_a_stretch_leaves_the_other_random_draws_of_each_face_alone():
-    # The stretch is drawn after the others, so only the width changes: the crop windows stay where they were.
-    faces = np.random.default_rng(1).integers(0, 256, size=(6, 48, 48), dtype=np.uint8)
-    unstretched = Augmentation(flip=True, rotation=0, zoom=0, translation=0, erasing=0)
-    plain = augmented_crops(faces[:1], 40, unstretched, np.random.default_rng(3))
-    stretched = augmented_crops(faces[:1], 40, Augmentation(flip=True, rotation=0, zoom=0, translation=0,
-                                                            erasing=0, stretch=1e-9), np.random.default_rng(3))
-    np.testing.assert_allclose(stretched, plain, atol=0.01)
-
-
 def test_the_stretch_recipe_is_checked_and_round_trips():
     config = preset("crop_cnn_stretch")
     assert config.augmentation.stretch == 0.25 and config.crop and config.teacher_views == "augmented"

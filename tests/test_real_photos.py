@@ -136,7 +136,11 @@ def test_width_scaled_copies_keep_the_labels_and_change_only_the_width(tmp_path)
     import cv2
 
     folder = labelled_set(tmp_path, {"fr_obama.jpg": "happy", "fer_no-faces.jpg": "Neutral"})
+    odd = folder / "images" / "happy" / "notes.heic"
+    odd.write_bytes(b"not a photo")
     with width_scaled([folder], 0.8) as (copy,):
+        # what OpenCV cannot read is kept as it is, for the scoring path to report
+        assert (copy / "images" / "happy" / "notes.heic").read_bytes() == b"not a photo"
         photos = load_labelled_photos(copy)
         assert photos.name == "set_width0.8" and photos.labels.tolist() == load_labelled_photos(folder).labels.tolist()
         for file in photos.files:
