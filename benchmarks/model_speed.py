@@ -1,7 +1,7 @@
 """Scoring speed of several models side by side on crowd-like photos: marginal images/s and faces/s.
 
     python benchmarks/model_speed.py --model A --model B [--untrained ARCH] [--faces 7] [--sizes 100,400]
-        [--repeats 2] [--large-share 0.5]
+        [--repeats 2] [--large-share 0.5] [--precision float32 --precision bfloat16]
 
 For each model and corpus size, a fresh process scores the corpus through the real path (benchmarks/score.py's
 `real` child: run_scoring with YuNet, the model and the report writing). Runs are interleaved (A small, B small,
@@ -12,6 +12,9 @@ Prints one line per model, the ratios to the first model, and the core count; wr
 --untrained ARCH (repeatable) also times a network of that architecture before any training, served as training
 serves it: its cost does not depend on its weights, so an architecture's speed is known before its long run.
 The models then come from a scratch registry holding copies of the --model versions and the untrained ones.
+
+--precision (repeatable) times every model with each classifier arithmetic, as MODEL@PRECISION rows; without
+it, every model runs with the scoring default ("auto").
 """
 
 from __future__ import annotations
@@ -63,12 +66,17 @@ def main() -> None:
     parser.add_argument("--models-dir", default=None)
     parser.add_argument("--untrained", action="append", default=[], metavar="ARCH",
                         help="also time an untrained network of this architecture (repeatable)")
+    parser.add_argument("--precision", action="append", default=[], choices=["auto", "float32", "bfloat16"],
+                        help="classifier arithmetic (repeatable; default: the scoring default)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     small, large = (int(n) for n in args.sizes.split(","))
 
-    models = args.model + [f"untrained-{architecture}" for architecture in args.untrained]
-    times: dict[str, dict[int, list[float]]] = {m: {small: [], large: []} for m in models}
+    versions = args.model + [f"untrained-{architecture}" for architecture in args.untrained]
+    precisions = args.precision or [None]
+    # (row name, version, precision): MODEL@PRECISION when --precision is given
+    models = [(f"{v}@{p}" if p else v, v, p) for v in versions for p in precisions]
+    times: dict[str, dict[int, list[float]]] = {name: {small: [], large: []} for name, _, _ in models}
     faces: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="ferbatch-speed-") as tmp:
         work = Path(tmp)
@@ -79,13 +87,14 @@ def main() -> None:
         corpora = {small: first_photos(full, small, work / f"corpus-{small}"), large: full}
         for repeat in range(args.repeats):
             for n in (small, large):
-                for model in models:
-                    child_args = parse_args(["--model", model] + (["--models-dir", models_dir] if models_dir else []))
-                    out = work / f"out-{model}-{n}-{repeat}"
+                for name, version, precision in models:
+                    child_args = parse_args(["--model", version] + (["--models-dir", models_dir] if models_dir else [])
+                                            + (["--precision", precision] if precision else []))
+                    out = work / f"out-{name}-{n}-{repeat}"
                     result = run_child("real", corpora[n], out, child_args)
-                    times[model][n].append(result["seconds"])
+                    times[name][n].append(result["seconds"])
                     faces[n] = result["faces"]
-                    print(f"  {model} n={n} run {repeat + 1}: {result['seconds']:.1f} s, {result['faces']} faces",
+                    print(f"  {name} n={n} run {repeat + 1}: {result['seconds']:.1f} s, {result['faces']} faces",
                           flush=True)
 
     rows = {}
@@ -96,13 +105,13 @@ def main() -> None:
                        "marginal_images_per_s": marginal,
                        "marginal_faces_per_s": (faces[large] - faces[small]) / (t_large - t_small),
                        "seconds": by_size}
-    first = rows[args.model[0]]["marginal_images_per_s"]
+    first = rows[models[0][0]]["marginal_images_per_s"]
     print(f"\n{os.cpu_count()} cores; ~{args.faces} faces a photo; {faces[large] / large:.1f} found a photo; "
           f"median of {args.repeats}")
-    print(f"{'model':34} {'img/s':>6} {'img/s':>6} {'marginal':>8} {'faces/s':>7} {'ratio':>5}")
-    print(f"{'':34} {'n=' + str(small):>6} {'n=' + str(large):>6} {'img/s':>8} {'':>7} {'':>5}")
+    print(f"{'model':36} {'img/s':>6} {'img/s':>6} {'marginal':>8} {'faces/s':>7} {'ratio':>5}")
+    print(f"{'':36} {'n=' + str(small):>6} {'n=' + str(large):>6} {'img/s':>8} {'':>7} {'':>5}")
     for model, row in rows.items():
-        print(f"{model:34} {row['images_per_s_small']:6.1f} {row['images_per_s_large']:6.1f} "
+        print(f"{model:36} {row['images_per_s_small']:6.1f} {row['images_per_s_large']:6.1f} "
               f"{row['marginal_images_per_s']:8.1f} {row['marginal_faces_per_s']:7.1f} "
               f"{row['marginal_images_per_s'] / first:5.2f}")
     if args.json_out:

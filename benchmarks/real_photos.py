@@ -44,7 +44,7 @@ LEVELS = (None, 0.0)
 LIGHTS = ("none", "equalize")
 
 
-def checkpoint_classifier(folder: Path):
+def checkpoint_classifier(folder: Path, precision: str = "float32"):
     """The best weights so far of a training run's work folder, served as a registered model would be."""
     import json
 
@@ -69,7 +69,7 @@ def checkpoint_classifier(folder: Path):
         served = serving_model([served], crops=1, flip=False, name=config.architecture)
     name = (f"{folder} (epoch {state['best_epoch']} of {state['epochs_done']}, "
             f"PublicTest {state['best_val_accuracy']:.4f})")
-    return KerasClassifier(served, version=name)
+    return KerasClassifier(served, version=name, precision=precision)
 
 
 def publictest_calibrated(classifier, data, objective: str):
@@ -79,7 +79,8 @@ def publictest_calibrated(classifier, data, objective: str):
 
     model, record = calibrate(TrainConfig(calibration=objective), classifier.model, data)
     shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in record["logit_bias"].items() if value)
-    return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})")
+    return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})",
+                           precision=classifier.precision)
 
 
 def _width_scaled_copy(source: Path, target: Path, factor: float) -> bool:
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--level-above", type=level, default=defaults.level_above, metavar="DEG|never")
     parser.add_argument("--light", choices=LIGHT_NORMALISATIONS, default=defaults.light)
     parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=ScoreSettings().precision,
+                        help="classifier arithmetic (default: the scoring default)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a training run's work folder: measure its best epoch so far")
     parser.add_argument("--calibrate-on", type=Path, default=None, metavar="FER2013_CSV",
@@ -146,7 +149,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
 
-    settings = ScoreSettings()
+    settings = ScoreSettings(precision=args.precision)
     framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid
                 else [(args.margin, args.shift, args.level_above, args.light)])
     everything = []
@@ -154,11 +157,11 @@ def measure(args: argparse.Namespace) -> None:
     for model in [args.checkpoint] if args.checkpoint else args.model or [None]:
         components = Components.for_run(settings, None if args.checkpoint else model, args.models_dir)
         detector, plain = components.detector(), (
-            checkpoint_classifier(args.checkpoint) if args.checkpoint else components.classifier())
+            checkpoint_classifier(args.checkpoint, args.precision) if args.checkpoint else components.classifier())
         classifiers = [plain] + [publictest_calibrated(plain, calibration_data, objective)
                                  for objective in (args.objective or ["macro_f1"]) if calibration_data]
         for classifier in classifiers:
-            print(f"model {classifier.version}")
+            print(f"model {classifier.version} ({classifier.precision})")
             for margin, shift, level_above, light in framings:
                 pipeline = PipelineSettings.from_settings(settings, crop_margin=margin, crop_shift=shift,
                                                           level_above=level_above, light=light)
@@ -173,8 +176,8 @@ def measure(args: argparse.Namespace) -> None:
                 else:
                     print(f"{framing} ({seconds:.0f} s)\n")
                     print(real_photos_markdown(results))
-                everything.append({"model": classifier.version, "margin": margin, "shift": shift,
-                                   "level_above": level_above, "light": light, "results": results})
+                everything.append({"model": classifier.version, "precision": classifier.precision, "margin": margin,
+                                   "shift": shift, "level_above": level_above, "light": light, "results": results})
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 

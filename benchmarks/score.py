@@ -46,7 +46,8 @@ def _settings(args: argparse.Namespace, detector_size: int | None = None):
     from ferbatch.scoring import PipelineSettings
 
     settings = ScoreSettings(folders=[args.corpus], out=args.out, workers=args.workers,
-                             detector_size=detector_size or args.detector_size, shard_size=args.shard_size)
+                             detector_size=detector_size or args.detector_size, shard_size=args.shard_size,
+                             precision=args.precision)
     return settings, PipelineSettings.from_settings(settings, decode_long_side=args.decode_long_side or None)
 
 
@@ -182,7 +183,8 @@ def child_classify(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     classifier.predict(faces)
     seconds = time.perf_counter() - started
-    return {"faces": len(faces), "batch_size": classifier.batch_size, "faces_per_s": len(faces) / seconds,
+    return {"faces": len(faces), "batch_size": classifier.batch_size, "precision": classifier.precision,
+            "faces_per_s": len(faces) / seconds,
             "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -208,6 +210,7 @@ def run_child(mode: str, corpus: Path, out: Path, args: argparse.Namespace, kill
     command = [sys.executable, str(script), "--child", mode, "--corpus", str(corpus), "--out", str(out),
                "--workers", str(args.workers), "--detector-size", str(args.detector_size),
                "--shard-size", str(args.shard_size), "--decode-long-side", str(args.decode_long_side),
+               "--precision", args.precision,
                "--baseline-detector-size", str(args.baseline_detector_size), "--baseline-call", args.baseline_call]
     if args.models_dir:
         command += ["--models-dir", args.models_dir]
@@ -328,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--detector-size", type=int, default=defaults.detector_size)
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size)
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=defaults.precision,
+                        help="The real path's classifier arithmetic.")
     parser.add_argument("--decode-long-side", type=int, default=None,
                         help="Reduced JPEG decode for the real path (default: the detector size; 0: full-size "
                         "decode, to measure that lever).")

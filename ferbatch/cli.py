@@ -248,6 +248,9 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
 @click.option("--score-threshold", type=click.FloatRange(0, 1),
               help=f"Face detector confidence threshold [{_SCORE_DEFAULTS.score_threshold}].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default=None,
+              help="Classifier arithmetic; auto: bfloat16 where the CPU has it natively "
+                   f"[{_SCORE_DEFAULTS.precision}].")
 @_image_options
 @click.option("--max-pixels", type=click.IntRange(min=1),
               help="Images with more pixels become error rows (decompression bomb guard) "

@@ -106,6 +106,7 @@ def test_evaluate_scores_a_set_like_score_and_writes_the_figures_on_the_card(tmp
     assert card["real_photos"]["sets"]["set"]["acc7"] == printed["acc7"]
     assert card["real_photos"]["sets"]["set"]["framing"]["crop_margin"] == PipelineSettings(
         max_pixels=1, decode_long_side=None, workers=1).crop_margin
+    assert card["real_photos"]["sets"]["set"]["precision"] == components.classifier().precision  # as resolved here
     assert {k: v for k, v in card.items() if k != "real_photos"} == before  # nothing else on the card changes
 
 

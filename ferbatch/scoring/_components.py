@@ -23,6 +23,7 @@ class Components:
     detector_settings: DetectorSettings
     batch_size: int
     flip_tta: bool
+    precision: str = "float32"  # as the settings ask ("auto" too): each process resolves it for its own CPU
 
     @classmethod
     def for_run(cls, settings: ScoreSettings, model: str | None = None,
@@ -34,13 +35,13 @@ class Components:
         version = registry.resolve(model)
         registry.verify_model(version)  # a corrupt model fails before the scan, also when nothing is new
         return cls(str(registry.root), version, str(default_detector_path(registry.root)),
-                   DetectorSettings.from_settings(settings), settings.batch_size, settings.flip_tta)
+                   DetectorSettings.from_settings(settings), settings.batch_size, settings.flip_tta, settings.precision)
 
     def detector(self) -> YuNetDetector:
         return _detector(self.detector_path, self.detector_settings)
 
     def classifier(self) -> KerasClassifier:
-        return _classifier(self.models_dir, self.model_version, self.batch_size, self.flip_tta)
+        return _classifier(self.models_dir, self.model_version, self.batch_size, self.flip_tta, self.precision)
 
 
 @lru_cache(maxsize=2)
@@ -49,5 +50,6 @@ def _detector(path: str, settings: DetectorSettings) -> YuNetDetector:
 
 
 @lru_cache(maxsize=1)  # one model in memory per process; a new version replaces the old one
-def _classifier(models_dir: str, version: str, batch_size: int, flip_tta: bool) -> KerasClassifier:
-    return KerasClassifier.from_registry(models_dir, version, batch_size=batch_size, flip_tta=flip_tta)
+def _classifier(models_dir: str, version: str, batch_size: int, flip_tta: bool, precision: str) -> KerasClassifier:
+    return KerasClassifier.from_registry(models_dir, version, batch_size=batch_size, flip_tta=flip_tta,
+                                         precision=precision)

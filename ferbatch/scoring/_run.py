@@ -386,7 +386,7 @@ def run_metadata(run: RunContext, settings: ScoreSettings, pipeline: PipelineSet
     """Key-value metadata stored in every Parquet file of the run."""
     return metadata_json(run_id=run.run_id, model_version=run.model_version, detector=run.detector,
                          sentiment_map=run.sentiment.mapping, settings=asdict(pipeline), flip_tta=settings.flip_tta,
-                         batch_size=settings.batch_size,
+                         batch_size=settings.batch_size, precision=settings.precision,
                          detector_settings=asdict(DetectorSettings.from_settings(settings)), runner=settings.runner)
 
 

@@ -140,11 +140,13 @@ def real_photos_on_card(registry: ModelRegistry, version: str, folders: Sequence
     components = Components.for_run(settings, version, registry.root)
     pipeline = PipelineSettings.from_settings(settings)
     # The default sentiment map, so figures on different cards compare whatever a site's map says.
-    results = evaluate_real_photos(folders, components.detector(), components.classifier(), pipeline)
+    classifier = components.classifier()
+    results = evaluate_real_photos(folders, components.detector(), classifier, pipeline)
     measured = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "framing": {"crop_margin": pipeline.crop_margin, "crop_shift": pipeline.crop_shift,
                             "level_above": pipeline.level_above, "light": pipeline.light},
-                "detector_size": settings.detector_size, "flip_tta": settings.flip_tta}
+                "detector_size": settings.detector_size, "flip_tta": settings.flip_tta,
+                "precision": classifier.precision}
     entry = registry.card(version).get("real_photos") or {"sets": {}}
     entry = {"sets": {**entry["sets"], **{name: {**m, **measured} for name, m in results.items()}}}
     registry.record_on_card(version, "real_photos", entry)
