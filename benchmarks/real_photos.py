@@ -44,7 +44,7 @@ LEVELS = (None, 0.0)
 LIGHTS = ("none", "equalize")
 
 
-def checkpoint_classifier(folder: Path, precision: str = "float32"):
+def checkpoint_classifier(folder: Path, precision: str = "float32", flip_tta: bool = False):
     """The best weights so far of a training run's work folder, served as a registered model would be."""
     import json
 
@@ -69,7 +69,7 @@ def checkpoint_classifier(folder: Path, precision: str = "float32"):
         served = serving_model([served], crops=1, flip=False, name=config.architecture)
     name = (f"{folder} (epoch {state['best_epoch']} of {state['epochs_done']}, "
             f"PublicTest {state['best_val_accuracy']:.4f})")
-    return KerasClassifier(served, version=name, precision=precision)
+    return KerasClassifier(served, version=name, precision=precision, flip_tta=flip_tta)
 
 
 def publictest_calibrated(classifier, data, objective: str):
@@ -80,7 +80,7 @@ def publictest_calibrated(classifier, data, objective: str):
     model, record = calibrate(TrainConfig(calibration=objective), classifier.model, data)
     shown = ", ".join(f"{name[:3]} {value:+.2f}" for name, value in record["logit_bias"].items() if value)
     return KerasClassifier(model, version=f"{classifier.version} + PublicTest {objective} biases ({shown or 'none'})",
-                           precision=classifier.precision)
+                           precision=classifier.precision, flip_tta=classifier.flip_tta)
 
 
 def _width_scaled_copy(source: Path, target: Path, factor: float) -> bool:
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--level-above", type=level, default=defaults.level_above, metavar="DEG|never")
     parser.add_argument("--light", choices=LIGHT_NORMALISATIONS, default=defaults.light)
     parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
+    parser.add_argument("--flip-tta", action="store_true", help="average each face with its mirror image")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=ScoreSettings().precision,
                         help="classifier arithmetic (default: the scoring default)")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -149,15 +150,16 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
 
-    settings = ScoreSettings(precision=args.precision)
+    settings = ScoreSettings(precision=args.precision, flip_tta=args.flip_tta)
     framings = (list(itertools.product(MARGINS, SHIFTS, LEVELS, LIGHTS)) if args.grid
                 else [(args.margin, args.shift, args.level_above, args.light)])
     everything = []
     calibration_data = load_fer2013(args.calibrate_on) if args.calibrate_on else None
     for model in [args.checkpoint] if args.checkpoint else args.model or [None]:
         components = Components.for_run(settings, None if args.checkpoint else model, args.models_dir)
-        detector, plain = components.detector(), (
-            checkpoint_classifier(args.checkpoint, args.precision) if args.checkpoint else components.classifier())
+        plain = (checkpoint_classifier(args.checkpoint, args.precision, args.flip_tta) if args.checkpoint
+                 else components.classifier())
+        detector = components.detector()
         classifiers = [plain] + [publictest_calibrated(plain, calibration_data, objective)
                                  for objective in (args.objective or ["macro_f1"]) if calibration_data]
         for classifier in classifiers:
