@@ -16,6 +16,8 @@ training flow's calibration; --objective, repeatable, picks which: macro_f1 by d
 whether a FER2013-fitted calibration carries over to real photos.
 --width-scale F scores copies of every photo with its width times F (written to a temporary folder, removed
 after): dev_posed's copy squashed its portrait originals to squares, so 0.8 shows what that squash costs.
+--flip-tta averages each face with its mirror image; --precision sets the classifier's arithmetic (default: the
+scoring default, "auto").
 """
 
 from __future__ import annotations
