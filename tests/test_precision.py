@@ -28,6 +28,14 @@ def test_auto_is_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch, native
         resolve_precision("float16")
 
 
+def test_another_keras_backend_computes_float32_whatever_is_asked(monkeypatch):
+    import keras
+
+    monkeypatch.setattr(_classifier, "_native_bfloat16", lambda: True)
+    monkeypatch.setattr(keras.config, "backend", lambda: "jax")
+    assert resolve_precision("auto") == resolve_precision("bfloat16") == "float32"
+
+
 def _rewrite_option() -> bool:
     import tensorflow as tf
 

@@ -51,14 +51,14 @@ def _native_bfloat16() -> bool:
 def resolve_precision(requested: str) -> str:
     """The arithmetic a classifier uses: "auto" is bfloat16 on the TensorFlow backend of a CPU with native
     bfloat16 (about twice the faces a second; the same verdicts within rounding, docs/benchmarks.md) and
-    float32 anywhere else."""
+    float32 anywhere else. The rewrite is TensorFlow's, so another Keras backend always computes float32."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
-    if requested != "auto":
-        return requested
     import keras
 
-    return "bfloat16" if keras.config.backend() == "tensorflow" and _native_bfloat16() else "float32"
+    if requested == "float32" or keras.config.backend() != "tensorflow":
+        return "float32"
+    return "bfloat16" if requested == "bfloat16" or _native_bfloat16() else "float32"
 
 
 _BFLOAT16_REWRITE = "auto_mixed_precision_onednn_bfloat16"
