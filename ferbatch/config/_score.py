@@ -39,7 +39,7 @@ class ScoreSettings(BaseModel):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Faces per classifier call.")
     flip_tta: bool = False
     # bfloat16 where the CPU has it natively (AMX or AVX512-BF16): about twice the faces a second, verdicts
-    # within rounding of float32 (benchmarks/classify.py; docs/benchmarks.md).
+    # within rounding of float32 (benchmarks/precision.py; docs/benchmarks.md).
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Classifier arithmetic: auto is bfloat16 on CPUs with native bfloat16, else float32.")
     # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p

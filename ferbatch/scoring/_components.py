@@ -23,7 +23,7 @@ class Components:
     detector_settings: DetectorSettings
     batch_size: int
     flip_tta: bool
-    precision: str = "float32"  # as the settings ask ("auto" too): each process resolves it for its own CPU
+    precision: str  # as the settings ask ("auto" too): each process resolves it for its own CPU
 
     @classmethod
     def for_run(cls, settings: ScoreSettings, model: str | None = None,
