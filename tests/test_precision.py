@@ -36,6 +36,20 @@ def test_another_keras_backend_computes_float32_whatever_is_asked(monkeypatch):
     assert resolve_precision("auto") == resolve_precision("bfloat16") == "float32"
 
 
+def test_native_bfloat16_needs_the_cpu_flag_and_no_gpu(monkeypatch):
+    import tensorflow as tf
+
+    check = _classifier._native_bfloat16.__wrapped__  # the uncached check
+    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"fpu", "amx_bf16"}))
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    assert check()
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert not check()  # the GPU runs the classifier; the rewrite is for oneDNN's CPU kernels
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(_classifier, "cpu_flags", lambda: frozenset({"fpu", "avx2"}))
+    assert not check()
+
+
 def _rewrite_option() -> bool:
     import tensorflow as tf
 

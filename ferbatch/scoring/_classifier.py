@@ -45,12 +45,15 @@ def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
 
 @cache
 def _native_bfloat16() -> bool:
-    return bool(NATIVE_BFLOAT16_FLAGS & cpu_flags())
+    """Whether the classifier runs on a CPU with native bfloat16 (a visible GPU would run it instead)."""
+    import tensorflow as tf
+
+    return bool(NATIVE_BFLOAT16_FLAGS & cpu_flags()) and not tf.config.list_physical_devices("GPU")
 
 
 def resolve_precision(requested: str) -> str:
-    """The arithmetic a classifier uses: "auto" is bfloat16 on the TensorFlow backend of a CPU with native
-    bfloat16 (about twice the faces a second; the same verdicts within rounding, docs/benchmarks.md) and
+    """The arithmetic a classifier uses: "auto" is bfloat16 on the TensorFlow backend on a CPU with native
+    bfloat16 and no GPU (about twice the faces a second; the same verdicts within rounding, docs/benchmarks.md) and
     float32 anywhere else. The rewrite is TensorFlow's, so another Keras backend always computes float32."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
