@@ -471,8 +471,8 @@ def show_config(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(effective.model_dump_json(indent=2))
         return
-    click.echo(f"# from {source or 'defaults'}, with FERBATCH_* environment overrides applied; "
-               "commented keys are unset")
+    click.echo(f"# from {source or 'defaults'}, with FERBATCH_* environment overrides applied;\n"
+               "# commented keys are unset")
     click.echo(annotated_toml(effective), nl=False)
 
 

@@ -178,6 +178,8 @@ def test_config_init_writes_a_commented_file_that_loads_as_the_defaults_and_neve
     assert result.exit_code == 0, result.output
     text = (tmp_path / "ferbatch.toml").read_text()
     assert "# shard_size = 500  # Images per shard" in text and "# Surprise = \"neutral\"" in text
+    assert max(len(line) for line in text.splitlines()) <= 80  # `config show` prints it to a terminal
+    assert "# A new model scores every photo again" in text  # a long note goes on lines of its own
     assert load_config(tmp_path / "ferbatch.toml")[0] == load_config(None)[0]
     (tmp_path / "ferbatch.toml").write_text("# mine\n")
     again = CliRunner().invoke(cli, ["config", "init", str(tmp_path / "ferbatch.toml")])

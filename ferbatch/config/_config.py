@@ -10,6 +10,7 @@ relative to the file's folder, so a deployment finds them from any working direc
 from __future__ import annotations
 
 import os
+import textwrap
 import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -226,16 +227,24 @@ def _toml_value(value: object) -> str:
     return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
 
 
+TERMINAL_WIDTH = 80  # `config show` prints this file: a note that would not fit goes on lines of its own above
+
+
+def _with_note(line: str, note: str) -> list[str]:
+    if not note or len(f"{line}  # {note}") <= TERMINAL_WIDTH:
+        return [f"{line}  # {note}" if note else line]
+    return [f"# {part}" for part in textwrap.wrap(note, TERMINAL_WIDTH - 2)] + [line]
+
+
 def _annotated_section(model: BaseModel, lines: list[str], prefix: str) -> None:
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel) or name == "sentiment":
             continue
-        note = f"  # {info.description}" if info.description else ""
         if value is None:
-            lines.append(f"# {name} = ...{note or '  #'} (unset)")
+            lines += _with_note(f"# {name} = ...", f"{info.description or ''} (unset)".strip())
         else:
-            lines.append(f"{prefix}{name} = {_toml_value(value)}{note}")
+            lines += _with_note(f"{prefix}{name} = {_toml_value(value)}", info.description or "")
 
 
 def annotated_toml(config: FerbatchConfig, commented: bool = False) -> str:
@@ -251,18 +260,20 @@ def annotated_toml(config: FerbatchConfig, commented: bool = False) -> str:
     for section in ("score", "train", "schedule", "prefect"):
         lines += ["", f"[{section}]"]
         _annotated_section(getattr(config, section), lines, prefix)
-    lines += ["", "[sentiment]  # emotion = positive | negative | neutral (the map in effect, defaults included)"]
+    lines += ["", "# emotion = positive | negative | neutral (the map in effect, defaults included)", "[sentiment]"]
     effective = {**DEFAULT_SENTIMENT_MAP, **config.sentiment}
     lines += [f"{prefix}{emotion} = {_toml_value(effective[emotion])}" for emotion in CLASS_NAMES]
     return "\n".join(lines) + "\n"
 
 
 INIT_HEADER = """\
-# ferbatch configuration (written by `ferbatch config init`). Every key is optional and shown commented
-# out at its default ("..." = unset): uncomment and edit the lines you need. Precedence, highest first:
-# command-line options, FERBATCH_* environment variables (FERBATCH_SCORE__OUT, FERBATCH_SCHEDULE__CRON,
-# ...), this file, the defaults. Relative paths are relative to this file's folder.
-# `ferbatch config show` prints the effective configuration.
+# ferbatch configuration (written by `ferbatch config init`). Every key is
+# optional and shown commented out at its default ("..." = unset): uncomment
+# and edit the lines you need. Precedence, highest first: command-line options,
+# FERBATCH_* environment variables (FERBATCH_SCORE__OUT,
+# FERBATCH_SCHEDULE__CRON, ...), this file, the defaults. Relative paths are
+# relative to this file's folder. `ferbatch config show` prints the effective
+# configuration.
 
 """
 

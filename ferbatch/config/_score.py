@@ -41,7 +41,7 @@ class ScoreSettings(BaseModel):
     # bfloat16 where the CPU has it natively (AMX or AVX512-BF16): about twice the faces a second, verdicts
     # within rounding of float32 (benchmarks/precision.py; docs/benchmarks.md).
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Classifier arithmetic: auto is bfloat16 on CPUs with native bfloat16, else float32.")
+        "auto", description="Classifier arithmetic; auto: bfloat16 if the CPU has it.")
     # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p
     # benchmark corpus, in under half the time of 1280 px (benchmarks/score.py; the README has figures).
     # JPEGs are decoded at reduced size down to this long side too: the detector would shrink them anyway.
