@@ -57,6 +57,8 @@ def main() -> None:
     from corpus import build_corpus, first_photos
     from score import parse_args, run_child
 
+    from ferbatch.config import CLASSIFIER_PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="model version (repeatable)")
     parser.add_argument("--faces", type=int, default=7)
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--models-dir", default=None)
     parser.add_argument("--untrained", action="append", default=[], metavar="ARCH",
                         help="also time an untrained network of this architecture (repeatable)")
-    parser.add_argument("--precision", action="append", default=[], choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--precision", action="append", default=[], choices=CLASSIFIER_PRECISIONS,
                         help="classifier arithmetic (repeatable; default: the scoring default)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()

@@ -35,12 +35,12 @@ def main() -> None:
 
     from ferbatch.models import ModelRegistry
     from ferbatch.scoring import KerasClassifier
-    from ferbatch.scoring._classifier import cpu_flags
+    from ferbatch.scoring._classifier import NATIVE_BFLOAT16_FLAGS, cpu_flags
     from ferbatch.training import load_fer2013
 
     faces, labels = load_fer2013(args.data).subset(args.split)
     registry = ModelRegistry.at(args.models_dir)
-    native = sorted({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    native = sorted(NATIVE_BFLOAT16_FLAGS & cpu_flags())
     print(f"{os.cpu_count()} cores; native bfloat16: {', '.join(native) or 'none'}; {args.split}, {len(faces)} faces")
     print(f"{'model':30} {'acc f32':>7} {'acc bf16':>8} {'agree':>6} {'max|dp|':>7} {'f32/s':>6} {'bf16/s':>6}")
     for version in args.model or [None]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import cv2
 
-from ferbatch.config import ScoreSettings
+from ferbatch.config import CLASSIFIER_PRECISIONS, ScoreSettings
 from ferbatch.scoring import Components, PipelineSettings
 from ferbatch.scoring._pipeline import LIGHT_NORMALISATIONS
 from ferbatch.training import CALIBRATION_OBJECTIVES, load_fer2013
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--light", choices=LIGHT_NORMALISATIONS, default=defaults.light)
     parser.add_argument("--grid", action="store_true", help="try every framing in the script's grid")
     parser.add_argument("--flip-tta", action="store_true", help="average each face with its mirror image")
-    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=ScoreSettings().precision,
+    parser.add_argument("--precision", choices=CLASSIFIER_PRECISIONS, default=ScoreSettings().precision,
                         help="classifier arithmetic (default: the scoring default)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a training run's work folder: measure its best epoch so far")

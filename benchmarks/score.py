@@ -315,7 +315,7 @@ def _table(results: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ferbatch.config import ScoreSettings
+    from ferbatch.config import CLASSIFIER_PRECISIONS, ScoreSettings
 
     defaults = ScoreSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--detector-size", type=int, default=defaults.detector_size)
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size)
-    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=defaults.precision,
+    parser.add_argument("--precision", choices=CLASSIFIER_PRECISIONS, default=defaults.precision,
                         help="The real path's classifier arithmetic.")
     parser.add_argument("--decode-long-side", type=int, default=None,
                         help="Reduced JPEG decode for the real path (default: the detector size; 0: full-size "

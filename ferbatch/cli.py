@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ferbatch.config import ScoreSettings
+from ferbatch.config import CLASSIFIER_PRECISIONS, ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import interruptible
 from ferbatch.logs import configure_logging, hand_logging_to_prefect
@@ -248,7 +248,7 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
 @click.option("--score-threshold", type=click.FloatRange(0, 1),
               help=f"Face detector confidence threshold [{_SCORE_DEFAULTS.score_threshold}].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default=None,
+@click.option("--precision", type=click.Choice(CLASSIFIER_PRECISIONS), default=None,
               help="Classifier arithmetic; auto: bfloat16 where the CPU has it natively "
                    f"[{_SCORE_DEFAULTS.precision}].")
 @_image_options

@@ -80,6 +80,17 @@ def test_bfloat16_gives_float32_verdicts_within_rounding_and_leaves_the_process_
         tf.config.optimizer.set_experimental_options({REWRITE: False})
 
 
+def test_overlapping_bfloat16_calls_share_one_switch_and_leave_it_as_they_found_it():
+    # Calls in two threads of one process (a multi-threaded Dask worker) may end in either order.
+    first, second = _classifier._bfloat16_rewrite(), _classifier._bfloat16_rewrite()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert _rewrite_option()  # the second call is still running: still on
+    second.__exit__(None, None, None)
+    assert not _rewrite_option()
+
+
 def test_the_score_settings_precision_reaches_the_classifier_and_is_resolved_where_it_runs(models_dir, monkeypatch):
     monkeypatch.setattr(_classifier, "_native_bfloat16", lambda: False)
     _components._classifier.cache_clear()  # one classifier per process: another test may have built this one

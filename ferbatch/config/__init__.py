@@ -15,6 +15,7 @@ from ferbatch.config._config import (
     write_config_template,
 )
 from ferbatch.config._score import (
+    CLASSIFIER_PRECISIONS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -24,7 +25,8 @@ from ferbatch.config._score import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP", "SENTIMENTS",
+    "CLASSIFIER_PRECISIONS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_SENTIMENT_MAP",
+    "SENTIMENTS",
     "FerbatchConfig",
     "ScheduleSection", "ScoreSettings", "TrainSection", "annotated_toml", "config_path", "load_config",
     "retrain_parameters", "to_toml", "write_config_template",

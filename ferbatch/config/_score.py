@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
@@ -16,6 +16,8 @@ DEFAULT_MAX_PIXELS = 80_000_000  # 80 MP: larger than any phone photo, far below
 DEFAULT_MAX_BYTES = 256 * 2**20
 DEFAULT_BATCH_SIZE = 256  # faces per classifier call: the graph is traced once for this shape
 SENTIMENTS = ("positive", "negative", "neutral")
+ClassifierPrecision = Literal["auto", "float32", "bfloat16"]
+CLASSIFIER_PRECISIONS: tuple[str, ...] = get_args(ClassifierPrecision)
 DEFAULT_SENTIMENT_MAP: dict[str, str] = {
     "Angry": "negative",
     "Disgust": "negative",
@@ -40,7 +42,7 @@ class ScoreSettings(BaseModel):
     flip_tta: bool = False
     # bfloat16 where the CPU has it natively (AMX or AVX512-BF16): about twice the faces a second, verdicts
     # within rounding of float32 (benchmarks/precision.py; docs/benchmarks.md).
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: ClassifierPrecision = Field(
         "auto", description="Classifier arithmetic; auto: bfloat16 if the CPU has it.")
     # At 960 px YuNet finds exactly the faces in the sample photos and every face pasted into the 1080p
     # benchmark corpus, in under half the time of 1280 px (benchmarks/score.py; the README has figures).

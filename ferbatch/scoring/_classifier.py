@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -14,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
-from ferbatch.config import DEFAULT_BATCH_SIZE
+from ferbatch.config import CLASSIFIER_PRECISIONS, DEFAULT_BATCH_SIZE
 
 
 @runtime_checkable
@@ -29,7 +30,6 @@ class EmotionClassifier(Protocol):
 # The CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic, which oneDNN uses for convolutions
 # and matrix products; without them it would emulate bfloat16, slower than float32.
 NATIVE_BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-PRECISIONS = ("auto", "float32", "bfloat16")
 _CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -55,8 +55,8 @@ def resolve_precision(requested: str) -> str:
     """The arithmetic a classifier uses: "auto" is bfloat16 on the TensorFlow backend on a CPU with native
     bfloat16 and no GPU (about twice the faces a second; the same verdicts within rounding, docs/benchmarks.md) and
     float32 anywhere else. The rewrite is TensorFlow's, so another Keras backend always computes float32."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested not in CLASSIFIER_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(CLASSIFIER_PRECISIONS)}, not {requested!r}")
     import keras
 
     if requested == "float32" or keras.config.backend() != "tensorflow":
@@ -65,6 +65,9 @@ def resolve_precision(requested: str) -> str:
 
 
 _BFLOAT16_REWRITE = "auto_mixed_precision_onednn_bfloat16"
+_rewrite_lock = threading.Lock()
+_rewrite_users = 0  # calls inside _bfloat16_rewrite now, across threads
+_rewrite_before = False  # the option as the first of them found it
 
 
 @contextmanager
@@ -72,16 +75,25 @@ def _bfloat16_rewrite() -> Iterator[None]:
     """TensorFlow's oneDNN rewrite of convolutions and matrix products to bfloat16, for the calls inside only.
 
     It is a process-wide optimizer option, read when a graph runs, so it is switched on around each call and
-    back after: training and evaluation in the same process keep float32. Switching costs nothing measurable.
+    back after: training and evaluation in the same process keep float32. Calls overlapping in threads (a
+    multi-threaded Dask worker) share one switch: on at the first, back as it was after the last. Switching
+    costs nothing measurable.
     """
     import tensorflow as tf
 
-    before = tf.config.optimizer.get_experimental_options().get(_BFLOAT16_REWRITE, False)
-    tf.config.optimizer.set_experimental_options({_BFLOAT16_REWRITE: True})
+    global _rewrite_users, _rewrite_before
+    with _rewrite_lock:
+        if _rewrite_users == 0:
+            _rewrite_before = bool(tf.config.optimizer.get_experimental_options().get(_BFLOAT16_REWRITE, False))
+            tf.config.optimizer.set_experimental_options({_BFLOAT16_REWRITE: True})
+        _rewrite_users += 1
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({_BFLOAT16_REWRITE: before})
+        with _rewrite_lock:
+            _rewrite_users -= 1
+            if _rewrite_users == 0:
+                tf.config.optimizer.set_experimental_options({_BFLOAT16_REWRITE: _rewrite_before})
 
 
 class KerasClassifier:
