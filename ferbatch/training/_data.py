@@ -49,11 +49,17 @@ class FerData:
     label_source: str = "fer2013"
     # (N, 7) float32 training targets that replace the one-hot labels (FER+ votes, a teacher's mix); None: labels
     targets: np.ndarray | None = None
+    # The extra folder's held-out faces (never trained on), measured every epoch beside PublicTest.
+    extra_holdout: tuple[np.ndarray, np.ndarray] | None = None
 
     def subset(self, split_name: str) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of one split (Training, PublicTest or PrivateTest)."""
         mask = self.split == SPLITS.index(split_name)
         return self.images[mask], self.labels[mask]
+
+    def training_extra(self) -> np.ndarray:
+        """(N_train,) bool: which Training faces came from an extra folder, in `subset("Training")` order."""
+        return self.source_row[self.split == SPLITS.index("Training")] < 0
 
     def training_targets(self) -> np.ndarray | None:
         """The soft targets of the Training faces, in `subset("Training")` order, or None (train on labels)."""
@@ -291,15 +297,20 @@ def apply_ferplus_votes(data: FerData, path: str | Path) -> FerData:
     )
 
 
-def with_teacher(data: FerData, teacher_probabilities: np.ndarray, weight: float) -> FerData:
-    """Mix a teacher's (N_train, 7) probabilities on the Training faces into their targets with `weight`."""
+def with_teacher(data: FerData, teacher_probabilities: np.ndarray, weight: float,
+                 extra_weight: float | None = None) -> FerData:
+    """Mix a teacher's (N_train, 7) probabilities on the Training faces into their targets with `weight`
+    (`extra_weight` on faces from an extra folder, when given)."""
     training = data.split == SPLITS.index("Training")
     if len(teacher_probabilities) != training.sum():
         raise DataError(f"the teacher scored {len(teacher_probabilities)} faces, not the {training.sum()} "
                         "training faces")
     targets = (data.targets.copy() if data.targets is not None
                else np.eye(NUM_CLASSES, dtype=np.float32)[data.labels])
-    targets[training] = (1 - weight) * targets[training] + weight * teacher_probabilities.astype(np.float32)
+    weights = np.full((int(training.sum()), 1), weight, np.float32)
+    if extra_weight is not None:
+        weights[data.training_extra()] = extra_weight
+    targets[training] = (1 - weights) * targets[training] + weights * teacher_probabilities.astype(np.float32)
     return replace(data, targets=targets)
 
 
@@ -317,6 +328,7 @@ def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
     folder = Path(folder)
     labelled = load_labelled_folder(folder)
     faces, labels = labelled.training()
+    held_out = labelled.held_out()
     rejected = Counter(data.rejected)
     rejected.update(labelled.rejected)
     log.info("extra folder %s: %d faces added to Training, %d held out, %d rejected", folder, len(faces),
@@ -332,6 +344,7 @@ def add_extra_folder(data: FerData, folder: str | Path) -> FerData:
         sources={**data.sources, f"{folder.name}/": folder_digest(folder)},
         targets=None if data.targets is None else np.concatenate(
             [data.targets, np.eye(NUM_CLASSES, dtype=np.float32)[np.array(labels, dtype=np.uint8)]]),
+        extra_holdout=held_out if len(held_out[1]) else None,
     )
 
 

@@ -20,7 +20,8 @@ import cv2
 import keras
 import numpy as np
 
-from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
+from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from ferbatch.config import DEFAULT_SENTIMENT_MAP
 from ferbatch.errors import FerbatchError
 from ferbatch.models import create_model, inference_copy, serving_model, with_augmentation
 from ferbatch.training._recipes import Augmentation, TrainConfig
@@ -49,7 +50,7 @@ class FaceBatches(keras.utils.PyDataset):
         augmentation: Augmentation | None = None,
         targets: np.ndarray | None = None,
         teacher: keras.Model | None = None,
-        teacher_weight: float = 0.0,
+        teacher_weight: float | np.ndarray = 0.0,
         teacher_views: str = "augmented",
     ) -> None:
         super().__init__()
@@ -84,7 +85,9 @@ class FaceBatches(keras.utils.PyDataset):
         y = self.targets[rows]
         if self.teacher is not None:
             seen = unstretched if self.teacher_views == "unstretched" else x
-            y = (1 - self.teacher_weight) * y + self.teacher_weight * teacher_probabilities(self.teacher, seen)
+            weight = (self.teacher_weight[rows, None] if isinstance(self.teacher_weight, np.ndarray)
+                      else self.teacher_weight)
+            y = (1 - weight) * y + weight * teacher_probabilities(self.teacher, seen)
         return x, y, self.sample_weight[rows]
 
     def start_epoch(self, epoch: int) -> None:
@@ -196,9 +199,11 @@ class _Bookkeeping(keras.callbacks.Callback):
     """Per-epoch checkpoint, best-on-PublicTest weights, LR plateaus and early stopping, all resumable."""
 
     def __init__(self, workdir: Path, config: TrainConfig, classifier: keras.Model, state: dict,
-                 batches: FaceBatches, stop_at: float | None = None) -> None:
+                 batches: FaceBatches, stop_at: float | None = None,
+                 monitor: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.workdir, self.config, self.classifier, self.batches = workdir, config, classifier, batches
+        self.monitor = monitor
         self.state = state
         self.stop_at = stop_at  # time.time() after which no new epoch starts (the chunk's deadline)
 
@@ -207,6 +212,8 @@ class _Bookkeeping(keras.callbacks.Callback):
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {k: float(v) for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         row["lr"] = lr
+        if self.monitor is not None:
+            row.update(monitored_figures(self.classifier, *self.monitor, self.config))
         row["epoch_s"] = round(time.perf_counter() - self.state.pop("_epoch_started", time.perf_counter()), 2)
         history = self.state["history"]
         for key, value in row.items():
@@ -236,9 +243,13 @@ class _Bookkeeping(keras.callbacks.Callback):
             self.model.stop_training = True  # the next epoch would end past the deadline
         self._save_checkpoint()
         log.info(
-            "epoch %d/%d  loss %.4f  acc %.4f  PublicTest loss %.4f acc %.4f  lr %.2e%s",
+            "epoch %d/%d  loss %.4f  acc %.4f  PublicTest loss %.4f acc %.4f  lr %.2e%s%s",
             epoch + 1, self.config.epochs, row.get("loss", math.nan), row.get("accuracy", math.nan),
-            row.get("val_loss", math.nan), val_acc, lr, "  (best)" if improved else "",
+            row.get("val_loss", math.nan), val_acc, lr,
+            "" if self.monitor is None else (
+                f"  held out: acc {row['holdout_accuracy']:.4f} neutral {row['holdout_neutral_recall']:.4f}"
+                f" negative bias {row['holdout_negative_bias']:+.3f}"),
+            "  (best)" if improved else "",
         )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -254,6 +265,22 @@ class _Bookkeeping(keras.callbacks.Callback):
         tmp_state = self.workdir / "state.tmp.json"
         tmp_state.write_text(json.dumps(state, indent=1))
         os.replace(tmp_state, self.workdir / "state.json")
+
+
+def monitored_figures(classifier: keras.Model, faces: np.ndarray, labels: np.ndarray, config: TrainConfig
+                      ) -> dict[str, float]:
+    """Accuracy, Neutral recall and negative-share bias (share read Angry/Disgust/Fear/Sad minus the true
+    share) of the training classifier on held-out faces, through the evaluation view PublicTest uses."""
+    view = _evaluation_view(faces, config)[..., None].astype("float32")
+    predicted = np.argmax(np.asarray(classifier.predict(view, batch_size=256, verbose=0)), axis=1)
+    negative = np.array([DEFAULT_SENTIMENT_MAP[name] == "negative" for name in CLASS_NAMES])
+    neutral_class = CLASS_NAMES.index("Neutral")
+    neutral = labels == neutral_class
+    return {
+        "holdout_accuracy": float(np.mean(predicted == labels)),
+        "holdout_neutral_recall": float(np.mean(predicted[neutral] == neutral_class)) if neutral.any() else math.nan,
+        "holdout_negative_bias": float(negative[predicted].mean() - negative[labels].mean()),
+    }
 
 
 @dataclass
@@ -371,8 +398,14 @@ def train(
     init_weights: keras.Model | None = None,
     train_targets: np.ndarray | None = None,
     teacher: keras.Model | None = None,
+    teacher_weights: np.ndarray | None = None,
+    monitor: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch.
+
+    teacher_weights: (N,) the batch teacher's share per training face (default config.teacher_weight for all).
+    monitor: (faces, labels) measured every epoch beside PublicTest and kept in the history (the extra folder's
+    held-out faces); it chooses nothing by itself.
 
     train_targets: (N, 7) soft targets for the training faces (FER+ votes, a teacher's mix) instead of their
     one-hot labels; class weights still follow the labels. teacher: a served model that scores every augmented
@@ -403,7 +436,7 @@ def train(
         augmentation=config.augmentation,
         targets=train_targets,
         teacher=teacher,
-        teacher_weight=config.teacher_weight,
+        teacher_weight=config.teacher_weight if teacher_weights is None else teacher_weights,
         teacher_views=config.teacher_views,
     )
     if resumed:
@@ -426,7 +459,7 @@ def train(
         _compile(trainer, config, len(batches))
 
     _add_run_identity(state)
-    bookkeeping = _Bookkeeping(workdir, config, classifier, state, batches, stop_at)
+    bookkeeping = _Bookkeeping(workdir, config, classifier, state, batches, stop_at, monitor)
     state["config"] = config.to_dict()
     already_done = state["epochs_done"] >= config.epochs or state["stopped_early"]
     if not already_done:

@@ -58,8 +58,19 @@ def checkpoint_dir(workdir: Path) -> Path:
 
 def fit(config: TrainConfig, data: FerData, workdir: Path, resume: bool, stop_at: float | None = None,
         init_weights: keras.Model | None = None, teacher: keras.Model | None = None) -> TrainResult:
-    return train(config, *data.subset("Training"), *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
-                 stop_at=stop_at, init_weights=init_weights, train_targets=data.training_targets(), teacher=teacher)
+    images, labels = data.subset("Training")
+    targets, extra = data.training_targets(), data.training_extra()
+    if config.extra_repeat > 1 and extra.any():
+        # Each extra-folder face appears extra_repeat times an epoch (the batches shuffle them apart).
+        rows = np.concatenate([np.arange(len(labels))] + [np.flatnonzero(extra)] * (config.extra_repeat - 1))
+        images, labels, extra = images[rows], labels[rows], extra[rows]
+        targets = None if targets is None else targets[rows]
+    teacher_weight = None
+    if teacher is not None and config.extra_teacher_weight is not None:
+        teacher_weight = np.where(extra, config.extra_teacher_weight, config.teacher_weight).astype(np.float32)
+    return train(config, images, labels, *data.subset("PublicTest"), checkpoint_dir(workdir), resume,
+                 stop_at=stop_at, init_weights=init_weights, train_targets=targets, teacher=teacher,
+                 teacher_weights=teacher_weight, monitor=data.extra_holdout)
 
 
 def batch_teacher(registry: ModelRegistry, config: TrainConfig) -> keras.Model | None:
@@ -88,7 +99,7 @@ def teacher_targets(registry: ModelRegistry, config: TrainConfig, data: FerData,
         probabilities = KerasClassifier(registry.load_model(version), version=version).predict(faces)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, probabilities.astype(np.float32))
-    return with_teacher(data, probabilities, config.teacher_weight)
+    return with_teacher(data, probabilities, config.teacher_weight, config.extra_teacher_weight)
 
 
 def training_setup(

@@ -83,6 +83,11 @@ class TrainConfig:
     teacher: str | None = None
     teacher_weight: float = 0.5
     teacher_views: str = "centre"
+    # Faces from an extra folder (`--extra-folder`, e.g. faces in the wild): each is seen this many times an
+    # epoch, and the teacher's share of its target is `extra_teacher_weight` (None: teacher_weight). The
+    # folder's labels are what it teaches, where FER2013's teacher reads ordinary faces as expressions.
+    extra_repeat: int = 1
+    extra_teacher_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -110,6 +115,10 @@ class TrainConfig:
             raise FerbatchError(f"augmentation.stretch must be at least 0 and below 1, not {self.augmentation.stretch}")
         if not 0 <= self.teacher_weight <= 1:
             raise FerbatchError(f"teacher_weight must be between 0 and 1, not {self.teacher_weight}")
+        if self.extra_repeat < 1:
+            raise FerbatchError(f"extra_repeat must be at least 1, not {self.extra_repeat}")
+        if self.extra_teacher_weight is not None and not 0 <= self.extra_teacher_weight <= 1:
+            raise FerbatchError(f"extra_teacher_weight must be between 0 and 1, not {self.extra_teacher_weight}")
         if not 0 <= self.crop < IMAGE_SIZE:
             raise FerbatchError(f"crop must be 0 (the whole face) or a side below {IMAGE_SIZE}, not {self.crop}")
 
@@ -194,6 +203,11 @@ PRESETS["crop_cnn_votes"] = replace(PRESETS["crop_cnn_distil"], teacher=None)
 # expressions on posed faces; `_t75_cw` adds inverse-frequency class weights for Disgust and Fear.
 PRESETS["crop_cnn_distil_t75"] = replace(PRESETS["crop_cnn_distil"], epochs=8, teacher_weight=0.75)
 PRESETS["crop_cnn_distil_t75_cw"] = replace(PRESETS["crop_cnn_distil_t75"], class_weights=True)
+# The three-quarter mix beside labelled faces in the wild (`--extra-folder train_wild`): each wild face twice an
+# epoch (about a quarter of the batches), its target three quarters its own label and one quarter the
+# teacher's, so the news-photo Neutral and Happy faces teach what FER2013's faces do not. The folder's fixed
+# fifth is held out and measured every epoch beside PublicTest.
+PRESETS["crop_cnn_wild"] = replace(PRESETS["crop_cnn_distil_t75"], extra_repeat=2, extra_teacher_weight=0.25)
 # The same mix with the teacher scoring each augmented crop instead of the centre view once: the fixed
 # targets above stopped improving after two epochs; a consistent teacher keeps teaching as the crops change.
 PRESETS["crop_cnn_consistent"] = replace(PRESETS["crop_cnn_distil_t75"], epochs=16, teacher_views="augmented")
