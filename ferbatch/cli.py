@@ -81,6 +81,11 @@ def _config(ctx: click.Context):
     return root.meta["config"][0]
 
 
+def _models_dir(ctx: click.Context, option: Path | None) -> Path | None:
+    """--models-dir, else the configuration's models_dir (file or FERBATCH_MODELS_DIR): every command the same."""
+    return option or _config(ctx).models_dir
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="ferbatch")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -146,7 +151,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
     if data_path is None:
         raise click.UsageError("give --data FILE or set train.data in the configuration")
     preset_name = preset_name or config.train.preset or "default"
-    models_dir = models_dir or config.models_dir
+    models_dir = _models_dir(ctx, models_dir)
     from ferbatch.training import recipe
 
     chosen = recipe(preset_name)  # fail on an unknown preset before anything starts
@@ -208,7 +213,7 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
 
     if data_path is None and not photo_sets:
         raise click.UsageError("give --data FILE, --real-photos DIR, or both")
-    registry = ModelRegistry.at(models_dir)
+    registry = ModelRegistry.at(_models_dir(ctx, models_dir))
     card = registry.card(version)
     report: dict = {}
     if data_path is not None:
@@ -294,7 +299,11 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
     ).require_folders()
     sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
     SentimentMap.with_overrides(sentiment)  # a bad map fails before anything starts
-    models_dir = models_dir or config.models_dir
+    models_dir = _models_dir(ctx, models_dir)
+    if annotate:
+        from ferbatch.scoring import check_annotations_folder
+
+        check_annotations_folder(annotate, settings.folders, settings.out)
     from ferbatch.prefect_api import configured_api_url, prefect_api
     from ferbatch.scoring import Components, preview_run, skipped_run_summary
 
@@ -359,16 +368,16 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, mo
     The same detector, framing and model as `score`, with the configured score settings, but no Prefect
     and no report folder: nothing is written (except --annotate's copies).
     """
-    from ferbatch.scoring import parse_sentiment_map
+    from ferbatch.scoring import annotator, check_annotations_folder, parse_sentiment_map
 
     config = _config(ctx)
     sentiment = parse_sentiment_map(sentiment_map) if sentiment_map else config.sentiment
+    if annotate:  # before the model loads: a refused folder is the first thing said
+        check_annotations_folder(annotate, paths)
     from ferbatch.analysis import Analyzer
 
-    analyzer = Analyzer(model=version, models_dir=models_dir or config.models_dir, settings=config.score,
+    analyzer = Analyzer(model=version, models_dir=_models_dir(ctx, models_dir), settings=config.score,
                         sentiment=sentiment)
-    from ferbatch.scoring import annotator
-
     draw = annotator(annotate, analyzer.sentiment) if annotate else None
     images = list(analyzer.images(paths, include=include, exclude=exclude, skip_dirs=[annotate] if annotate else (),
                                   on_image=draw))
@@ -379,10 +388,12 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, mo
     if as_json:
         click.echo(json.dumps({"model_version": analyzer.model_version,
                                "images": [image.to_dict() for image in images]}, indent=2))
-        return
-    from ferbatch.console import print_analysis
+    else:
+        from ferbatch.console import print_analysis
 
-    print_analysis(images, analyzer.model_version)
+        print_analysis(images, analyzer.model_version)
+    if all(image.status == "error" for image in images):  # nothing analysed: a script must see it failed
+        raise FerbatchError(f"none of the {len(images)} image(s) could be read or decoded (see the errors above)")
 
 
 @cli.command()
@@ -596,11 +607,12 @@ def models() -> None:
 
 @models.command("list")
 @_models_dir_option
-def list_models(models_dir: Path | None) -> None:
+@click.pass_context
+def list_models(ctx: click.Context, models_dir: Path | None) -> None:
     """Registered versions with their key metrics; * marks the current one."""
     from ferbatch.models import ModelRegistry
 
-    registry = ModelRegistry.at(models_dir)
+    registry = ModelRegistry.at(_models_dir(ctx, models_dir))
     versions = registry.versions()
     unfinished = registry.unfinished_versions()
     if not versions and not unfinished:
@@ -633,7 +645,8 @@ def list_models(models_dir: Path | None) -> None:
 @click.option("--objective", type=click.Choice(list(CALIBRATION_OBJECTIVES)), default="macro_f1", show_default=True,
               help="macro_f1_keep_neutral leaves Neutral's bias at 0 (for FER+ vote-trained models).")
 @_models_dir_option
-def calibrate_model(version: str, data_path: Path, objective: str, models_dir: Path | None) -> None:
+@click.pass_context
+def calibrate_model(ctx: click.Context, version: str, data_path: Path, objective: str, models_dir: Path | None) -> None:
     """Register a copy of VERSION with per-class biases chosen on PublicTest (macro-F1, accuracy kept);
     the copy is not promoted."""
     import tempfile
@@ -641,7 +654,7 @@ def calibrate_model(version: str, data_path: Path, objective: str, models_dir: P
     from ferbatch.models import ModelRegistry
     from ferbatch.training import calibrate_registered, metrics_markdown
 
-    registry = ModelRegistry.at(models_dir)
+    registry = ModelRegistry.at(_models_dir(ctx, models_dir))
     source = registry.resolve(version)
     with tempfile.TemporaryDirectory(prefix="ferbatch-calibrate-") as report_dir:
         calibrated = calibrate_registered(registry, source, data_path, Path(report_dir), objective)
@@ -656,11 +669,12 @@ def calibrate_model(version: str, data_path: Path, objective: str, models_dir: P
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Promote when PublicTest accuracy is at most this much below the current model's.")
 @_models_dir_option
-def promote_model(version: str, force: bool, tolerance: float, models_dir: Path | None) -> None:
+@click.pass_context
+def promote_model(ctx: click.Context, version: str, force: bool, tolerance: float, models_dir: Path | None) -> None:
     """Make VERSION the current model (what score and nightly use) if it passes the PublicTest gate."""
     from ferbatch.models import ModelRegistry
 
-    registry = ModelRegistry.at(models_dir)
+    registry = ModelRegistry.at(_models_dir(ctx, models_dir))
     decision = registry.promote(registry.resolve(version), force=force, tolerance=tolerance)
     if not decision.promoted:
         raise click.ClickException(f"{decision.version} not promoted: {decision.reason} (--force overrides)")
@@ -673,14 +687,15 @@ def promote_model(version: str, force: bool, tolerance: float, models_dir: Path 
 @click.option("--labels", type=(click.Choice(["ferplus"]), EXISTING_FILE), default=None, metavar="ferplus FILE",
               help="The FER+ file the run trains on, if any (for the card's data sources).")
 @_models_dir_option
-def register_unfinished_run(data_path: Path, preset_name: str | None, labels: tuple[str, Path] | None,
-                            models_dir: Path | None) -> None:
+@click.pass_context
+def register_unfinished_run(ctx: click.Context, data_path: Path, preset_name: str | None,
+                            labels: tuple[str, Path] | None, models_dir: Path | None) -> None:
     """Register the work folder's run (in progress or interrupted) as an unfinished version to commit and
     continue elsewhere with `train --resume-from`."""
     from ferbatch.models import ModelRegistry
     from ferbatch.training import checkpoint_dir, source_digests, unfinished_card_for, work_dir
 
-    registry = ModelRegistry.at(models_dir)
+    registry = ModelRegistry.at(_models_dir(ctx, models_dir))
     workdir = checkpoint_dir(work_dir(registry.root))
     version = registry.register_unfinished(
         workdir, unfinished_card_for(workdir, preset_name,

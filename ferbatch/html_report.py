@@ -584,12 +584,11 @@ def write_html_report(out_dir: str | Path, path: str | Path, run_id: str | None 
     """Write the HTML report of `out_dir`'s current table (default) or of one run (`run_id`, or "latest": the latest
     that scored images; also the default for a folder from before the current table) to `path`.
 
-    Raises FerbatchError when the folder holds no runs (or not `run_id`). Returns the path written.
+    Raises FerbatchError when the folder holds no runs (or not `run_id`), or `path` may not be written: only a
+    regular file (or nothing) is replaced, in a folder that exists (see ferbatch.safe_files). Returns the path.
     """
+    from ferbatch.safe_files import check_target, write_report_file
+
+    check_target(path, "HTML report")  # before the charts are drawn: a target that will be refused fails at once
     page = render_html(load_run(out_dir, run_id))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_report_file(path, page.encode("utf-8"), "HTML report")

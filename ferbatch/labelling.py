@@ -10,7 +10,9 @@ only this explicit command writes any, and only into DIR.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import PROBABILITY_COLUMNS
+from ferbatch.safe_files import create_new, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +43,21 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_destination(destination: Path, out_dir: Path, scanned: list[Path]) -> None:
-    """Refuse a destination inside the output folder or a scanned folder: crops there would be scored as photos
-    or mixed into the reports."""
+    """Refuse a destination inside or around the output folder or a scanned folder: crops there would be scored
+    as photos or mixed into the reports (and a destination such as / would be the whole file system)."""
     target = destination.resolve()
     if _inside(target, out_dir.resolve()):
         raise FerbatchError(f"{destination}: inside the output folder {out_dir}; export face crops elsewhere")
+    if _inside(out_dir.resolve(), target):
+        raise FerbatchError(f"{destination}: holds the output folder {out_dir}; export face crops into a folder "
+                            "of their own")
     for root in scanned:
         if _inside(target, Path(root).resolve()):
             raise FerbatchError(f"{destination}: inside the scanned folder {root}; the crops would be scored as "
                                 "photos. Export them elsewhere")
+        if _inside(Path(root).resolve(), target):
+            raise FerbatchError(f"{destination}: holds the scanned folder {root}; a scan of it would score the "
+                                "crops as photos. Export them into a folder of their own")
 
 
 def _read(out_dir: Path, table: str, columns: list[str]):
@@ -103,8 +112,24 @@ def _crop(file: Path, row, expected_id: str) -> tuple[np.ndarray | None, str]:
 
 
 def _already_exported(destination: Path) -> set[str]:
-    """Crop names anywhere under the destination: faces already exported (sorted or not) are not offered again."""
-    return {p.name for p in destination.rglob("*.png")} if destination.is_dir() else set()
+    """Crop names in the folders a person sorts crops into (_unsorted/, _skip/, other "_" folders and the class
+    folders Happy/, Sad/, ...): faces already exported (sorted or not) are not offered again. Only those folders
+    are looked into, never whatever else the destination holds."""
+    from ferbatch.classes import CLASS_NAMES
+
+    classes = {name.lower() for name in CLASS_NAMES}
+    try:
+        folders = [Path(entry.path) for entry in os.scandir(destination) if entry.is_dir(follow_symlinks=False)
+                   and (entry.name.startswith("_") or entry.name.lower() in classes)]
+    except OSError:
+        return set()
+    names: set[str] = set()
+    for folder in folders:
+        try:
+            names.update(p.name for p in folder.rglob("*.png"))
+        except OSError as exc:
+            log.warning("%s: not read (%s)", folder, exc.strerror or exc)
+    return names
 
 
 def _new_csv_path(destination: Path) -> Path:
@@ -121,8 +146,6 @@ def export_faces(out_dir: str | Path, destination: str | Path, *, uncertain: int
                  seed: int = 0) -> ExportResult:
     """Write crops of the `uncertain` least confident faces (or a random `sample`) into destination/_unsorted/,
     plus destination/export-<UTC time>.csv. Error rows, missing or changed files are skipped with a warning."""
-    import cv2
-
     out_dir, destination = Path(out_dir), Path(destination)
     if (uncertain is None) == (sample is None):
         raise FerbatchError("give one of --uncertain N or --sample N")
@@ -139,6 +162,7 @@ def export_faces(out_dir: str | Path, destination: str | Path, *, uncertain: int
         faces = faces.iloc[np.random.default_rng(seed).permutation(len(faces))]
     done = _already_exported(destination)
     rows = []
+    failed: tuple[Path, OSError] | None = None
     unsorted = destination / UNSORTED
     for row in faces.itertuples(index=False):
         if len(rows) == wanted:
@@ -153,8 +177,14 @@ def export_faces(out_dir: str | Path, destination: str | Path, *, uncertain: int
             result.skipped[reason] = result.skipped.get(reason, 0) + 1
             log.warning("%s: face %d skipped (%s)", file, row.face_index, reason.replace("_", " "))
             continue
-        unsorted.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(unsorted / name), crop)
+        try:
+            written = _write_crop(unsorted, name, crop)
+        except OSError as exc:
+            failed = (unsorted / name, exc)
+            break
+        if not written:  # something is there already: never written over, never through
+            result.skipped["already_exported"] = result.skipped.get("already_exported", 0) + 1
+            continue
         result.written.append(unsorted / name)
         rows.append({"crop": f"{UNSORTED}/{name}", "image_id": row.image_id, "face_index": row.face_index,
                      "path": str(file), "run_id": row.run_id, "model_version": row.model_version,
@@ -163,9 +193,35 @@ def export_faces(out_dir: str | Path, destination: str | Path, *, uncertain: int
     if errors:
         log.warning("%s: %d error row(s) skipped (images that could not be read when scored)", out_dir, errors)
     if rows:
-        result.csv_path = _new_csv_path(destination)
-        with open(result.csv_path, "x", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        try:
+            result.csv_path = _write_csv(destination, rows)
+        except OSError as exc:
+            failed = failed or (destination, exc)
+    if failed:
+        path, exc = failed
+        listed = f", listed in {result.csv_path}" if result.csv_path else ""
+        raise FerbatchError(f"{path}: cannot write ({os_reason(exc)}); {len(result.written)} crop(s) were "
+                            f"written before it{listed}")
     return result
+
+
+def _write_crop(folder: Path, name: str, crop: np.ndarray) -> bool:
+    """A new PNG file (never over or through what is there); False when the name is taken."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", crop)
+    if not ok:
+        raise OSError(f"cannot encode {name}")
+    return create_new(folder / name, encoded.tobytes())
+
+
+def _write_csv(destination: Path, rows: list[dict]) -> Path:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    while True:  # a name of its own: never over an earlier export or through a link
+        path = _new_csv_path(destination)
+        if create_new(path, text.getvalue().encode("utf-8")):
+            return path

@@ -194,25 +194,32 @@ def test_error_rows_for_missing_bytes_have_no_image_id(tmp_path):
     assert _score(folder, tmp_path / "out")[0].n_scored == 1  # unreadable files are retried
 
 
-def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(tmp_path):
+def test_output_and_annotation_folders_inside_an_input_folder_are_never_scored(tmp_path, caplog):
+    from ferbatch.scoring import ANNOTATIONS_MARKER
+
     folder = _photos(tmp_path / "in", {"a.jpg": 150})
-    _photos(folder / "checked", {"a.jpg": 250})  # e.g. --annotate in/checked
-    summary, _ = _score(folder, folder / "out", annotate=str(folder / "checked"))
+    _photos(folder / "checked", {"a.jpg": 250})  # copies an earlier --annotate wrote there: marked
+    (folder / "checked" / ANNOTATIONS_MARKER).write_text("")
+    with caplog.at_level("INFO", logger="ferbatch"):
+        summary, _ = _score(folder, folder / "out")
     assert summary.n_found == 1
+    assert f"{folder / 'checked'}: not scanned: it holds {ANNOTATIONS_MARKER}" in caplog.text  # never silently
     (folder / "out" / "stray.jpg").write_bytes((folder / "a.jpg").read_bytes())
-    assert _score(folder, folder / "out", annotate=str(folder / "checked"))[0].n_found == 1
+    assert _score(folder, folder / "out")[0].n_found == 1
+    with pytest.raises(FerbatchError, match="is inside the scanned folder"):  # new copies never go there
+        _score(folder, folder / "out", annotate=str(folder / "checked"))
 
 
 def test_an_annotations_folder_is_marked_and_skipped_by_later_runs_without_annotate(tmp_path):
     from ferbatch.scoring import ANNOTATIONS_MARKER
 
-    folder = _photos(tmp_path / "in", {"a.jpg": 150, "b.jpg": 350})
-    _score(folder, tmp_path / "out", annotate=str(folder / "checked"))
-    assert (folder / "checked" / ANNOTATIONS_MARKER).is_file()
-    assert sorted(p.name for p in (folder / "checked").glob("*.jpg")) == ["a.jpg", "b.jpg"]  # copies with faces
-    second, _ = _score(folder, tmp_path / "out")  # no --annotate this time
-    assert (second.n_found, second.n_scored) == (2, 0)
-    assert sorted(_table(tmp_path / "out", "images").path) == ["a.jpg", "b.jpg"]
+    folder = _photos(tmp_path / "photos" / "in", {"a.jpg": 150, "b.jpg": 350})
+    checked = tmp_path / "photos" / "checked"
+    _score(folder, tmp_path / "out", annotate=str(checked))
+    assert (checked / ANNOTATIONS_MARKER).is_file()
+    assert sorted(p.name for p in checked.glob("*.jpg")) == ["a.jpg", "b.jpg"]  # copies with faces
+    second, _ = _score(tmp_path / "photos", tmp_path / "out")  # the folder above both, no --annotate this time
+    assert second.n_found == 2  # the photos, not their copies
 
 
 def test_a_second_run_into_a_locked_output_folder_is_refused_with_a_clear_message(tmp_path):

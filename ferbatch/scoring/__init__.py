@@ -6,7 +6,7 @@ benchmarks reuse, and the image helpers the training side reuses. The run's step
 """
 
 from ferbatch.config import ScoreSettings
-from ferbatch.scoring._annotate import annotator
+from ferbatch.scoring._annotate import annotator, check_annotations_folder
 from ferbatch.scoring._classifier import EmotionClassifier, KerasClassifier
 from ferbatch.scoring._components import Components
 from ferbatch.scoring._detection import (
@@ -61,7 +61,8 @@ __all__ = [
     "FaceDetector", "ImageError", "ImageFile", "KerasClassifier", "PipelineSettings", "PreparedImage", "RunContext",
     "RunPreview",
     "ScoreSettings", "ScoredImage", "ScoringComponents", "SentimentMap", "Shard", "ShardMapper", "ShardResult",
-    "ShardScorer", "YuNetDetector", "annotator", "as_text", "crop_face", "crop_faces", "decode",
+    "ShardScorer", "YuNetDetector", "annotator", "as_text", "check_annotations_folder", "crop_face", "crop_faces",
+    "decode",
     "default_detector_path", "eye_angle", "face_verdicts", "image_probabilities", "image_verdict", "map_sequential",
     "no_images_message", "parse_sentiment_map", "prepare", "preview_run", "read_bytes", "rows_for", "run_scoring",
     "scan", "score_images", "skipped_run_summary",

@@ -130,7 +130,24 @@ ANNOTATIONS_MARKER = ".ferbatch-annotations"
 
 
 def _is_annotations(directory: Path) -> bool:
-    return (directory / ANNOTATIONS_MARKER).is_file()
+    """Whether the folder holds the marker; a folder that cannot be looked into is not marked (listing it says
+    why it is skipped). A marked folder is skipped with a log line, so a planted marker never hides one silently."""
+    try:
+        marked = (directory / ANNOTATIONS_MARKER).is_file()
+    except OSError:
+        return False
+    if marked:
+        log.info("%s: not scanned: it holds %s (annotated copies; remove the file to score the folder)",
+                 printable(as_text(directory)), ANNOTATIONS_MARKER)
+    return marked
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False for any OS error (permission denied, a name too long) instead of raising."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
@@ -190,13 +207,27 @@ def scan(
     looping link is yielded with bytes None, so it becomes an error row instead of silently disappearing.
     """
     named = normalise_roots(roots)
-    walk = _Walk([r for r in named if r.is_dir()], include, exclude, {Path(d).resolve() for d in skip_dirs},
+    walk = _Walk([r for r in named if _is_dir(r)], include, exclude, {_resolved(Path(d)) for d in skip_dirs},
                  follow_links, set())
     for root in named:
-        if not root.is_dir():  # a file named directly: the user chose it (a broken link too: an error row)
+        if root not in walk.folders:  # a file named directly: the user chose it (a broken link too: an error row)
             yield _image_file(root.parent, Path(root.name))
             continue
         yield from _scan_folder(walk, root, root, Path())
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:  # a name too long, a loop: compared as written
+        return Path(os.path.abspath(path))
+
+
+def _entry_kind(entry: os.DirEntry) -> str:
+    """"link", "dir" or "file" for one listed entry (may raise OSError)."""
+    if entry.is_symlink():
+        return "link"
+    return "dir" if entry.is_dir(follow_symlinks=False) else "file"
 
 
 def _scan_folder(walk: _Walk, root: Path, real: Path, relative: Path) -> Iterator[ImageFile]:
@@ -210,15 +241,26 @@ def _scan_folder(walk: _Walk, root: Path, real: Path, relative: Path) -> Iterato
     followed = not _inside(real, walk.folders)  # reached through a followed link: its files once each
     for entry in entries:
         path = relative / entry.name
-        if followed and not entry.is_dir(follow_symlinks=False):
+        # Any OS error on one entry (permission denied, a name too long) is that entry's error row, or a logged
+        # skip for a folder; the scan goes on with the next entry.
+        try:
+            kind = _entry_kind(entry)
+            enter = kind == "dir" and walk.entering(real / entry.name) and (real / entry.name) not in walk.folders
+        except OSError as exc:
+            if walk.wanted(path):
+                yield ImageFile(root, path, None, None, follow=False, refused=f"unreadable: {exc.strerror or exc}")
+            else:
+                log.warning("%s: not scanned (%s)", printable(as_text(root / path)), exc.strerror or exc)
+            continue
+        if followed and kind != "dir":
             if real / entry.name in walk.seen:
                 continue
             walk.seen.add(real / entry.name)
-        if entry.is_symlink():
+        if kind == "link":
             yield from _scan_link(walk, root, path)
-        elif entry.is_dir(follow_symlinks=False):
+        elif kind == "dir":
             # A named folder met again below a followed link (a link to a parent) is already being scanned.
-            if walk.entering(real / entry.name) and (real / entry.name) not in walk.folders:
+            if enter:
                 yield from _scan_folder(walk, root, real / entry.name, path)
         elif walk.wanted(path):
             yield _image_file(root, path, follow=False)
@@ -235,7 +277,7 @@ def _scan_link(walk: _Walk, root: Path, path: Path) -> Iterator[ImageFile]:
         return
     if _inside(target, walk.folders):
         return  # scanned where it lies (or deliberately not: an output, annotation or excluded folder)
-    is_dir = target.is_dir()
+    is_dir = _is_dir(target)
     if not walk.follow_links:
         if is_dir:
             log.warning("%s: not followed: a link to a folder outside the scanned folders (--follow-links "
@@ -258,7 +300,7 @@ def _absolute(path: Path) -> Path:
     """The path with its folders resolved (symlinks, `..`, a trailing `/`, relative to the working folder);
     a file named directly keeps its own name, so a symlink to an image is still reported by its name."""
     path = Path(os.path.abspath(path))
-    return path.resolve() if path.is_dir() else path.parent.resolve() / path.name
+    return _resolved(path) if _is_dir(path) else _resolved(path.parent) / path.name
 
 
 def normalise_roots(roots: Sequence[str | Path]) -> list[Path]:
@@ -271,7 +313,7 @@ def normalise_roots(roots: Sequence[str | Path]) -> list[Path]:
     kept: list[Path] = []
     for root in absolute:
         inside = any(other == root or other in root.parents for other in absolute
-                     if other != root and other.is_dir())
+                     if other != root and _is_dir(other))
         if not inside and root not in kept:
             kept.append(root)
     return kept

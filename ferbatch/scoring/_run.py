@@ -33,7 +33,7 @@ from ferbatch.reports import (
 )
 from ferbatch.reports._current import FILE_COLUMNS, CurrentBase, CurrentUpdate, changes_current, face_identity
 from ferbatch.reports._current import carried_faces as current_faces
-from ferbatch.scoring._annotate import annotator
+from ferbatch.scoring._annotate import annotator, check_annotations_folder
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import DetectorSettings, Face, FaceDetector
 from ferbatch.scoring._images import (
@@ -541,6 +541,8 @@ def run_scoring(
     """
     pipeline = pipeline or PipelineSettings.from_settings(settings)
     _require_inputs(settings)
+    if annotate:  # before the lock: a refused folder leaves nothing behind
+        check_annotations_folder(annotate, settings.folders, settings.out)
     with ReportStore(settings.out).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
