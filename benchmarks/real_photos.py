@@ -1,5 +1,6 @@
-"""A model on labelled real photos, through the scoring path: found, acc7, sent3, macro recall, per-class recall
-and the confusion matrix of each set, for one or more models and crop framings.
+"""A model on labelled real photos, through the scoring path: found, acc7, sent3, macro recall, negative-share
+bias (share read Angry/Disgust/Fear/Sad minus the true share), per-class recall and the confusion matrix of
+each set, for one or more models and crop framings.
 
 The verdict on a photo is what the images table says (the argmax of its faces' area-weighted probabilities,
 plain, no flip), with the scoring defaults unless an option changes them. Use the sets to measure and to choose
@@ -176,6 +177,7 @@ def measure(args: argparse.Namespace) -> None:
                 if args.grid:
                     print(f"  {framing}: " + "; ".join(
                         f"{name} acc7 {m['acc7']:.3f} sent3 {m['sent3']:.3f} mr {m['macro_recall']:.3f}"
+                        f" bias {m['negative_bias']:+.3f}"
                         for name, m in results.items()))
                 else:
                     print(f"{framing} ({seconds:.0f} s)\n")

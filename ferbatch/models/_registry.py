@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import RegistryError
+from ferbatch.models._choice import real_photo_standing
 
 if TYPE_CHECKING:  # Keras loads TensorFlow: only the functions that need it import it
     import keras
@@ -264,7 +265,8 @@ class ModelRegistry:
         return version
 
     def promote(self, version: str, *, force: bool = False, tolerance: float = 0.0) -> Promotion:
-        """Point current.json at `version` unless its PublicTest accuracy is below the current one's."""
+        """Point current.json at `version` when it is at least as good as the current one: by labelled real
+        photos when both cards carry figures on a shared set (ferbatch.models._choice), else by PublicTest."""
         new_card = self.card(version)
         previous = self.current_version()
         if previous is not None and not (self.root / previous / CARD_FILE).is_file():
@@ -272,14 +274,21 @@ class ModelRegistry:
         if previous is None or force:
             reason = "forced" if force else "no current model"
         else:
-            new_score, old_score = promotion_score(new_card), promotion_score(self.card(previous))
-            if new_score + tolerance < old_score:
+            old_card = self.card(previous)
+            new_score, old_score = promotion_score(new_card), promotion_score(old_card)
+            standing = real_photo_standing(new_card, old_card, new_score, old_score, tolerance)
+            if standing is not None and not standing.eligible:
+                return Promotion(False, version, previous, standing.reason)
+            if standing is not None:
+                reason = standing.reason
+            elif new_score + tolerance < old_score:
                 return Promotion(
                     False, version, previous,
                     f"PublicTest accuracy {new_score:.4f} is below the current {old_score:.4f} "
                     f"(tolerance {tolerance:.4f})",
                 )
-            reason = f"PublicTest accuracy {new_score:.4f} is not below the current {old_score:.4f}"
+            else:
+                reason = f"PublicTest accuracy {new_score:.4f} is not below the current {old_score:.4f}"
         _write_json_atomic(
             self.root / CURRENT_FILE,
             {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")},

@@ -19,7 +19,7 @@ import pandas as pd
 from ferbatch.classes import CLASS_NAMES, NUM_CLASSES
 from ferbatch.config import ScoreSettings
 from ferbatch.errors import DataError
-from ferbatch.models import ModelRegistry
+from ferbatch.models import ModelRegistry, negative_bias
 from ferbatch.scoring import (
     Components,
     EmotionClassifier,
@@ -104,6 +104,7 @@ def real_photo_metrics(labels: np.ndarray, probabilities: np.ndarray, sentiment:
         "support": {name: int(support[i]) for i, name in enumerate(CLASS_NAMES) if support[i]},
         "confusion_matrix": matrix.tolist(),
         "confusion_columns": [*CLASS_NAMES, "no face"],
+        "negative_bias": negative_bias({"confusion_matrix": matrix}),
     }
 
 
@@ -120,9 +121,9 @@ def evaluate_real_photos(folders: Sequence[str | Path], detector: FaceDetector, 
 
 def real_photos_markdown(results: dict[str, dict]) -> str:
     """One table of the headline figures and, per set, its per-class recall and confusion matrix."""
-    lines = ["| set | n | found | acc7 | sent3 | macro recall |", "|---|---|---|---|---|---|"]
+    lines = ["| set | n | found | acc7 | sent3 | macro recall | negative bias |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {m['n']} | {m['found']:.3f} | {m['acc7']:.3f} | {m['sent3']:.3f} | "
-              f"{m['macro_recall']:.3f} |" for name, m in results.items()]
+              f"{m['macro_recall']:.3f} | {negative_bias(m):+.3f} |" for name, m in results.items()]
     for name, m in results.items():
         lines += ["", f"{name}: recall " + ", ".join(f"{c} {r:.2f}" for c, r in m["recall"].items()), "",
                   "| true \\ predicted | " + " | ".join(c[:3] for c in m["confusion_columns"]) + " |",
