@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.models import NEGATIVE_BIAS_CAP, in_the_wild, negative_bias, real_photo_score
 from ferbatch.reports import TOP_LEVEL_FOLDER
 from ferbatch.safe_text import csv_cell, markdown_cell, printable
 
@@ -309,6 +312,8 @@ PRESET_NOTES = {
     "crop_cnn_distil": "one crop_cnn towards the ensemble's and the FER+ crowd's votes (--init-from a member)",
     "crop_cnn_votes": "crop_cnn_distil without the teacher: the FER+ vote distributions alone",
     "crop_cnn_distil_t75": "8 epochs of crop_cnn_distil with 3/4 of the target from the teacher",
+    "crop_cnn_wild": "crop_cnn_distil_t75 beside labelled faces in the wild (--extra-folder): each twice an "
+                     "epoch, 3/4 of its target its own label",
     "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
     "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",
@@ -372,13 +377,25 @@ def print_models(rows: list[dict], unfinished: list[dict], console: Console | No
         console.print(table, highlight=False)
     measured = [(row, name, m) for row in rows for name, m in sorted(row.get("real_photos", {}).items())]
     if measured:  # `ferbatch evaluate --real-photos DIR` puts these on the card
-        table = _table("On labelled real photos", ["version", "set", "found", "acc7", "sent3", "macro\nrecall"],
-                       first_columns=2)
+        # No "found" column: a photo whose face is not found counts as wrong in every figure.
+        table = _table("On labelled real photos", ["version", "set", "acc7", "sent3", "macro\nrecall",
+                                                   "neg.\nbias", "score"], first_columns=2)
         table.columns[0].no_wrap = True
+        shown = set()
         for row, name, m in measured:
+            bias = negative_bias(m)
+            breach = in_the_wild(name) and not abs(bias) <= NEGATIVE_BIAS_CAP
+            score = real_photo_score({"real_photos": {"sets": row["real_photos"]}})
             table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", printable(name),
-                          *(f"{m[key]:.3f}" for key in ("found", "acc7", "sent3", "macro_recall")))
+                          *(f"{m[key]:.3f}" for key in ("acc7", "sent3", "macro_recall")),
+                          "-" if math.isnan(bias) else f"{bias:+.2f}{'!' if breach else ''}",
+                          "" if row["version"] in shown or score is None else f"{score:.3f}")
+            shown.add(row["version"])
         console.print(table, highlight=False)
+        note = (f"score: mean of sent3 and macro recall over the sets, what promotion ranks by; ! marks a "
+                f"negative-share bias beyond +-{NEGATIVE_BIAS_CAP:.2f} on photos in the wild, which promotion "
+                "refuses (docs/model.md)")
+        console.print(textwrap.fill(note, 78, initial_indent="  ", subsequent_indent="  "), highlight=False)
     for run in unfinished:
         console.print(f"  {run['version']}: unfinished, epoch {run['epochs_done']} of {run['epochs']}, best "
                       f"PublicTest {run['best_public']:.4f} so far; continue it with `ferbatch train --data ... "

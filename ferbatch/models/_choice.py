@@ -14,6 +14,7 @@ The rule (docs/model.md, "Choosing the shipped model"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ def in_the_wild(set_name: str) -> bool:
 
 def negative_bias(metrics: Mapping) -> float:
     """Share of a set's photos read negative minus the share that are, from its confusion matrix (rows: true
-    class; columns: predicted class, then "no face", which is never negative)."""
+    class; columns: predicted class, then "no face", which is never negative); NaN for figures without one."""
+    if "confusion_matrix" not in metrics:
+        return float(metrics.get("negative_bias", math.nan))
     matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
     negative = [CLASS_NAMES.index(name) for name in NEGATIVE_CLASSES]
     total = max(int(matrix.sum()), 1)
@@ -44,7 +47,7 @@ def negative_bias(metrics: Mapping) -> float:
 def real_photo_sets(card: Mapping) -> dict[str, dict]:
     """{set name: figures} measured on a card (`ferbatch evaluate --real-photos`, the retrain flow), or {}."""
     sets = (card.get("real_photos") or {}).get("sets") or {}
-    return {name: m for name, m in sets.items() if isinstance(m, Mapping) and "confusion_matrix" in m}
+    return {name: m for name, m in sets.items() if isinstance(m, Mapping) and {"sent3", "macro_recall"} <= set(m)}
 
 
 def real_photo_score(card: Mapping, sets: list[str] | None = None) -> float | None:
@@ -76,7 +79,7 @@ def real_photo_standing(candidate: Mapping, current: Mapping, candidate_public: 
     sets = real_photo_sets(candidate)
     for name in shared:
         bias = negative_bias(sets[name])
-        if in_the_wild(name) and abs(bias) > NEGATIVE_BIAS_CAP:
+        if in_the_wild(name) and not abs(bias) <= NEGATIVE_BIAS_CAP:  # an unknown bias is no pass either
             return Standing(False, f"its negative-share bias on {name} is {bias:+.3f} (share read negative "
                                    f"minus the true share; cap +-{NEGATIVE_BIAS_CAP:.2f})")
     if candidate_public < current_public - PUBLIC_FLOOR:
