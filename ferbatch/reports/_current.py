@@ -9,8 +9,11 @@ Each committing run builds a new *version* of it under `OUT/.ferbatch-current/<r
 `OUT/current` symlink to it with one rename, so a reader opening `OUT/current/images` sees the old version or
 the new one, never a mix. A version's part files are named like the history parts they come from
 (`run_date=YYYY-MM-DD/part-<run_id>[-<shard>].parquet`): a part whose rows all stay is hard-linked from the
-previous version (no data written), a part that lost rows is rewritten without them, and a run's new parts are
-linked from its history parts. A nightly run with a few new photos therefore writes a few small files.
+previous version (no data written), a part that lost rows is rewritten without them under a name of its own
+(`part-<run_id>[-<shard>].r<this run's id>.parquet`), and a run's new parts are linked from its history parts. A
+name therefore always holds the same rows in every version: a reader that listed `OUT/current/images` before a
+switch and opens the files after it finds each file it listed unchanged or gone, never changed. A nightly run
+with a few new photos writes a few small files.
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ CARRIED = "carried"  # part name suffix of rows recognised by content at a new p
 # their schema has, so the rule follows the schemas as columns are added.
 FILE_COLUMNS = ("root", "path", "folder", "bytes", "mtime")
 _INDEX_COLUMNS = ["root", "path", "bytes", "mtime", "model_version", "scored_at", "image_id"]
+
+
+REVISION = ".r"  # a rewritten part: part-<run_id>[-<shard>].r<rewriting run_id>.parquet
+
+
+def origin_part(part: str) -> str:
+    """The history part a current part comes from: its name without a rewrite's `.r<run_id>`."""
+    folder, _, name = part.rpartition("/")
+    stem = name.removesuffix(".parquet")
+    if REVISION in stem:
+        stem = stem[: stem.index(REVISION)]
+    return f"{folder}/{stem}.parquet" if folder else f"{stem}.parquet"
+
+
+def revised_part(part: str, run_id: str) -> str:
+    """The name a part rewritten by run `run_id` takes: never the name of a part a reader may have listed."""
+    origin = origin_part(part)
+    return f"{origin.removesuffix('.parquet')}{REVISION}{run_id}.parquet"
 
 
 def file_keys(root: pa.Array | pa.ChunkedArray, path: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -119,8 +140,9 @@ def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
     dropped_runs, dropped_parts = set(dropped_runs), set(dropped_parts)
     parts, left_out = [], []
     for part in _parts(folder):
-        run = part.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
-        if part in dropped_parts or any(run == r or run.startswith(f"{r}-") for r in dropped_runs):
+        origin = origin_part(part)  # a rewritten part's rows come from this history part
+        run = origin.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
+        if origin in dropped_parts or any(run == r or run.startswith(f"{r}-") for r in dropped_runs):
             left_out.append(part)
         else:
             parts.append(part)
@@ -129,7 +151,7 @@ def read_base(out_dir: str | Path, model_version: str, keep_old_models: bool,
     except (pa.ArrowException, OSError):  # one by one, to name or leave out the damaged ones
         readable = []
         for part in parts:
-            own, history = folder / "images" / part, out_dir / "images" / part
+            own, history = folder / "images" / part, out_dir / "images" / origin_part(part)
             try:
                 pq.read_table(own, columns=_INDEX_COLUMNS, partitioning=None)
             except (pa.ArrowException, OSError) as exc:
@@ -495,13 +517,14 @@ def build_version(
         rows = by_part[starts[i]: starts[i + 1]]
         wanted = base.index.column(FILE_KEY).take(pa.array(rows[keep[rows]]))
         image_rows = image_rows.filter(pc.is_in(keys, value_set=wanted))
-        _write(image_rows, version / "images" / part, image_rows.schema.metadata)
+        rewritten = revised_part(part, run_id)  # never the old name: a reader may have listed it
+        _write(image_rows, version / "images" / rewritten, image_rows.schema.metadata)
         face_rows = pq.read_table(faces, partitioning=None) if faces.exists() else _empty("faces")
         identity = face_identity(face_rows)
         if face_rows.num_rows:
             face_rows = face_rows.join(image_rows.select(identity), keys=identity, join_type="left semi")
             face_rows = face_rows.select([c for c in pq.read_schema(faces).names if c in face_rows.column_names])
-        _write(face_rows, version / "faces" / part, face_rows.schema.metadata)
+        _write(face_rows, version / "faces" / rewritten, face_rows.schema.metadata)
     for images, faces, part in new_parts:
         _link(images, version / "images" / part)
         if faces is not None and Path(faces).exists():
