@@ -21,7 +21,7 @@ from ferbatch import training
 from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import keep_deadline
-from ferbatch.models import ModelRegistry
+from ferbatch.models import ModelRegistry, real_photo_sets
 from ferbatch.training import EnsembleRecipe, recipe
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more
@@ -52,10 +52,16 @@ def _unfinished(version: str, registry: ModelRegistry, epochs_done: int, epochs:
 
 
 def _measure_real_photos(registry: ModelRegistry, version: str, folders: list[str] | None) -> None:
-    """The new model's figures on labelled real photos, scored as `score` scores them, onto its card."""
-    if folders:
-        measured = measure_real_photos(registry, version, folders, ScoreSettings())
-        print(training.real_photos_markdown(measured["sets"]).split("\n\n")[0])
+    """The new model's figures on labelled real photos, scored as `score` scores them, onto its card; the
+    current model's too where its card lacks a set, so that promotion compares the two on the same photos."""
+    if not folders:
+        return
+    measured = measure_real_photos(registry, version, folders, ScoreSettings())
+    print(training.real_photos_markdown(measured["sets"]).split("\n\n")[0])
+    current = registry.current_version()
+    if current is not None and current != version and not set(measured["sets"]) <= set(
+            real_photo_sets(registry.card(current))):
+        measure_real_photos(registry, current, folders, ScoreSettings())
 
 
 def _finish(registry: ModelRegistry, version: str, promote: str, tolerance: float,
