@@ -610,32 +610,50 @@ def models() -> None:
 @click.pass_context
 def list_models(ctx: click.Context, models_dir: Path | None) -> None:
     """Registered versions with their key metrics; * marks the current one."""
+    from ferbatch.errors import RegistryError
     from ferbatch.models import ModelRegistry
 
     registry = ModelRegistry.at(_models_dir(ctx, models_dir))
-    versions = registry.versions()
+    problems = registry.card_problems()  # a card that cannot be read hides its own version, said in one line
+    versions = [version for version in registry.versions() if version not in problems]
     unfinished = registry.unfinished_versions()
+    for problem in problems.values():
+        click.echo(f"warning: {problem}", err=True)
     if not versions and not unfinished:
         click.echo(f"no models registered in {registry.root}")
         return
-    current = registry.current_version()
+    try:
+        current = registry.current_version()
+    except RegistryError as exc:  # the list is still worth showing; nothing is marked current
+        click.echo(f"warning: {exc}", err=True)
+        current = None
     rows = []
     for version in versions:
         card = registry.card(version)
-        metrics, private = card["metrics"], card["metrics"].get("PrivateTest", {})
-        rows.append({"version": version, "current": version == current, "parameters": card["parameters"],
+        metrics = card["metrics"]
+        private = metrics.get("PrivateTest") or {}
+        rows.append({"version": version, "current": version == current, "parameters": card.get("parameters"),
                      "public": metrics["PublicTest"]["plain"]["accuracy"],
-                     "private": private.get("plain", {}).get("accuracy"),
-                     "private_flip": private.get("flip_tta", {}).get("accuracy"), "labels": card["label_source"],
-                     "real_photos": (card.get("real_photos") or {}).get("sets", {})})
+                     "private": _accuracy(private, "plain"), "private_flip": _accuracy(private, "flip_tta"),
+                     "labels": card.get("label_source") or "-",
+                     "real_photos": (card.get("real_photos") or {}).get("sets") or {}})
     runs = []
     for version in unfinished:
-        card = registry.unfinished_card(version)
+        try:
+            card = registry.unfinished_card(version)
+        except RegistryError as exc:
+            click.echo(f"warning: {exc}", err=True)
+            continue
         runs.append({"version": version, "epochs_done": card["epochs_done"],
                      "epochs": card["training_config"]["epochs"], "best_public": card["best_public_accuracy"]})
     from ferbatch.console import print_models
 
     print_models(rows, runs)
+
+
+def _accuracy(split: dict, mode: str) -> float | None:
+    value = split.get(mode) if isinstance(split, dict) else None
+    return value.get("accuracy") if isinstance(value, dict) else None
 
 
 @models.command("calibrate")

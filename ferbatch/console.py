@@ -370,7 +370,8 @@ def print_models(rows: list[dict], unfinished: list[dict], console: Console | No
         table.columns[0].no_wrap = True
         table.columns[-1].justify = "left"
         for row in rows:
-            table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", f"{row['parameters'] / 1e6:.2f}M",
+            parameters = "-" if row.get("parameters") is None else f"{row['parameters'] / 1e6:.2f}M"
+            table.add_row(f"{'*' if row['current'] else ' '} {row['version']}", parameters,
                           *(f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("public", "private",
                                                                                              "private_flip")),
                           _LABEL_SOURCES.get(row["labels"], row["labels"]))

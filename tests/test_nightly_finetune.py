@@ -22,7 +22,8 @@ def _fake_current(root, card: dict) -> ModelRegistry:
     version = root / "20260101-000000-model"
     version.mkdir(parents=True)
     (version / "model.keras").write_bytes(b"not loaded by the planner")
-    (version / "card.json").write_text(json.dumps({"version": version.name, **card}))
+    metrics = {"PublicTest": {"plain": {"accuracy": 0.6}}}  # what every valid card has
+    (version / "card.json").write_text(json.dumps({"version": version.name, "metrics": metrics, **card}))
     (root / "current.json").write_text(json.dumps({"version": version.name}))
     return ModelRegistry(root)
 

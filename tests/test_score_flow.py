@@ -225,7 +225,8 @@ def test_a_corrupt_model_is_a_one_line_error_before_the_scan_even_when_nothing_i
     models = tmp_path / "models"
     (models / "v1").mkdir(parents=True)
     (models / "v1" / "model.keras").write_bytes(b"PK\x03\x04 but not really a zip")
-    (models / "v1" / "card.json").write_text(json.dumps({"version": "v1"}))
+    (models / "v1" / "card.json").write_text(json.dumps({"version": "v1", "metrics": {"PublicTest": {"plain": {
+        "accuracy": 0.5}}}}))
     (models / "current.json").write_text(json.dumps({"version": "v1"}))
     empty = tmp_path / "empty"
     empty.mkdir()

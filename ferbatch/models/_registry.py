@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import RegistryError
+from ferbatch.models._cards import read_card, read_current, valid_version_name
 from ferbatch.models._choice import real_photo_standing
 
 if TYPE_CHECKING:  # Keras loads TensorFlow: only the functions that need it import it
@@ -101,18 +102,34 @@ class ModelRegistry:
         return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file() and (p / MODEL_FILE).is_file())
 
     def unfinished_versions(self) -> list[str]:
-        """Registered unfinished training runs (no model.keras: never scored with, never promoted), oldest first."""
+        """Registered unfinished training runs (no model.keras: never scored with, never promoted), oldest first.
+        A folder whose card cannot be read is left out (`card_problems` says why)."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
                       if (p / CARD_FILE).is_file() and not (p / MODEL_FILE).exists()
-                      and json.loads((p / CARD_FILE).read_text()).get("status") == UNFINISHED)
+                      and (_peek(p / CARD_FILE) or {}).get("status") == UNFINISHED)
 
     def unfinished_card(self, version: str) -> dict:
         if version not in self.unfinished_versions():
             known = ", ".join(self.unfinished_versions()) or "none"
             raise RegistryError(f"{self.root}: no unfinished run {version!r} (unfinished runs: {known})")
-        return json.loads((self.root / version / CARD_FILE).read_text())
+        return read_card(self.root / version / CARD_FILE, unfinished=True)
+
+    def card_problems(self) -> dict[str, str]:
+        """Each version folder whose card is not valid, with the one-line reason (those versions are hidden)."""
+        problems = {}
+        for version in self.versions():
+            try:
+                read_card(self.root / version / CARD_FILE)
+            except RegistryError as exc:
+                problems[version] = str(exc)
+        for folder in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            card = folder / CARD_FILE
+            if card.is_file() and not (folder / MODEL_FILE).exists() and _peek(card) is None:
+                problems[folder.name] = f"{card}: not a valid model card (not a JSON object); move {folder} out " \
+                                        "of the registry"
+        return problems
 
     def register_unfinished(self, workdir: str | Path, card: dict) -> str:
         """Store an interrupted run's checkpoint (weights, optimizer state, schedule position, curve so far) as
@@ -178,17 +195,26 @@ class ModelRegistry:
                 removed.append(version)
         return removed
 
-    def current_version(self) -> str | None:
+    def current_version(self, strict: bool = True) -> str | None:
+        """The version current.json names (None without one); a pointer that is not valid is a one-line
+        RegistryError, or None when not `strict` (a forced promotion repairs it)."""
         pointer = self.root / CURRENT_FILE
         if not pointer.is_file():
             return None
-        return json.loads(pointer.read_text())["version"]
+        try:
+            return read_current(pointer)
+        except RegistryError:
+            if strict:
+                raise
+            return None
 
     def resolve(self, version: str | None = None) -> str:
         """The given version, checked to exist, or the current one."""
         chosen = version or self.current_version()
         if chosen is None:
             raise RegistryError(f"{self.root}: no current model; train one or pass a version")
+        if not valid_version_name(chosen):
+            raise RegistryError(f"{self.root}: {chosen!r} is not a version name (see `ferbatch models list`)")
         if not (self.root / chosen / MODEL_FILE).is_file():
             if chosen in self.unfinished_versions():
                 raise RegistryError(f"{self.root}: {chosen} is an unfinished training run, not a model; "
@@ -198,7 +224,15 @@ class ModelRegistry:
         return chosen
 
     def card(self, version: str | None = None) -> dict:
-        return json.loads((self.root / self.resolve(version) / CARD_FILE).read_text())
+        """A registered model's card, checked: a bad one is a one-line RegistryError naming its file."""
+        return read_card(self.root / self.resolve(version) / CARD_FILE)
+
+    def _has_valid_card(self, version: str) -> bool:
+        try:
+            read_card(self.root / version / CARD_FILE)
+        except RegistryError:
+            return False
+        return True
 
     def record_on_card(self, version: str, key: str, value: object) -> None:
         """Set one entry of a registered model's card (a measurement made after registration), atomically."""
@@ -268,9 +302,9 @@ class ModelRegistry:
         """Point current.json at `version` when it is at least as good as the current one: by labelled real
         photos when both cards carry figures on a shared set (ferbatch.models._choice), else by PublicTest."""
         new_card = self.card(version)
-        previous = self.current_version()
-        if previous is not None and not (self.root / previous / CARD_FILE).is_file():
-            previous = None  # a dangling pointer is no model to defend
+        previous = self.current_version(strict=not force)  # a forced promotion repairs a damaged pointer
+        if previous is not None and not self._has_valid_card(previous):
+            previous = None  # a dangling pointer, or a card that cannot be read, is no model to defend
         if previous is None or force:
             reason = "forced" if force else "no current model"
         else:
@@ -294,6 +328,15 @@ class ModelRegistry:
             {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")},
         )
         return Promotion(True, version, previous, reason)
+
+
+def _peek(path: Path) -> dict | None:
+    """A card's JSON object for a quick look (its status), or None when it is not one."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
 
 
 def file_sha256(path: str | Path) -> str:

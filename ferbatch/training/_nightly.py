@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbatch.errors import FerbatchError
+from ferbatch.errors import FerbatchError, RegistryError
 from ferbatch.models import ModelRegistry, Promotion, promotion_score
+from ferbatch.models._cards import read_refused
 from ferbatch.training._data import FerData, source_digests
 from ferbatch.training._labelled import LabelledFaces, load_labelled_folder
 from ferbatch.training._recipes import TrainConfig, recipe
@@ -108,17 +109,46 @@ def plan_nightly(registry: ModelRegistry, data_path: str | Path, labels: str | P
         return NightlyPlan("skip", f"the same {'fine-tune' if plan.action == 'fine_tune' else 'retrain'} on the "
                                    f"same data was refused on {refused['at'][:10]} ({refused['version']}: "
                                    f"{refused['reason']}); {FORCE_HINT}", plan.preset_name, plan.base_version, key)
+    trained = None if force else _registered_candidate(registry, plan, sources, settings)
+    if trained:  # registered, then interrupted before the gate recorded a verdict: not trained twice
+        return NightlyPlan("skip", f"the same {'fine-tune' if plan.action == 'fine_tune' else 'retrain'} on the "
+                                   f"same data is registered already as {trained} (the run ended before its gate); "
+                                   f"`ferbatch models promote {trained}` gates it; {FORCE_HINT}",
+                           plan.preset_name, plan.base_version, key)
     return plan
 
 
+def _registered_candidate(registry: ModelRegistry, plan: NightlyPlan, sources: dict, settings: dict) -> str | None:
+    """A version other than the current one that this plan would train again: the same base (or recipe), the same
+    data and the same fine-tune settings, on its card."""
+    current = registry.current_version()
+    for version in reversed(registry.versions()):
+        if version == current:
+            continue
+        try:
+            card = registry.card(version)
+        except RegistryError:
+            continue
+        if (card.get("data") or {}).get("sources") != sources:
+            continue
+        tuned = card.get("fine_tune") or {}
+        if plan.action == "fine_tune" and tuned.get("from") == plan.base_version and tuned.get("settings") == settings:
+            return version
+        if plan.action == "retrain" and not tuned and card.get("preset") == plan.preset_name \
+                and card.get("role") != "member":
+            return version
+    return None
+
+
 def refused_candidates(registry: ModelRegistry) -> dict[str, dict]:
+    """The refused candidates on record; a record that is not valid is a warning (the night goes on)."""
     path = Path(registry.root) / REFUSED_FILE
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        log.warning("%s: not JSON; starting a new record of refused candidates", path)
+        return read_refused(path)
+    except RegistryError as exc:
+        log.warning("%s", exc)
         return {}
 
 
@@ -130,6 +160,13 @@ def record_refused(registry: ModelRegistry, plan: NightlyPlan, version: str, rea
     entries[plan.key] = {"version": version, "reason": reason, "action": plan.action, "base": plan.base_version,
                          "at": datetime.now(UTC).isoformat(timespec="seconds")}
     path = Path(registry.root) / REFUSED_FILE
+    if path.is_file() and not entries.keys() - {plan.key}:  # a record that was not valid is kept aside, not lost
+        try:
+            read_refused(path)
+        except RegistryError:
+            aside = path.with_name(f"{REFUSED_FILE}.invalid-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+            os.replace(path, aside)
+            log.warning("%s: moved to %s; a new record of refused candidates starts", path, aside.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{REFUSED_FILE}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         json.dump(entries, handle, indent=2)
