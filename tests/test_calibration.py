@@ -100,3 +100,29 @@ def test_a_crop_network_in_its_serving_wrapper_is_calibrated_exactly(random_face
     bias = np.array([0.5, 1.0, 0.0, -0.2, 0.0, 0.0, 0.0])
     apply_class_bias(served, bias)
     np.testing.assert_allclose(served.predict(faces, verbose=0), _softmax(np.log(before) + bias), rtol=1e-4, atol=1e-6)
+
+
+def test_a_guard_set_keeps_its_accuracy_while_publictest_is_calibrated():
+    """PublicTest wants class 6 pushed down (its logit is inflated there); a guard set of faces that really are
+    class 6, read right today, forbids the push beyond GUARD_DROP of its accuracy."""
+    from ferbatch.training._calibration import GUARD_DROP
+
+    probabilities, labels = _under_predicting_rare_class()
+    inflated = probabilities.copy()
+    inflated[:, 6] *= 4
+    inflated /= inflated.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(5)
+    guard_logits = rng.normal(0, 1, (500, NUM_CLASSES))
+    guard_logits[:, 6] += 1.0
+    guard = (_softmax(guard_logits), np.full(500, 6))
+    free = fit_class_bias(inflated, labels)
+    guarded = fit_class_bias(inflated, labels, guard=guard)
+
+    def guard_accuracy(bias: np.ndarray) -> float:
+        return float((biased_predictions(guard[0], bias) == 6).mean())
+
+    assert guard_accuracy(free) < guard_accuracy(np.zeros(NUM_CLASSES)) - GUARD_DROP  # the free fit costs the guard
+    assert guard_accuracy(guarded) >= guard_accuracy(np.zeros(NUM_CLASSES)) - GUARD_DROP
+    before = _accuracy_and_macro_f1(labels, inflated.argmax(axis=1))
+    after = _accuracy_and_macro_f1(labels, biased_predictions(inflated, guarded))
+    assert after[1] > before[1] and after[0] >= before[0]  # and PublicTest still gains

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ferbatch.training import _plots as plots
 from ferbatch.training._calibration import apply_class_bias, biased_predictions, fit_class_bias
 from ferbatch.training._data import FerData, load_training_data, source_digests, with_teacher
 from ferbatch.training._evaluation import classification_metrics
+from ferbatch.training._labelled import load_labelled_folder
 from ferbatch.training._loop import TrainResult, same_architecture, train
 from ferbatch.training._recipes import CALIBRATION_OBJECTIVES, EnsembleRecipe, TrainConfig, preset
 
@@ -226,7 +227,11 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> tu
         return classifier, None
     faces, labels = data.subset("PublicTest")
     probabilities = KerasClassifier(classifier, version="calibrating").predict(faces)
-    bias = fit_class_bias(probabilities, labels, fixed=CALIBRATION_OBJECTIVES[config.calibration])
+    guard = None
+    if data.extra_holdout is not None:  # the extra folder's held-out fifth guards what it taught
+        guard_faces, guard_labels = data.extra_holdout
+        guard = (KerasClassifier(classifier, version="calibrating").predict(guard_faces), guard_labels)
+    bias = fit_class_bias(probabilities, labels, fixed=CALIBRATION_OBJECTIVES[config.calibration], guard=guard)
     calibrated = keras.models.clone_model(classifier)
     calibrated.set_weights(classifier.get_weights())
     apply_class_bias(calibrated, bias)
@@ -235,13 +240,20 @@ def calibrate(config: TrainConfig, classifier: keras.Model, data: FerData) -> tu
     log.info("calibration on PublicTest: biases %s; accuracy %.4f -> %.4f, macro-F1 %.4f -> %.4f",
              dict(zip(CLASS_NAMES, bias.round(2).tolist(), strict=True)), before["accuracy"], after["accuracy"],
              before["macro_f1"], after["macro_f1"])
-    return calibrated, {
+    record = {
         "objective": config.calibration,
-        "chosen_on": "PublicTest",
+        "chosen_on": "PublicTest" if guard is None else "PublicTest, guarded by the extra folder's held-out faces",
         "logit_bias": dict(zip(CLASS_NAMES, bias.round(4).tolist(), strict=True)),
         **{f"PublicTest_{when}": {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
            for when, m in (("before", before), ("after", after))},
     }
+    if guard is not None:
+        record["guard"] = {"faces": len(guard[1]), "accuracy_before": round(float(np.mean(
+            guard[0].argmax(axis=1) == guard[1])), 4), "accuracy_after": round(float(np.mean(
+                biased_predictions(guard[0], bias) == guard[1])), 4)}
+        log.info("calibration guard (%d held-out extra faces): accuracy %.4f -> %.4f", len(guard[1]),
+                 record["guard"]["accuracy_before"], record["guard"]["accuracy_after"])
+    return calibrated, record
 
 
 # What a calibrated copy does not inherit from its source's card: its own identity, files and measurements.
@@ -250,13 +262,14 @@ _NOT_INHERITED = ("version", "created_at", "files", "model_bytes", "model_sha256
 
 
 def calibrate_registered(registry: ModelRegistry, version: str, data_path: str | Path, report_dir: Path,
-                         objective: str = "macro_f1") -> str:
+                         objective: str = "macro_f1", guard_folder: str | Path | None = None) -> str:
     """Register a copy of model `version` with class biases chosen on the FER2013 file's PublicTest folded in (what
     `calibration = objective` does at the end of training), evaluated on every split; returns its version.
 
     The source is left as it is; the copy's card keeps the source's recipe, data and history, records the
     biases and the source under `calibration`, and its recipe says `calibration = objective`, so a retrain
-    that follows the current model's recipe calibrates again."""
+    that follows the current model's recipe calibrates again. guard_folder: a labelled folder (the extra
+    folder the model trained beside) whose held-out fifth guards the biases, as in training."""
     source = registry.card(version)
     if source.get("calibration"):
         raise FerbatchError(f"model {version} is calibrated already ({source['calibration'].get('objective')})")
@@ -264,6 +277,9 @@ def calibrate_registered(registry: ModelRegistry, version: str, data_path: str |
     from ferbatch.training._evaluation import evaluate_splits
 
     data = load_fer2013(data_path)
+    if guard_folder is not None:
+        held_out = load_labelled_folder(guard_folder).held_out()
+        data = replace(data, extra_holdout=held_out if len(held_out[1]) else None)
     calibrated, record = calibrate(TrainConfig(calibration=objective), registry.load_model(version), data)
     metrics = evaluate_splits(calibrated, data)
     card = {key: value for key, value in source.items() if key not in _NOT_INHERITED}
