@@ -126,6 +126,20 @@ class Analyzer:
         self.components = components or Components.for_run(self.settings, model, models_dir)
         self.pipeline = PipelineSettings.from_settings(self.settings)
         self.model_version = self.components.model_version
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Load the detector and the model once, with TensorFlow's, absl's, CUDA's and OpenCV's start-up lines
+        kept off stderr (as the command does): a script using the API prints only what it prints."""
+        if self._loaded:
+            return
+        from ferbatch.quiet import native_stderr_filtered
+
+        with native_stderr_filtered():
+            detector = self.components.detector()
+            self.components.classifier()
+            detector.detect(np.zeros((64, 64, 3), np.uint8), 1.0)  # OpenCV speaks on its first inference
+        self._loaded = True
 
     def images(self, paths: Iterable[str | Path], *, include: Iterable[str] = (), exclude: Iterable[str] = (),
                skip_dirs: Iterable[str | Path] = (),
@@ -135,6 +149,7 @@ class Analyzer:
         A file that cannot be read or decoded comes back with status `error`, never as an exception.
         `on_image(scored)` is called with each pipeline result (the `--annotate` writer is one).
         """
+        self._load()
         files = scan(list(paths), list(include), list(exclude), skip_dirs=list(skip_dirs))
         for scored in score_images(files, self.components.detector(), self.components.classifier, self.pipeline):
             if on_image:
@@ -158,7 +173,12 @@ class Analyzer:
     def faces(self, image: str | Path | np.ndarray) -> list[Face]:
         """The faces in one image file or RGB array (an array is taken at its full size, as given)."""
         if isinstance(image, np.ndarray):
+            pixels = int(np.prod(image.shape[:2])) if image.ndim >= 2 else 0
+            if pixels > self.settings.max_pixels:  # the limit files have (decompression bombs), for arrays too
+                raise FerbatchError(f"an image array of {image.shape[1]}x{image.shape[0]} pixels is over the "
+                                    f"limit of {self.settings.max_pixels:,} (ScoreSettings.max_pixels)")
             rgb = _as_rgb(image)
+            self._load()
             detected = self.components.detector().detect(rgb, 1.0)
             if not detected:
                 return []

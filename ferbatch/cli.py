@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -40,14 +42,45 @@ class _ByteSize(click.ParamType):
 _BYTE_SIZE = _ByteSize()
 
 
+class _FiniteFloat(click.FloatRange):
+    """A float option: nan and inf are refused (no comparison with them holds, so a range would let them by)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class _UsageError(click.ClickException):
+    """A usage error in one line, with where to look, instead of click's usage block (exit code 2 as click's)."""
+
+    exit_code = 2
+
+
+def _one_line(exc: click.UsageError) -> _UsageError:
+    where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+    return _UsageError(f"{exc.format_message()}{where}")
+
+
 class _Group(click.Group):
-    """Turns user errors raised anywhere below into click's one-line `Error: ...` and exit code 1."""
+    """Turns user errors raised anywhere below into click's one-line `Error: ...` and exit code 1, and usage errors
+    into one line too (exit code 2)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: object) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except FerbatchError as exc:
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 def _models_dir_option(function):
@@ -114,7 +147,7 @@ def cli(verbose: bool, config_file: Path | None) -> None:
 @click.option("--targets", type=click.Choice(["labels", "ferplus_votes"]), default=None,
               help="What each training face is trained towards: its label, or the distribution of its FER+ votes "
                    "(with --labels ferplus FILE) (default: the preset's).")
-@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=None,
+@click.option("--teacher-weight", type=_FiniteFloat(0, 1), default=None,
               help="A distilling recipe's share of each target taken from its teacher (default: the preset's).")
 @click.option("--extra-folder", type=EXISTING_DIR,
               help="Add labelled faces from class-named subfolders to Training (every fifth, by content, is held "
@@ -124,7 +157,7 @@ def cli(verbose: bool, config_file: Path | None) -> None:
               help="Continue a registered unfinished run (see `ferbatch models list`) to the end of its schedule.")
 @click.option("--init-from", metavar="VERSION", default=None,
               help="Start a new run from a registered model's weights (e.g. fine-tune with --extra-folder).")
-@click.option("--stop-after", "stop_after_minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--stop-after", "stop_after_minutes", type=_FiniteFloat(min=0, min_open=True), default=None,
               metavar="MINUTES", help="Stop after the last epoch that ends in time and register the run as an "
               "unfinished version that --resume-from continues, here or on another machine.")
 @click.option("--real-photos", "photo_sets", type=EXISTING_DIR, multiple=True,
@@ -132,7 +165,7 @@ def cli(verbose: bool, config_file: Path | None) -> None:
                    "(repeatable; default: train.real_photos).")
 @click.option("--no-promote", is_flag=True, help="Register the model but leave the current one in place.")
 @click.option("--force-promote", is_flag=True, help="Promote even if PublicTest accuracy is worse.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--tolerance", type=_FiniteFloat(min=0), default=0.0, show_default=True,
               help="Promote when PublicTest accuracy is at most this much below the current model's.")
 @_models_dir_option
 @click.pass_context
@@ -250,7 +283,7 @@ def evaluate(ctx: click.Context, data_path: Path | None, version: str | None, la
                    f"[default: {_SCORE_DEFAULTS.detector_size}].")
 @click.option("--min-face", type=click.IntRange(min=1),
               help=f"Smallest face side kept, in original pixels [{_SCORE_DEFAULTS.min_face}].")
-@click.option("--score-threshold", type=click.FloatRange(0, 1),
+@click.option("--score-threshold", type=_FiniteFloat(0, 1),
               help=f"Face detector confidence threshold [{_SCORE_DEFAULTS.score_threshold}].")
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Average each face with its mirror image.")
 @click.option("--precision", type=click.Choice(CLASSIFIER_PRECISIONS), default=None,
@@ -304,6 +337,10 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
         from ferbatch.scoring import check_annotations_folder
 
         check_annotations_folder(annotate, settings.folders, settings.out)
+    if settings.runner == "dask" and settings.dask_address:
+        from ferbatch.scoring import require_dask_scheduler
+
+        require_dask_scheduler(settings.dask_address)
     from ferbatch.prefect_api import configured_api_url, prefect_api
     from ferbatch.scoring import Components, preview_run, skipped_run_summary
 
@@ -409,18 +446,44 @@ def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
 
     config = _config(ctx)  # a bad configuration fails here, before Prefect starts
     config_file = ctx.find_root().meta["config"][1]
-    from ferbatch.prefect_api import prefect_api
+    result = _quiet_night(config, force_retrain)
+    if result is None:
+        from ferbatch.prefect_api import prefect_api
 
-    with prefect_api(config.prefect.startup_timeout):
-        from ferbatch_flows.nightly import nightly as nightly_flow
+        with prefect_api(config.prefect.startup_timeout):
+            from ferbatch_flows.nightly import nightly as nightly_flow
 
-        hand_logging_to_prefect()
-        result = nightly_flow(config_file=str(config_file) if config_file else None, force_retrain=force_retrain)
+            hand_logging_to_prefect()
+            result = nightly_flow(config_file=str(config_file) if config_file else None,
+                                  force_retrain=force_retrain)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
     _echo_retrain(result["retrain"])
     print_summary(result["score"])
+
+
+def _quiet_night(config, force_retrain: bool) -> dict | None:
+    """The night's result when it has nothing to train and nothing to score (found in seconds, before Prefect
+    starts, as `score` finds it), else None. Every configuration mistake fails here first, a line each."""
+    from ferbatch.models import ModelRegistry
+    from ferbatch.prefect_api import configured_api_url
+    from ferbatch.training import check_nightly, tonight
+
+    check_nightly(config)
+    registry = ModelRegistry.at(config.models_dir)
+    plan, _ = tonight(config, registry, force_retrain)
+    if plan.action != "skip" or configured_api_url():  # with a configured API the night is recorded as usual
+        return None
+    from ferbatch.scoring import Components, preview_run, skipped_run_summary
+
+    settings = config.score
+    model_version = Components.for_run(settings, None, registry.root).model_version
+    preview = preview_run(settings, model_version)
+    if preview.has_new:
+        return None
+    return {"retrain": {"ran": False, "action": "skip", "reason": plan.reason, "result": None},
+            "score": skipped_run_summary(settings, preview, model_version).to_dict()}
 
 
 def _figure(value: float | None) -> str:
@@ -446,6 +509,10 @@ def _echo_retrain(retrain: dict) -> None:
                    f"{_figure(gate['PublicTest']['after'])}")
         click.echo(f"  user holdout ({holdout['faces']:>3} faces) {_figure(holdout['before'])} -> "
                    f"{_figure(holdout['after'])}")
+        if holdout.get("note"):
+            click.echo(textwrap.fill(f"  too few held-out faces: {holdout['note']}", 80, subsequent_indent="    "))
+    if result.get("minutes") is not None:
+        click.echo(f"  took {result['minutes']:.1f} of train.max_minutes = {result.get('budget_minutes')}")
 
 
 @cli.command()
@@ -688,7 +755,7 @@ def calibrate_model(ctx: click.Context, version: str, data_path: Path, objective
 @models.command("promote")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Promote even if its PublicTest accuracy is below the current one's.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--tolerance", type=_FiniteFloat(min=0), default=0.0, show_default=True,
               help="Promote when PublicTest accuracy is at most this much below the current model's.")
 @_models_dir_option
 @click.pass_context
@@ -749,6 +816,21 @@ def _verbose(argv: list[str]) -> bool:
     return False
 
 
+def _output_failed(exc: OSError) -> None:
+    """The output cannot be written (`> /dev/full`, a closed pipe): one line on stderr, exit code 1, and no second
+    complaint from Python as it flushes stdout on its way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    if exc.errno != errno.EPIPE:  # a reader that went away needs no message
+        sys.stderr.write(f"Error: cannot write the output ({exc.strerror or exc})\n")
+        sys.stderr.flush()
+    sys.exit(1)
+
+
 def main() -> None:
     from ferbatch.quiet import quiet_environment, silence_native_stderr
 
@@ -757,4 +839,19 @@ def main() -> None:
     if not _verbose(sys.argv[1:]):  # -v shows TensorFlow's, absl's, CUDA's and OpenCV's own lines
         quiet_environment()
         silence_native_stderr()
-    cli()
+    code: object = 0
+    try:
+        cli()
+    except SystemExit as done:
+        code = done.code
+    except OSError as exc:
+        try:  # an error while writing the output: said in one line; any other OSError here is a bug
+            sys.stdout.flush()
+        except OSError:
+            _output_failed(exc)
+        raise
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        _output_failed(exc)
+    sys.exit(code)

@@ -421,8 +421,13 @@ _IMAGE_VIEW = (("faces", "right"), ("emotion", "left"), ("p", "right"), ("sentim
                ("taken", "left"))
 
 
+def _name(text: object) -> Text:
+    """A file or folder name for a table cell or title: shown as named, never as markup or terminal escapes."""
+    return Text(printable(str(text)))
+
+
 def _rows_table(title: str, view: tuple[tuple[str, str], ...]) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+    table = Table(title=_name(title), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
                   collapse_padding=True)
     table.add_column("file", overflow="fold", ratio=1)
     for header, justify in view:
@@ -451,7 +456,7 @@ def analysis_tables(images: list) -> list[Table]:
     or several (`all`: the area-weighted mean of its faces, as the images table holds it)."""
 
     def add_rows(table: Table, image) -> None:
-        name = os.path.relpath(image.path, image.root)
+        name = _name(os.path.relpath(image.path, image.root))
         for index, face in enumerate(image.faces, start=1):
             table.add_row(name if index == 1 else "", str(index), ",".join(map(str, face.box)),
                           *_verdict_cells(face.emotion, face.probability, face.sentiment, face.score))
@@ -474,10 +479,11 @@ def image_rows_tables(rows: list[dict]) -> list[Table]:
     def add_rows(table: Table, row: dict) -> None:
         taken = row["taken_at"].date().isoformat() if row.get("taken_at") else "-"
         if row["status"] == "ok":
-            table.add_row(row["path"], str(row["n_faces"]), *_verdict_cells(
+            table.add_row(_name(row["path"]), str(row["n_faces"]), *_verdict_cells(
                 row["emotion"], _row_probability(row), row["sentiment"], row["sentiment_score"]), taken)
         else:
-            table.add_row(row["path"], "-", "no face" if row["status"] == "no_face" else "error", "", "", "", taken)
+            table.add_row(_name(row["path"]), "-", "no face" if row["status"] == "no_face" else "error", "", "", "",
+                          taken)
 
     return _tables_by_root(rows, lambda row: row["root"], _IMAGE_VIEW, add_rows)
 
@@ -489,7 +495,7 @@ def face_rows_tables(rows: list[dict]) -> list[Table]:
 
     def add_rows(table: Table, row: dict) -> None:
         image = (row["root"], row["path"])
-        name, previous[0] = ("" if image == previous[0] else row["path"]), image  # each image's name once
+        name, previous[0] = ("" if image == previous[0] else _name(row["path"])), image  # each image's name once
         table.add_row(name, str(row["face_index"] + 1), ",".join(str(row[c]) for c in "xywh"),
                       *_verdict_cells(row["emotion"], _row_probability(row), row["sentiment"],
                                       row["sentiment_score"]))
@@ -501,23 +507,31 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     """Rows as csv or json (every column), or markdown (the columns the table view shows, with root and path)."""
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
-    if fmt == "csv":
+    if fmt == "csv":  # names as the aggregates' CSV shows them: escapes visible, never a spreadsheet formula
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         if rows:
             writer.writerow(rows[0])
         for row in rows:
-            writer.writerow(["" if v is None else v for v in row.values()])
+            writer.writerow([_csv(v) for v in row.values()])
         return out.getvalue().rstrip("\n")
     if fmt == "markdown":
         faces = bool(rows) and "face_index" in rows[0]
         columns = ["root", "path", *(["face_index", "x", "y", "w", "h"] if faces else ["status", "n_faces"]),
                    "emotion", "sentiment", "sentiment_score", *([] if faces else ["taken_at"])]
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-        cell = lambda value: "-" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)  # noqa: E731
-        lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+        lines += ["| " + " | ".join(_markdown_value(row.get(c)) for c in columns) + " |" for row in rows]
         return "\n".join(lines)
     raise ValueError(f"unknown format {fmt!r} (use {', '.join(AGGREGATE_FORMATS)})")
+
+
+def _markdown_value(value: object) -> str:
+    """A Markdown table cell: names as text (never a cell break, markup, HTML or an escape sequence)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.3f}"
+    return markdown_cell(str(value))
 
 
 def print_rows(rows: list[dict], table: str, console: Console | None = None, fmt: str = "table") -> None:
@@ -530,7 +544,7 @@ def print_rows(rows: list[dict], table: str, console: Console | None = None, fmt
         console.print(view)
     for row in rows:
         if row.get("error"):
-            console.print(f"  error: {row['path']}: {row['error']}", overflow="fold", highlight=False)
+            console.print(_name(f"  error: {row['path']}: {row['error']}"), overflow="fold", highlight=False)
     console.print(f"{len(rows)} {table[:-1] if len(rows) == 1 else table}", highlight=False)
 
 
@@ -540,6 +554,7 @@ def print_analysis(images: list, model_version: str, console: Console | None = N
         console.print(table)
     for image in images:
         if image.error:
-            console.print(f"  error: {_display_path(image.path)}: {image.error}", overflow="fold", highlight=False)
+            console.print(_name(f"  error: {_display_path(image.path)}: {image.error}"), overflow="fold",
+                          highlight=False)
     n_faces = sum(len(image.faces) for image in images)
     console.print(f"{len(images)} image(s), {n_faces} face(s); model {model_version}", highlight=False)

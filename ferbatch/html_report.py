@@ -406,7 +406,9 @@ _GROUP_NOTE = ('<p class="sub">n = images with faces / all images in the group; 
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page: control and bidirectional characters shown as \\xNN / \\uNNNN (as on a terminal), then
+    HTML-escaped, so a name is shown as named and never reorders or hides the page's text."""
+    return html.escape(printable(str(value)), quote=True)
 
 
 def _img(data: str, alt: str) -> str:

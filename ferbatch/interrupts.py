@@ -105,9 +105,41 @@ def terminate_children() -> None:
             os.waitpid(pid, 0)
 
 
+_cleanups: list[Callable[[], None]] = []
+
+
+def add_cleanup(callback: Callable[[], None]) -> None:
+    """Run `callback` (a work folder removed) when an interruption ends the process at once (`finish`)."""
+    _cleanups.append(callback)
+
+
+def remove_cleanup(callback: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _cleanups.remove(callback)
+
+
+def _hard_deadline(seconds: float) -> None:
+    """A last resort that needs no Python thread: faulthandler's watchdog ends the process (exit code 1) even when
+    native code holds the interpreter lock past the deadline (TensorFlow starting up)."""
+    import faulthandler
+
+    try:
+        sink = open(os.devnull, "w")  # noqa: SIM115 -- kept open for the watchdog until the process ends
+        _keep.append(sink)
+        faulthandler.dump_traceback_later(seconds, exit=True, file=sink)
+    except (OSError, ValueError, RuntimeError):
+        pass
+
+
+_keep: list = []
+
+
 def finish(signum: int) -> None:
     """End the process now: children first, then a one-line message and the exit code."""
     code = exit_code(signum)
+    for callback in list(_cleanups):
+        with contextlib.suppress(Exception):
+            callback()
     terminate_children()
     outcome = "its reports were committed" if code == 0 else "nothing was committed; the next run scores those images"
     with contextlib.suppress(Exception):
@@ -125,6 +157,7 @@ def _arm(signum: int) -> None:
     if _received:  # a second signal: stop waiting for the run to unwind
         finish(_received[0])
     _received.append(signum)
+    _hard_deadline(GRACE_S + 3 * CHILD_GRACE_S)
     _quiet_terminal_logging()
 
     def deadline() -> None:
@@ -161,11 +194,28 @@ def deferred() -> Iterator[None]:
             raise Interrupted(_pending.pop())
 
 
+_NATIVE_LIBRARIES = ("/tensorflow/", "/keras/", "/tf_keras/")
+
+
+def _inside_tensorflow(frame: object) -> bool:
+    """Whether the main thread is running TensorFlow or Keras code: unwinding an exception through it while its own
+    threads still run (a starting fine-tune's input pipeline) crashed the process once in twelve (SIGSEGV)."""
+    depth = 0
+    while frame is not None and depth < 500:
+        filename = getattr(getattr(frame, "f_code", None), "co_filename", "")
+        if any(part in filename for part in _NATIVE_LIBRARIES):
+            return True
+        frame, depth = getattr(frame, "f_back", None), depth + 1
+    return False
+
+
 def _on_signal(signum: int, frame: object) -> None:
     _arm(signum)
     if _deferring:
         _pending.append(signum)
         return
+    if _inside_tensorflow(frame):  # never unwound through TensorFlow: the process ends here, children first
+        finish(signum)
     raise Interrupted(signum)
 
 
@@ -183,6 +233,8 @@ def keep_deadline() -> None:
         if _deferring:
             _pending.append(signum)
             return
+        if _inside_tensorflow(frame):
+            finish(signum)
         prefect_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, deadline_then_prefect)

@@ -24,11 +24,49 @@ def _quiet_user_errors_in_prefect_logs() -> None:
             run_logger.addFilter(_UserErrorsWithoutTraceback())
 
 
+def _user_error_names() -> set[str]:
+    names, todo = set(), [FerbatchError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+class _UserErrorsOnceOnTheTerminal(logging.Filter):
+    """Prefect reports a run that failed on a user error four times (task failed, task state, flow failed, flow
+    state); the command prints that error as its one `Error:` line, so the terminal does not repeat it. Prefect's
+    API still records every line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], FerbatchError):
+            return False
+        message = record.getMessage()
+        return not any(f"{name}(" in message or f"{name}:" in message for name in _user_error_names())
+
+
+def _quiet_user_errors_on_prefect_consoles() -> None:
+    try:
+        from prefect.logging.handlers import PrefectConsoleHandler
+    except ImportError:
+        return
+    loggers = [logging.getLogger(), *(logger for logger in logging.root.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                    isinstance(f, _UserErrorsOnceOnTheTerminal) for f in handler.filters):
+                handler.addFilter(_UserErrorsOnceOnTheTerminal())
+
+
 def hand_logging_to_prefect() -> None:
     """Inside a flow, Prefect's console handler prints ferbatch's lines (an extra logger); ours would double them."""
     package_logger = logging.getLogger("ferbatch")
     for handler in [h for h in package_logger.handlers if isinstance(h, _CurrentStderr)]:
         package_logger.removeHandler(handler)
+    _quiet_user_errors_on_prefect_consoles()
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -151,11 +151,41 @@ def start_temporary_server(startup_timeout_s: float, attempts: int = 2) -> Tempo
         "raise prefect.startup_timeout or set PREFECT_API_URL to a running server")
 
 
+def _unreachable(url: str, attempts: int = 2, timeout_s: float = 3.0) -> str | None:
+    """Why nothing answers at a configured API URL (refused, no such host, timed out), or None when a server does:
+    any HTTP answer counts, an authentication error too (Prefect Cloud)."""
+    reason = "no answer"
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s):
+                return None
+        except urllib.error.HTTPError:
+            return None
+        except urllib.error.URLError as exc:
+            inner = exc.reason
+            reason = getattr(inner, "strerror", None) or str(inner)
+        except (OSError, ValueError) as exc:  # a timeout, a reset, a URL that is not one
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if attempt + 1 < attempts:
+            time.sleep(0.5)
+    return reason
+
+
+def check_api(url: str) -> None:
+    """Fail in one line, before a flow starts, when nothing answers at the configured Prefect API (else every
+    Prefect call would retry for a minute and end in tracebacks)."""
+    reason = _unreachable(url)
+    if reason is not None:
+        raise FerbatchError(f"PREFECT_API_URL {url}: no Prefect server answers there ({reason}); start it "
+                            "(`prefect server start`) or unset PREFECT_API_URL for a temporary one")
+
+
 @contextlib.contextmanager
 def prefect_api(startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> Iterator[str]:
     """Inside, flows report to the configured Prefect API, or to a temporary server stopped on the way out."""
     configured = configured_api_url()
     if configured:
+        check_api(configured)
         yield configured
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings

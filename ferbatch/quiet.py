@@ -12,11 +12,13 @@ a thread that drops the known noise lines and forwards everything else. `ferbatc
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import re
 import sys
 import threading
+from collections.abc import Iterator
 
 # The environment every ferbatch process and its subprocesses get, set before TensorFlow, OpenCV or
 # Prefect load (the variables a user set win).
@@ -104,3 +106,32 @@ def silence_native_stderr() -> None:
         thread.join(timeout=1.0)
 
     atexit.register(restore)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Native noise kept off fd 2 for the duration only (the Python API's first model and detector load), then fd
+    2 as it was: a library does not keep a process's stderr. A no-op where the command's filter is installed."""
+    quiet_environment()
+    if _installed:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    thread = threading.Thread(target=_forward, args=(read_fd, saved), name="ferbatch-stderr-window", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the forwarder reads to its end and stops
+        thread.join(timeout=2.0)
+        os.close(saved)

@@ -22,6 +22,7 @@ from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
 from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry, real_photo_sets
+from ferbatch.models._workdirs import nightly_work_dir, release_work_dir
 from ferbatch.training import EnsembleRecipe, recipe
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more
@@ -179,7 +180,7 @@ def fine_tune(
     nor the user holdout gets worse. Each network stops at the last epoch that fits its share of the budget."""
     registry = ModelRegistry.at(models_dir)
     setup = training.fine_tune_setup(registry, registry.resolve(base_version), max_minutes, started_at)
-    workdir = training.work_dir(registry.root)
+    workdir = nightly_work_dir(registry.root)  # its own: removed at the end, also when interrupted
     report_dir = workdir / "report"
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
     labelled = load_user_faces(extra_folder)
@@ -209,6 +210,7 @@ def fine_tune(
     create_markdown_artifact(
         training.metrics_markdown(card, decision), key="retrain-metrics", description="Model metrics"
     )
+    release_work_dir(workdir)
     return {"version": version, "unfinished": False, "promoted": decision.promoted, "reason": decision.reason,
             "models_dir": str(Path(registry.root)), "metrics": card["metrics"], "gate": figures,
             "minutes": round(minutes, 2), "budget_minutes": max_minutes}

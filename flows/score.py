@@ -64,6 +64,7 @@ def task_runner(settings: ScoreSettings) -> TaskRunner:
     except ImportError:
         raise FerbatchError("--runner dask needs the dask extra: pip install 'ferbatch[dask]'") from None
     if settings.dask_address:
+        scoring.require_dask_scheduler(settings.dask_address)  # one line now, not a minute of retries
         return DaskTaskRunner(address=settings.dask_address)
     # A private LocalCluster on loopback: one thread per worker process, each with its own model.
     return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,

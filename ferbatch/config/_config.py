@@ -9,17 +9,18 @@ relative to the file's folder, so a deployment finds them from any working direc
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.config._score import SENTIMENTS, ScoreSettings
+from ferbatch.config._score import SENTIMENTS, ScoreSettings, no_bool_for_a_number
 from ferbatch.errors import FerbatchError
 from ferbatch.training import recipe  # the recipes: no Keras
 
@@ -29,7 +30,12 @@ ENV_PREFIX = "FERBATCH_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: object, info: ValidationInfo) -> object:
+        return no_bool_for_a_number(cls, value, info)
 
 
 class TrainSection(_Section):
@@ -86,7 +92,7 @@ class FerbatchConfig(BaseSettings):
     """The effective configuration (see the module docstring for where each value comes from)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True, allow_inf_nan=False
     )
 
     models_dir: Path | None = Field(None, description="Model registry; none = the project's models/.")
@@ -160,7 +166,62 @@ def _read_toml(path: Path) -> dict:
             values = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise FerbatchError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise FerbatchError(f"{path}: not UTF-8 text (byte {exc.start}); a TOML file is UTF-8") from None
+    except OSError as exc:
+        raise FerbatchError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
     return _resolve_relative(values, path.resolve().parent)
+
+
+# FERBATCH_* variables that are not configuration keys: the file to read, the deployment's placeholders
+# (deploy/prefect.yaml) and the test suite's switches. Any other unknown FERBATCH_* name is refused, as the
+# file refuses an unknown key, so a typo (FERBATCH_MODEL_DIR, FERBATCH_SCORE_OUT) never goes unnoticed.
+NOT_CONFIGURATION = frozenset({"CONFIG", "PHOTOS_DIR", "REPORTS_DIR", "CONTAINER_USER", "DOCKER_BASE", "CA_BUNDLE",
+                               "JAX_PYTHON"})
+
+
+def _unknown_variables() -> list[str]:
+    keys = set(FerbatchConfig.model_fields)
+    unknown = []
+    for name in sorted(os.environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].upper()
+        if rest in NOT_CONFIGURATION or rest.startswith("TEST_"):
+            continue
+        if rest.split("__", 1)[0].lower() not in keys:
+            unknown.append(name)
+    return unknown
+
+
+def _environment_error(exc: Exception) -> FerbatchError:
+    """A FERBATCH_* value pydantic-settings could not parse (a list or table that is not JSON), named."""
+    for name in sorted(os.environ):
+        if name.upper().startswith(ENV_PREFIX) and name[len(ENV_PREFIX):].upper() not in NOT_CONFIGURATION:
+            value = os.environ[name]
+            field = name[len(ENV_PREFIX):].split("__")
+            if _wants_json(field):
+                try:
+                    json.loads(value)
+                except ValueError:
+                    return FerbatchError(f"{name}: {value!r} is not JSON; lists and tables are JSON in the "
+                                         f"environment, e.g. {name}='[\"/data/a\", \"/data/b\"]'")
+    return FerbatchError(f"FERBATCH_* environment: {str(exc).splitlines()[0]}")
+
+
+def _wants_json(location: list[str]) -> bool:
+    """Whether the key at `location` (FERBATCH_SCORE__FOLDERS -> ["SCORE", "FOLDERS"]) is a list or a table."""
+    model: type[BaseModel] | None = FerbatchConfig
+    annotation = None
+    for part in location:
+        fields = model.model_fields if model is not None else {}
+        field = next((f for key, f in fields.items() if key.lower() == part.lower()), None)
+        if field is None:
+            return False
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    text = str(annotation)
+    return model is not None or text.startswith(("list", "dict")) or "list[" in text or "dict[" in text
 
 
 def _env_variable(location: tuple) -> str | None:
@@ -186,10 +247,16 @@ def load_config(path: str | Path | None = None) -> tuple[FerbatchConfig, Path | 
     """The effective configuration and the file it came from (None: defaults and environment only)."""
     source = config_path(path)
     values = _read_toml(source) if source else {}
+    unknown = _unknown_variables()
+    if unknown:
+        raise FerbatchError("; ".join(f"{name}: not a configuration key (FERBATCH_<KEY> or FERBATCH_<SECTION>__<KEY>"
+                                      f"; keys: {', '.join(FerbatchConfig.model_fields)})" for name in unknown))
     try:
         return FerbatchConfig(**values), source
     except ValidationError as exc:
         raise FerbatchError("; ".join(_describe(error, source) for error in exc.errors())) from None
+    except SettingsError as exc:  # a FERBATCH_* list or table that is not JSON
+        raise _environment_error(exc) from None
 
 
 def to_toml(config: FerbatchConfig) -> str:

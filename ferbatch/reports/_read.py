@@ -72,4 +72,4 @@ def read_rows(out_dir: str | Path, table: str, *, folder: str | None = None, emo
         rows = rows.filter(pc.equal(rows.column("emotion"), emotion_name(emotion)))
     order = [(column, "ascending") for column in (*_IMAGE_KEY, *(("face_index",) if table == "faces" else ()))]
     rows = rows.sort_by(order)
-    return rows.slice(0, limit) if limit is not None else rows
+    return rows.slice(0, min(limit, rows.num_rows)) if limit is not None else rows  # any limit, 10**20 too

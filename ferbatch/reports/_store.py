@@ -85,15 +85,29 @@ class ReportWriter:
             return
         if table not in self._writers:
             self._open(table)
-        self._writers[table].write_table(pa.Table.from_pylist(rows, schema=self._writers[table].schema))
+        with self._writing(table):
+            self._writers[table].write_table(pa.Table.from_pylist(rows, schema=self._writers[table].schema))
 
     def _open(self, table: str) -> None:
         tmp = self._tmp_path(table)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
         # run_date lives in the folder name only (as Spark and pyarrow write hive partitions), so every reader
         # opens the folder with no options; snappy is the codec every BI reader (Power BI, Tableau, Spark) knows.
         schema = SCHEMAS[table].remove(SCHEMAS[table].get_field_index("run_date")).with_metadata(self.metadata)
-        self._writers[table] = pq.ParquetWriter(tmp, schema, compression="snappy")
+        with self._writing(table):
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._writers[table] = pq.ParquetWriter(tmp, schema, compression="snappy")
+
+    @contextmanager
+    def _writing(self, table: str) -> Iterator[None]:
+        """A write that fails (a full disk, a folder gone read-only) is one line naming the file; the run's
+        unfinished files are removed and nothing of it is committed."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            path = self._tmp_path(table)
+            self.abort()
+            raise FerbatchError(f"{path}: cannot write the reports ({_write_reason(exc)}); nothing of run "
+                                f"{self.run_id} was committed, its images are scored again next run") from None
 
     def close(self, tables: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """Finish the files; `tables` get a file even when empty. Returns (tmp, final) path pairs."""
@@ -103,18 +117,31 @@ class ReportWriter:
         for table in list(self._buffers):
             self._flush(table)
         moves = []
-        for table, writer in self._writers.items():
-            writer.close()
+        for table, writer in list(self._writers.items()):
+            with self._writing(table):
+                writer.close()
             moves.append((str(self._tmp_path(table)), str(self.final_path(table))))
         self._writers.clear()
         return moves
 
     def abort(self) -> None:
+        """Close and delete the unfinished files; never raises (it runs while another error is on its way)."""
         for table, writer in self._writers.items():
-            writer.close()
-            self._tmp_path(table).unlink(missing_ok=True)
+            with contextlib.suppress(OSError, pa.ArrowException):
+                writer.close()  # fails again on a full disk: the file goes anyway
+            with contextlib.suppress(OSError):
+                self._tmp_path(table).unlink(missing_ok=True)
         self._writers.clear()
         self._buffers.clear()
+
+
+def _write_reason(exc: BaseException) -> str:
+    """A short reason: the OS's words for its error number ("No space left on device"), else the first line."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _manifest_path(out_dir: Path, run_id: str) -> Path:
@@ -138,8 +165,11 @@ def _commit_parts(out_dir: str | Path, run_id: str, moves: list[tuple[str, str]]
     out_dir = Path(out_dir)
     moves = sorted(moves, key=_commit_order)
     for tmp, _ in moves:  # the data must be on disk before the manifest promises it
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _commit_error(Path(tmp), exc, run_id) from None
     for _, final in moves:  # every target folder first: a failure here has made nothing visible
         try:
             Path(final).parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from ferbatch.scoring._run import (
     map_sequential,
     no_images_message,
     preview_run,
+    require_dask_scheduler,
     rows_for,
     run_scoring,
     skipped_run_summary,
@@ -64,6 +65,7 @@ __all__ = [
     "ShardScorer", "YuNetDetector", "annotator", "as_text", "check_annotations_folder", "crop_face", "crop_faces",
     "decode",
     "default_detector_path", "eye_angle", "face_verdicts", "image_probabilities", "image_verdict", "map_sequential",
-    "no_images_message", "parse_sentiment_map", "prepare", "preview_run", "read_bytes", "rows_for", "run_scoring",
+    "no_images_message", "parse_sentiment_map", "prepare", "preview_run", "read_bytes", "require_dask_scheduler",
+    "rows_for", "run_scoring",
     "scan", "score_images", "skipped_run_summary",
 ]

@@ -294,6 +294,26 @@ def plan_run(
     return ScorePlan(run, store, todo_files, n_found, n_skipped, started, update, model_change)
 
 
+def require_dask_scheduler(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a tcp:// or tls:// Dask scheduler address (else the Dask client
+    retries for most of a minute and the run ends in tracebacks). Other schemes are left to Dask."""
+    import socket
+
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "tcp", address
+    if scheme not in ("tcp", "tls"):
+        return
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    raise FerbatchError(f"--dask-address {address}: no Dask scheduler answers there ({reason}); start one "
+                        "(`dask scheduler`) or leave score.dask_address unset for a local cluster")
+
+
 def _require_inputs(settings: ScoreSettings) -> None:
     # A path that is not there at all stops the run (a broken symlink named directly still becomes an error
     # row): a container deployment whose photo volume was not mounted must fail, not report one error row.

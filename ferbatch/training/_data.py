@@ -87,10 +87,18 @@ class FerData:
 def folder_digest(folder: Path) -> str:
     """sha256 over the relative paths and contents of every labelled face file under `folder`, in sorted order
     (top-level files and "_" folders such as _unsorted/ are not labelled faces: see _labelled)."""
+    from ferbatch.config import DEFAULT_MAX_BYTES
+    from ferbatch.scoring import ImageError, ImageFile
+    from ferbatch.scoring._images import file_id
+
     digest = hashlib.sha256()
     for file in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not ignored(p.relative_to(folder))):
         digest.update(file.relative_to(folder).as_posix().encode("utf-8", "surrogateescape") + b"\0")
-        digest.update(bytes.fromhex(file_sha256(file)))
+        try:  # what loading reads: a file over the size limit (a 20 GB sparse file) is refused unread, by its size
+            digest.update(bytes.fromhex(file_id(ImageFile(file.parent, Path(file.name), None, None),
+                                                DEFAULT_MAX_BYTES)))
+        except ImageError as exc:
+            digest.update(str(exc).encode())
     return digest.hexdigest()
 
 
