@@ -60,7 +60,7 @@ class _UsageError(click.ClickException):
 
 def _one_line(exc: click.UsageError) -> _UsageError:
     where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-    return _UsageError(f"{exc.format_message()}{where}")
+    return _UsageError(f"{exc.format_message().rstrip('.')}{where}")
 
 
 class _Group(click.Group):
