@@ -218,7 +218,7 @@ def crop_face(grey: np.ndarray, face: Face, margin: float = 0.0, size: int = IMA
     The crop is a square of side max(w, h) * (1 + 2 * margin) centred on the box moved down by `shift`
     times that side, rotated about its centre to level the eyes when they tilt by more than `level_above`
     degrees (0: always; None: never). Pixels outside the image repeat the border.
-    benchmarks/through_detection.py chooses the framing on PublicTest.
+    benchmarks/experiments/through_detection.py chooses the framing on PublicTest.
     """
     angle = eye_angle(face)
     align = level_above is not None and abs(angle) > level_above

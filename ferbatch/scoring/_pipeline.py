@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 class PipelineSettings:
     """How the pipeline treats each image: the scoring settings' share, plus fixed internals."""
 
-    # The crop framing, chosen on FER2013 PublicTest for the shipped model by benchmarks/through_detection.py
-    # (docs/model.md): YuNet's box is about 0.81 x 1.03 of the FER frame; a square of 0.95 times its side,
-    # not levelled by the eyes, gave PublicTest 0.697 through detection (0.703 direct on the same faces).
+    # The crop framing, chosen on FER2013 PublicTest for the shipped model by
+    # benchmarks/experiments/through_detection.py (docs/model.md): YuNet's box is about 0.81 x 1.03 of the FER
+    # frame; a square of 0.95 times its side, not levelled by the eyes, gave PublicTest 0.697 through detection
+    # (0.703 direct on the same faces).
     crop_margin: float = -0.025
     level_above: float | None = None  # level the eyes past this tilt in degrees (None: never, 0: always)
     crop_shift: float = 0.0  # move the crop down by this fraction of its side (negative: up)

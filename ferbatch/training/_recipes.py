@@ -255,7 +255,8 @@ class EnsembleRecipe:
 # in chunks with --stop-after), then assembles, evaluates, registers and promotes the whole.
 ENSEMBLES: dict[str, EnsembleRecipe] = {
     # The shipped model: of the candidates that score at least 0.84 times the single network's images/s
-    # (benchmarks/score.py, the 40-of-47.7 budget), the best on PublicTest (benchmarks/ensemble_choice.py).
+    # (benchmarks/score.py, the 40-of-47.7 budget), the best on PublicTest
+    # (benchmarks/experiments/ensemble_choice.py).
     "crop_cnn_100_x3": EnsembleRecipe(member="crop_cnn_100", seeds=(1234, 2345, 3456), crops=1, flip=False),
     # The candidates it was chosen from: more members, the mirror view, the 60-epoch schedule.
     "crop_cnn_100_x4": EnsembleRecipe(member="crop_cnn_100", seeds=(1234, 2345, 3456, 4567), crops=1, flip=True),

@@ -1,6 +1,6 @@
 """Weight averages ("model soups") of networks fine-tuned from one start, on FER2013 and on labelled real photos.
 
-    python benchmarks/weight_average.py --data ../shared/data/fer2013.csv.gz \\
+    python benchmarks/experiments/weight_average.py --data ../shared/data/fer2013.csv.gz \\
         --mix 20261127-212524-crop_cnn=1,20261130-011927-crop_cnn=1 [--mix ...] \\
         [--real-photos ../shared/data/dev_wild --real-photos ../shared/data/dev_posed]
 

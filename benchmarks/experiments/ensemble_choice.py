@@ -1,6 +1,6 @@
 """Which members and views to ship: PublicTest accuracy of every subset of trained crop networks.
 
-    python benchmarks/ensemble_choice.py --data ../shared/data/fer2013.csv.gz VERSION...
+    python benchmarks/experiments/ensemble_choice.py --data ../shared/data/fer2013.csv.gz VERSION...
 
 Each VERSION is a registered run of a crop preset (unfinished with its training done, or a member). The
 probabilities of the centre crop and its mirror are computed once per member; then each candidate (members x

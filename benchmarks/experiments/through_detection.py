@@ -6,7 +6,8 @@ rate and, on the faces found, the accuracy through detection beside direct class
 The crop framing (margin, vertical shift, eye levelling) is chosen on PublicTest only; PrivateTest is reported
 for the chosen framing and for the current default.
 
-    python benchmarks/through_detection.py --data ../shared/data/fer2013.csv.gz [--model VERSION] [--limit N]
+    python benchmarks/experiments/through_detection.py --data ../shared/data/fer2013.csv.gz \
+        [--model VERSION] [--limit N]
 """
 
 from __future__ import annotations

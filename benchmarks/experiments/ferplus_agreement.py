@@ -1,6 +1,6 @@
 """How often the FER+ majority label equals the original FER2013 label, per split.
 
-    python benchmarks/ferplus_agreement.py --data ../shared/data/fer2013.csv.gz \
+    python benchmarks/experiments/ferplus_agreement.py --data ../shared/data/fer2013.csv.gz \
         --labels ../shared/data/ferplus_fer2013new.csv
 
 Issue 4 judges accuracy against the original FER2013 labels. A model that learned the FER+ majority

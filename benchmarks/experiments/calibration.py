@@ -1,6 +1,6 @@
 """What PublicTest-chosen class biases (ferbatch.training.fit_class_bias) would do to a registered model.
 
-    python benchmarks/calibration.py --data ../shared/data/fer2013.csv.gz [--model VERSION]
+    python benchmarks/experiments/calibration.py --data ../shared/data/fer2013.csv.gz [--model VERSION]
 
 Fits the biases on PublicTest exactly as the retrain flow does, then reports accuracy, macro-F1 and
 per-class recall on PublicTest and PrivateTest, before and after. PrivateTest is only reported here.
