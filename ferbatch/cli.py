@@ -816,6 +816,9 @@ def _verbose(argv: list[str]) -> bool:
     return False
 
 
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF, errno.ECONNRESET}
+
+
 def _output_failed(exc: OSError) -> None:
     """The output cannot be written (`> /dev/full`, a closed pipe): one line on stderr, exit code 1, and no second
     complaint from Python as it flushes stdout on its way out."""
@@ -845,9 +848,9 @@ def main() -> None:
     except SystemExit as done:
         code = done.code
     except OSError as exc:
-        try:  # an error while writing the output: said in one line; any other OSError here is a bug
-            sys.stdout.flush()
-        except OSError:
+        # A write to stdout that failed (a full disk, a closed pipe) carries no file name; every other OSError the
+        # commands meet names its file in a FerbatchError. Said in one line; anything else here is a bug.
+        if exc.filename is None and exc.errno in _OUTPUT_ERRORS:
             _output_failed(exc)
         raise
     try:

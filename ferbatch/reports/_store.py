@@ -106,6 +106,8 @@ class ReportWriter:
         except (OSError, pa.ArrowException) as exc:
             path = self._tmp_path(table)
             self.abort()
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # created before its writer failed to start: abort does not know it
             raise FerbatchError(f"{path}: cannot write the reports ({_write_reason(exc)}); nothing of run "
                                 f"{self.run_id} was committed, its images are scored again next run") from None
 
