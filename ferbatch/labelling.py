@@ -22,6 +22,7 @@ import numpy as np
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import PROBABILITY_COLUMNS
 from ferbatch.safe_files import create_new, os_reason
+from ferbatch.safe_text import csv_cell, printable
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def export_faces(out_dir: str | Path, destination: str | Path, *, uncertain: int
             continue
         result.written.append(unsorted / name)
         rows.append({"crop": f"{UNSORTED}/{name}", "image_id": row.image_id, "face_index": row.face_index,
-                     "path": str(file), "run_id": row.run_id, "model_version": row.model_version,
+                     "path": csv_cell(printable(str(file))), "run_id": row.run_id, "model_version": row.model_version,
                      "emotion": row.emotion, "confidence": round(float(row.confidence), 4),
                      **{c: round(float(getattr(row, c)), 4) for c in PROBABILITY_COLUMNS}})
     if errors:

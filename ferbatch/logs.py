@@ -6,6 +6,7 @@ import logging
 import sys
 
 from ferbatch.errors import FerbatchError
+from ferbatch.safe_text import printable
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -22,6 +23,17 @@ def _quiet_user_errors_in_prefect_logs() -> None:
         run_logger = logging.getLogger(name)
         if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in run_logger.filters):
             run_logger.addFilter(_UserErrorsWithoutTraceback())
+
+
+class _PrintableMessages(logging.Filter):
+    """ferbatch's log lines name files and folders: shown with control and bidirectional characters escaped, as
+    every other view shows names, so a hostile name in a warning never acts on the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("ferbatch") and not getattr(record, "_ferbatch_printable", False):
+            record.msg, record.args = printable(record.getMessage()), None
+            record._ferbatch_printable = True
+        return True
 
 
 def _user_error_names() -> set[str]:
@@ -59,6 +71,7 @@ def _quiet_user_errors_on_prefect_consoles() -> None:
             if isinstance(handler, PrefectConsoleHandler) and not any(
                     isinstance(f, _UserErrorsOnceOnTheTerminal) for f in handler.filters):
                 handler.addFilter(_UserErrorsOnceOnTheTerminal())
+                handler.addFilter(_PrintableMessages())
 
 
 def hand_logging_to_prefect() -> None:
@@ -87,6 +100,7 @@ def configure_logging(verbose: bool = False) -> None:
     if not any(isinstance(h, _CurrentStderr) for h in package_logger.handlers):
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.addFilter(_PrintableMessages())
         package_logger.addHandler(handler)
     package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     _quiet_user_errors_in_prefect_logs()
