@@ -182,3 +182,12 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(scored_out, tmp_pa
     assert code == 1 and output.strip() == (f"Error: {tmp_path}/report.html: cannot write the HTML report (No space "
                                             "left on device); nothing was replaced")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_init_never_creates_folders_or_writes_through_a_link(tmp_path):
+    missing = CliRunner().invoke(cli, ["config", "init", str(tmp_path / "no" / "ferbatch.toml")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output and not (tmp_path / "no").exists()
+    (tmp_path / "ferbatch.toml").symlink_to(tmp_path / "elsewhere.toml")  # dangling: exists() says no
+    linked = CliRunner().invoke(cli, ["config", "init", str(tmp_path / "ferbatch.toml")])
+    assert linked.exit_code == 1 and "already exists" in linked.output and not (tmp_path / "elsewhere.toml").exists()
+    assert len(linked.output.strip().splitlines()) == 1

@@ -347,14 +347,21 @@ INIT_HEADER = """\
 
 def write_config_template(path: str | Path) -> Path:
     """Write a commented `ferbatch.toml` with every key at its default; never overwrites a file."""
+    from ferbatch.safe_files import check_target, create_new, os_reason
+
     path = Path(path)
-    if path.exists():
-        raise FerbatchError(f"{path}: already exists (not overwritten; `ferbatch config show` prints the effective "
-                            "configuration)")
+    exists = FerbatchError(f"{path}: already exists (not overwritten; `ferbatch config show` prints the effective "
+                           "configuration)")
+    if os.path.lexists(path):
+        raise exists
+    check_target(path, "configuration file")  # a missing folder is not created behind the user's back
     defaults = FerbatchConfig.model_construct(score=ScoreSettings(), train=TrainSection.model_construct(),
                                               schedule=ScheduleSection(), prefect=PrefectSection(), sentiment={},
                                               models_dir=None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x", encoding="utf-8") as handle:
-        handle.write(INIT_HEADER + annotated_toml(defaults, commented=True))
+    try:  # a new file only: never over or through what appears there meanwhile
+        created = create_new(path, (INIT_HEADER + annotated_toml(defaults, commented=True)).encode("utf-8"))
+    except OSError as exc:
+        raise FerbatchError(f"{path}: cannot write the configuration file ({os_reason(exc)})") from None
+    if not created:
+        raise exists
     return path
