@@ -85,6 +85,8 @@ def test_a_bad_card_hides_only_its_own_version(registry, text, problem):
     with pytest.raises(RegistryError, match=problem):
         ModelRegistry(registry).card(OTHER)
     assert ModelRegistry(registry).card(GOOD)["version"] == GOOD  # the others are unaffected
+    assert ModelRegistry(registry).versions() == [GOOD]  # every caller that lists versions skips it
+    assert list(ModelRegistry(registry).card_problems()) == [OTHER]
     promoted = _invoke("models", "promote", GOOD, "--models-dir", str(registry))
     assert promoted.exit_code == 0, promoted.output
 
@@ -136,7 +138,7 @@ def test_a_bad_refused_record_is_a_warning_and_the_night_goes_on(tmp_path, text,
 
 def test_a_candidate_registered_but_never_gated_is_not_trained_again(tmp_path):
     from ferbatch.training import plan_nightly, source_digests
-    from ferbatch.training._nightly import FINE_TUNE_EPOCHS, FINE_TUNE_LR_FACTOR
+    from ferbatch.training._nightly import fine_tune_settings
 
     root = tmp_path / "models"
     labelled = tmp_path / "labelled"
@@ -147,7 +149,7 @@ def test_a_candidate_registered_but_never_gated_is_not_trained_again(tmp_path):
     registry = ModelRegistry(root)
     assert plan_nightly(registry, SAMPLE_CSV, extra_folder=labelled).action == "fine_tune"
     # the night was killed right after registering its candidate: no verdict was recorded
-    settings = {"epochs": FINE_TUNE_EPOCHS, "learning_rate_factor": FINE_TUNE_LR_FACTOR}
+    settings = fine_tune_settings()
     _version(root, "20250102-000000-tiny-finetuned", _card(
         "20250102-000000-tiny-finetuned", data={"sources": source_digests(SAMPLE_CSV, None, labelled)},
         fine_tune={"from": GOOD, "settings": settings}))

@@ -177,3 +177,10 @@ def test_an_annotated_copy_whose_path_would_be_too_long_is_a_warning(tmp_path, c
                               pipeline=PipelineSettings.from_settings(settings, chunk_images=4))
     assert summary.status_counts["ok"] >= 15 and (checked / "a.jpg").is_file()
     assert "annotated copy not written (File name too long)" in caplog.text
+
+
+def test_the_python_api_never_raises_for_a_bad_name():
+    from ferbatch.analysis import Analyzer
+
+    analysed = list(Analyzer(components=FakeComponents()).images(["/tmp/a\x00b.jpg", "/no/such/x.jpg"]))
+    assert [image.status for image in analysed] == ["error", "error"]

@@ -95,20 +95,34 @@ class ModelRegistry:
         """The registry in `models_dir`, or in `default_models_dir()` when none is given."""
         return cls(models_dir or default_models_dir())
 
-    def versions(self) -> list[str]:
-        """Registered versions, oldest first (version names sort by creation time)."""
+    def _folders(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file() and (p / MODEL_FILE).is_file())
+        # a hidden folder is a registration still being written (.staging-*) or a work folder, never a version
+        return sorted(p for p in self.root.iterdir() if not p.name.startswith(".") and (p / CARD_FILE).is_file())
+
+    def _problem(self, folder: Path) -> str | None:
+        """Why a version folder's card is not valid (None: it is): a bad card hides its own version only."""
+        unfinished = not (folder / MODEL_FILE).exists()
+        if unfinished and (_peek(folder / CARD_FILE) or {}).get("status") != UNFINISHED:
+            return None if _peek(folder / CARD_FILE) is not None else (
+                f"{folder / CARD_FILE}: not a valid model card (not a JSON object); move {folder} out of the registry")
+        try:
+            read_card(folder / CARD_FILE, unfinished=unfinished)
+        except RegistryError as exc:
+            return str(exc)
+        return None
+
+    def versions(self) -> list[str]:
+        """Registered versions with a valid card, oldest first (version names sort by creation time); a version
+        whose card is not valid is left out (`card_problems` says why)."""
+        return [p.name for p in self._folders() if (p / MODEL_FILE).is_file() and self._problem(p) is None]
 
     def unfinished_versions(self) -> list[str]:
         """Registered unfinished training runs (no model.keras: never scored with, never promoted), oldest first.
-        A folder whose card cannot be read is left out (`card_problems` says why)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if (p / CARD_FILE).is_file() and not (p / MODEL_FILE).exists()
-                      and (_peek(p / CARD_FILE) or {}).get("status") == UNFINISHED)
+        A folder whose card is not valid is left out (`card_problems` says why)."""
+        return [p.name for p in self._folders() if not (p / MODEL_FILE).exists()
+                and (_peek(p / CARD_FILE) or {}).get("status") == UNFINISHED and self._problem(p) is None]
 
     def unfinished_card(self, version: str) -> dict:
         if version not in self.unfinished_versions():
@@ -118,18 +132,7 @@ class ModelRegistry:
 
     def card_problems(self) -> dict[str, str]:
         """Each version folder whose card is not valid, with the one-line reason (those versions are hidden)."""
-        problems = {}
-        for version in self.versions():
-            try:
-                read_card(self.root / version / CARD_FILE)
-            except RegistryError as exc:
-                problems[version] = str(exc)
-        for folder in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            card = folder / CARD_FILE
-            if card.is_file() and not (folder / MODEL_FILE).exists() and _peek(card) is None:
-                problems[folder.name] = f"{card}: not a valid model card (not a JSON object); move {folder} out " \
-                                        "of the registry"
-        return problems
+        return {folder.name: problem for folder in self._folders() if (problem := self._problem(folder))}
 
     def register_unfinished(self, workdir: str | Path, card: dict) -> str:
         """Store an interrupted run's checkpoint (weights, optimizer state, schedule position, curve so far) as

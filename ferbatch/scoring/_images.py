@@ -146,7 +146,7 @@ def _is_dir(path: Path) -> bool:
     """Path.is_dir, False for any OS error (permission denied, a name too long) instead of raising."""
     try:
         return path.is_dir()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return False
 
 
@@ -219,7 +219,7 @@ def scan(
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
-    except OSError:  # a name too long, a loop: compared as written
+    except (OSError, ValueError):  # a name too long, a loop: compared as written
         return Path(os.path.abspath(path))
 
 
@@ -322,7 +322,7 @@ def normalise_roots(roots: Sequence[str | Path]) -> list[Path]:
 def _image_file(root: Path, relative: Path, follow: bool = True) -> ImageFile:
     try:
         stat = (root / relative).stat() if follow else (root / relative).lstat()
-    except OSError:
+    except (OSError, ValueError):
         return ImageFile(root, relative, None, None, follow)
     return ImageFile(root, relative, stat.st_size, _mtime(stat), follow)
 
@@ -354,6 +354,8 @@ def _open_file(file: ImageFile) -> int:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if file.follow else os.O_NOFOLLOW)
     try:
         return os.open(file.absolute, flags)
+    except ValueError as exc:  # a NUL byte in a name given through the Python API
+        raise ImageError("unreadable: not a valid file name") from exc
     except PermissionError as exc:
         raise ImageError("unreadable: permission denied") from exc
     except FileNotFoundError as exc:
