@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -592,5 +593,9 @@ def write_html_report(out_dir: str | Path, path: str | Path, run_id: str | None 
     from ferbatch.safe_files import check_target, write_report_file
 
     check_target(path, "HTML report")  # before the charts are drawn: a target that will be refused fails at once
+    inside = Path(os.path.realpath(Path(path).parent))
+    report_folder = Path(os.path.realpath(out_dir))
+    if report_folder in inside.parents:  # the datasets' folders: every reader of them would meet the page
+        raise FerbatchError(f"{path}: inside the report folder's datasets ({out_dir}); write the page elsewhere")
     page = render_html(load_run(out_dir, run_id))
     return write_report_file(path, page.encode("utf-8"), "HTML report")

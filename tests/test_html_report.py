@@ -73,6 +73,7 @@ def test_the_page_shows_the_run_report_picks_with_every_chart_and_loads_nothing(
     assert latest_run_id(scored) == expected_run
     run = load_run(scored)
     images = run.images
+    (tmp_path / "sub").mkdir()  # the folder of a report must exist: it is never created behind the user's back
     page = write_html_report(scored, tmp_path / "sub" / "report.html").read_text()
 
     assert f"run {expected_run}" in page

@@ -191,3 +191,9 @@ def test_config_init_never_creates_folders_or_writes_through_a_link(tmp_path):
     linked = CliRunner().invoke(cli, ["config", "init", str(tmp_path / "ferbatch.toml")])
     assert linked.exit_code == 1 and "already exists" in linked.output and not (tmp_path / "elsewhere.toml").exists()
     assert len(linked.output.strip().splitlines()) == 1
+
+
+def test_the_html_page_never_lands_in_the_report_folders_datasets(scored_out, tmp_path):
+    code, output = _html(scored_out, scored_out / "images" / "report.html")
+    assert code == 1 and "inside the report folder's datasets" in output
+    assert not (scored_out / "images" / "report.html").exists()
