@@ -34,7 +34,7 @@ from ferbatch.cli import cli
 
 result = CliRunner().invoke(cli, json.loads(sys.argv[1]))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
-print(json.dumps({"exit_code": result.exit_code, "output": result.output[-2000:], "heavy": heavy[:5],
+print(json.dumps({"exit_code": result.exit_code, "output": result.output[-8000:], "heavy": heavy[:5],
                   "first": first[0] if first else None}))
 """
 
