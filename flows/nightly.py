@@ -14,29 +14,25 @@ from prefect.cache_policies import NO_CACHE
 from ferbatch.config import load_config, retrain_parameters
 from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
-from ferbatch.training import NightlyPlan, nightly_markdown, plan_nightly, record_refused, with_labelled_faces
+from ferbatch.training import check_nightly, nightly_markdown, record_refused, tonight
 
-plan_retrain = task(plan_nightly, name="check-training-data", cache_policy=NO_CACHE)
+plan_retrain = task(tonight, name="check-training-data", cache_policy=NO_CACHE)
 
 
 @flow(name="nightly", log_prints=True)
 def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict:
     """Retrain (or skip), then score with whatever model is current. Reads ferbatch.toml (see `ferbatch config`)."""
     keep_deadline()  # SIGTERM during the flow (a retrain included) still ends `ferbatch` within seconds
-    started_at = time.time()
+    started_at = time.time()  # train.max_minutes counts from here: the retrain step, checks and loading included
     logger = get_run_logger()
     config, source = load_config(config_file)
     logger.info("configuration: %s", source or "defaults and FERBATCH_* environment")
+    check_nightly(config)  # folders, output, models, training data: fail before training, a line per mistake
     registry = ModelRegistry.at(config.models_dir)
-    settings = config.score.require_folders()  # no folders: fail before training
+    settings = config.score
     train = config.train
     retrained = None
-    # A labelling folder with nothing sorted into its class folders yet is not training data yet.
-    extra_folder = with_labelled_faces(train.extra_folder)
-    if train.data is None:
-        plan = NightlyPlan("skip", "no train.data configured")
-    else:
-        plan = plan_retrain(registry, train.data, train.labels, extra_folder, train.preset, force_retrain)
+    plan, extra_folder = plan_retrain(config, registry, force_retrain)
     if plan.action == "skip":
         logger.info("retrain skipped: %s", plan.reason)
     else:
@@ -49,7 +45,10 @@ def nightly(config_file: str | None = None, force_retrain: bool = False) -> dict
                                   extra_folder=parameters["extra_folder"], models_dir=parameters["models_dir"],
                                   base_version=plan.base_version, max_minutes=train.max_minutes,
                                   tolerance=train.tolerance, started_at=started_at,
-                                  real_photos=parameters.get("real_photos"))
+                                  real_photos=parameters.get("real_photos"), public_tolerance=train.public_tolerance)
+            note = (retrained.get("gate") or {}).get("user_holdout", {}).get("note")
+            if note:
+                logger.warning("user holdout: %s", note)
         else:
             retrained = retrain(**parameters)
         if not retrained["unfinished"] and not retrained["promoted"]:

@@ -39,7 +39,7 @@ assemble_ensemble = task(training.assemble, name="assemble-ensemble", cache_poli
 register_ensemble = task(training.register_ensemble, name="register-ensemble", cache_policy=NO_CACHE)
 promote_model = task(training.promote, name="promote", cache_policy=NO_CACHE)
 measure_real_photos = task(training.real_photos_on_card, name="measure-real-photos", cache_policy=NO_CACHE)
-load_user_faces = task(training.user_faces, name="load-user-faces", cache_policy=NO_CACHE)
+measure_current = task(training.measure_current, name="measure-current-model", cache_policy=NO_CACHE)
 measure_holdout = task(training.holdout_accuracy, name="user-holdout-accuracy", cache_policy=NO_CACHE)
 tune_network = task(training.fine_tune_network, name="fine-tune-network", cache_policy=NO_CACHE)
 register_fine_tuned = task(training.register_fine_tuned, name="register-fine-tuned", cache_policy=NO_CACHE)
@@ -175,36 +175,48 @@ def fine_tune(
     tolerance: float = 0.0,
     started_at: float | None = None,
     real_photos: list[str] | None = None,
+    public_tolerance: float = training.DEFAULT_PUBLIC_TOLERANCE,
 ) -> dict:
-    """Fine-tune the current model (or `base_version`) within `max_minutes`; promote it only if neither PublicTest
-    nor the user holdout gets worse. Each network stops at the last epoch that fits its share of the budget."""
+    """Fine-tune the current model (or `base_version`) so that the whole run, evaluation and registration
+    included, ends within `max_minutes` of `started_at`; gate it on the user holdout with PublicTest as a guard
+    (see training.gate). Each network trains on the user's faces and a FER2013 replay sample sized to its share
+    of the time, and stops at a step deadline."""
     registry = ModelRegistry.at(models_dir)
     setup = training.fine_tune_setup(registry, registry.resolve(base_version), max_minutes, started_at)
     workdir = nightly_work_dir(registry.root)  # its own: removed at the end, also when interrupted
     report_dir = workdir / "report"
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
-    labelled = load_user_faces(extra_folder)
+    user_faces = training.user_faces_summary(faces)
+    holdout_faces = (user_faces or {}).get("holdout", 0)
+    note = training.too_few_holdout_note(holdout_faces)
+    if note:
+        print(f"user holdout: {note}")
     current = registry.load_model(setup.base_version)
-    before = measure_holdout(current, labelled)
+    measured = measure_current(current, faces)
+    train_until = training.training_deadline(setup, faces, measured)
     networks = training.base_networks(current)
     if len(networks) != len(setup.configs):
         raise FerbatchError(f"model {setup.base_version}: {len(networks)} network(s) inside, but its card "
-                                     f"names {len(setup.configs)}")
-    results = []
+                            f"names {len(setup.configs)}")
+    runs: list[dict | None] = []
     for index, (config, network) in enumerate(zip(setup.configs, networks, strict=True)):
-        if not training.time_for_another(results, setup.deadline):
-            print(f"network {index + 1} of {len(networks)} keeps its weights: no time left for an epoch")
-            results.append(None)
+        plan = training.plan_network([run for run in runs if run], index, len(networks), train_until, setup,
+                                     measured)
+        if plan is None:
+            print(f"network {index + 1} of {len(networks)} keeps its weights: no time left for its steps")
+            runs.append(None)
             continue
-        results.append(tune_network(config, faces, workdir, network, index, len(networks), setup.deadline))
+        runs.append(tune_network(config, faces, workdir, network, index, len(networks), plan))
+    results = [run["result"] if run else None for run in runs]
     model = training.assemble_fine_tuned(results, networks, setup, registry.card(setup.base_version)["architecture"])
-    metrics = evaluate_model(model, faces)
-    after = measure_holdout(model, labelled)
-    figures = training.gate_figures(registry, setup.base_version, metrics, labelled, before, after)
-    version = register_fine_tuned(registry, setup, faces, model, results, metrics, report_dir, data_pictures,
-                                  figures, labelled.summary() if labelled else None)
+    metrics = evaluate_model(model, faces, flip_tta=False)  # plain decides the gate; the mirror pass would double it
+    after = measure_holdout(model, faces)
+    figures = training.gate_figures(registry, setup.base_version, metrics, holdout_faces, measured.holdout_accuracy,
+                                    after)
+    version = register_fine_tuned(registry, setup, faces, model, runs, metrics, report_dir, data_pictures,
+                                  figures, user_faces)
     _measure_real_photos(registry, version, real_photos)
-    decision = gate_model(registry, version, figures, tolerance)
+    decision = gate_model(registry, version, figures, tolerance, public_tolerance)
     card = registry.card(version)
     minutes = (time.time() - setup.started_at) / 60
     create_markdown_artifact(

@@ -104,4 +104,4 @@ def test_a_nightly_run_with_a_missing_training_file_stops_with_its_name(tmp_path
     config.write_text(f'models_dir = "models"\n[train]\ndata = "missing.csv.gz"\n[score]\nfolders = ["{PHOTOS}"]\n')
     result = run_ferbatch("--config", config, "nightly")
     assert result.returncode == 1
-    assert f"Error: {tmp_path / 'missing.csv.gz'}: no such file" in result.stderr
+    assert f"train.data: {tmp_path / 'missing.csv.gz'}: no such file" in result.stderr.splitlines()

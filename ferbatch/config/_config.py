@@ -45,8 +45,11 @@ class TrainSection(_Section):
                                       "run fine-tunes the current model when they change.")
     preset: str | None = Field(None, description="Recipe of a from-scratch retrain; unset: the nightly run "
                                "follows the current model's recipe and only fine-tunes it.")
-    max_minutes: float = Field(30.0, gt=0, description="Time budget of the nightly fine-tune.")
+    max_minutes: float = Field(30.0, gt=0, description="Time budget of the nightly fine-tune, evaluation and "
+                               "registration included.")
     tolerance: float = Field(0.0, ge=0)
+    public_tolerance: float = Field(0.015, ge=0, le=1, description="PublicTest accuracy a fine-tune may lose when "
+                                    "it reads your held-out faces better (0.015: 1.5 points).")
     real_photos: list[Path] = Field(default_factory=list, description="Folders of labelled real photos "
                                     "(labels.csv: file,label) each new model is measured on, onto its card.")
 

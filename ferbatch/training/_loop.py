@@ -200,12 +200,15 @@ class _Bookkeeping(keras.callbacks.Callback):
 
     def __init__(self, workdir: Path, config: TrainConfig, classifier: keras.Model, state: dict,
                  batches: FaceBatches, stop_at: float | None = None,
-                 monitor: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 monitor: tuple[np.ndarray, np.ndarray] | None = None, step_deadline: float | None = None) -> None:
         super().__init__()
         self.workdir, self.config, self.classifier, self.batches = workdir, config, classifier, batches
         self.monitor = monitor
         self.state = state
         self.stop_at = stop_at  # time.time() after which no new epoch starts (the chunk's deadline)
+        self.step_deadline = step_deadline  # time.time() after which no new training step starts
+        self._steps: list[float] = []  # seconds of each training step of the epoch
+        self._step_started = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
@@ -215,11 +218,17 @@ class _Bookkeeping(keras.callbacks.Callback):
         if self.monitor is not None:
             row.update(monitored_figures(self.classifier, *self.monitor, self.config))
         row["epoch_s"] = round(time.perf_counter() - self.state.pop("_epoch_started", time.perf_counter()), 2)
+        row["steps"] = len(self._steps)
+        row["step_s"] = round(steady_step_seconds(self._steps), 4)
+        if len(self._steps) < len(self.batches):  # the step deadline cut the epoch short
+            self.state["cut_short"] = True
         history = self.state["history"]
         for key, value in row.items():
             history.setdefault(key, []).append(value)
+        validated = "val_accuracy" in row
         val_acc = row.get("val_accuracy", -math.inf)
-        improved = val_acc > self.state["best_val_accuracy"]
+        # Without validation there is nothing to choose on: the latest weights are the ones kept.
+        improved = val_acc > self.state["best_val_accuracy"] if validated else True
         if improved:
             self.state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
             _save_best_weights(self.classifier, self.workdir)
@@ -243,9 +252,10 @@ class _Bookkeeping(keras.callbacks.Callback):
             self.model.stop_training = True  # the next epoch would end past the deadline
         self._save_checkpoint()
         log.info(
-            "epoch %d/%d  loss %.4f  acc %.4f  PublicTest loss %.4f acc %.4f  lr %.2e%s%s",
+            "epoch %d/%d  loss %.4f  acc %.4f  %s  lr %.2e%s%s",
             epoch + 1, self.config.epochs, row.get("loss", math.nan), row.get("accuracy", math.nan),
-            row.get("val_loss", math.nan), val_acc, lr,
+            f"PublicTest loss {row['val_loss']:.4f} acc {val_acc:.4f}" if validated else
+            f"{row['steps']} of {len(self.batches)} steps, {row['step_s']:.2f} s each", lr,
             "" if self.monitor is None else (
                 f"  held out: acc {row['holdout_accuracy']:.4f} neutral {row['holdout_neutral_recall']:.4f}"
                 f" negative bias {row['holdout_negative_bias']:+.3f}"),
@@ -254,7 +264,17 @@ class _Bookkeeping(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.state["_epoch_started"] = time.perf_counter()
+        self._steps = []
         self.batches.start_epoch(epoch)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps.append(time.perf_counter() - self._step_started)
+        # Stop before a step that would end past the deadline, at the speed the steady steps show.
+        if self.step_deadline is not None and time.time() + steady_step_seconds(self._steps) > self.step_deadline:
+            self.model.stop_training = True
 
     def _save_checkpoint(self) -> None:
         # Write then rename, so an interruption never leaves a half-written checkpoint behind.
@@ -265,6 +285,13 @@ class _Bookkeeping(keras.callbacks.Callback):
         tmp_state = self.workdir / "state.tmp.json"
         tmp_state.write_text(json.dumps(state, indent=1))
         os.replace(tmp_state, self.workdir / "state.json")
+
+
+def steady_step_seconds(steps: list[float]) -> float:
+    """Seconds a training step takes once running: the mean without the first step, which also traces (and,
+    with jit_compile, compiles) the step function; 0.0 before any step."""
+    steady = steps[1:] or steps
+    return float(np.mean(steady)) if steady else 0.0
 
 
 def monitored_figures(classifier: keras.Model, faces: np.ndarray, labels: np.ndarray, config: TrainConfig
@@ -297,6 +324,7 @@ class TrainResult:
     finished: bool = True
     run_id: str = ""
     chunks: list[dict] = field(default_factory=list)  # one per resumed stretch: epochs, wall time, machine
+    cut_short: bool = False  # the step deadline ended an epoch before its last batch
 
 
 def _fresh_state(config: TrainConfig) -> dict:
@@ -400,6 +428,8 @@ def train(
     teacher: keras.Model | None = None,
     teacher_weights: np.ndarray | None = None,
     monitor: tuple[np.ndarray, np.ndarray] | None = None,
+    step_deadline: float | None = None,
+    validate: bool = True,
 ) -> TrainResult:
     """Train on Training, select on PublicTest; checkpoint into `workdir` every epoch.
 
@@ -414,6 +444,11 @@ def train(
     stop_at: a time.time() deadline; no epoch starts that would end after it, and the result is then
     `finished=False` with the work folder holding what `resume=True` needs. init_weights: a model of the same
     architecture (or a serving wrapper around one) whose weights a fresh run starts from.
+
+    step_deadline: a time.time() after which no training step starts (checked after every batch, at the speed
+    the steps show): an epoch it cuts short still ends as an epoch (validated, checkpointed, counted done) and
+    the result says `cut_short`. validate=False trains without a PublicTest pass after each epoch and keeps
+    the latest weights (best_public_accuracy is then -inf): for a caller that evaluates the model itself.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -448,6 +483,8 @@ def train(
     else:
         mean = float(train_images.mean() / 255.0)
         variance = float(train_images.var() / 255.0**2)
+        if init_weights is not None:  # the weights were trained behind the starting network's input scaling
+            mean, variance = input_scaling(same_architecture(init_weights, config.architecture))
         classifier = create_model(
             config.architecture, input_side=config.crop or IMAGE_SIZE, pixel_mean=mean, pixel_variance=variance,
             dtype_policy=config.precision,
@@ -459,7 +496,7 @@ def train(
         _compile(trainer, config, len(batches))
 
     _add_run_identity(state)
-    bookkeeping = _Bookkeeping(workdir, config, classifier, state, batches, stop_at, monitor)
+    bookkeeping = _Bookkeeping(workdir, config, classifier, state, batches, stop_at, monitor, step_deadline)
     state["config"] = config.to_dict()
     already_done = state["epochs_done"] >= config.epochs or state["stopped_early"]
     if not already_done:
@@ -471,7 +508,7 @@ def train(
             epochs=config.epochs,
             initial_epoch=state["epochs_done"],
             validation_data=(_evaluation_view(public_images, config)[..., None].astype("float32"),
-                             np.eye(NUM_CLASSES)[public_labels]),
+                             np.eye(NUM_CLASSES)[public_labels]) if validate else None,
             validation_batch_size=256,
             callbacks=[bookkeeping],
             shuffle=False,  # FaceBatches shuffles by (seed, epoch); Keras's own shuffle would not resume
@@ -493,7 +530,15 @@ def train(
         finished=state["epochs_done"] >= config.epochs or state["stopped_early"],
         run_id=state["run_id"],
         chunks=state["chunks"],
+        cut_short=bool(state.get("cut_short")),
     )
+
+
+def input_scaling(classifier: keras.Model) -> tuple[float, float]:
+    """(mean, variance) of the pixels scaled to 0..1 that a classifier's "normalise" layer assumes."""
+    normaliser = classifier.get_layer("normalise")
+    return (float(np.ravel(keras.ops.convert_to_numpy(normaliser.mean))[0]),
+            float(np.ravel(keras.ops.convert_to_numpy(normaliser.variance))[0]))
 
 
 def _add_run_identity(state: dict) -> None:

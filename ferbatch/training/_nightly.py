@@ -1,9 +1,11 @@
 """The nightly retrain as plain steps; `flows/nightly.py` and `flows/retrain.py` wire them.
 
 plan_nightly -> (skip | fine-tune | retrain). A fine-tune: load the data and the user's labelled faces, measure the
-current model on the user holdout, fine-tune each of its networks from their weights within the time budget,
-assemble, evaluate, register, then gate on PublicTest AND the user holdout. A refused candidate is remembered in
-the registry (`refused.json`), so the same data and recipe from the same current model are not trained again.
+current model on the user holdout (and time it), fine-tune each of its networks from their weights on the user's
+faces plus a FER2013 replay sample sized to the budget, stopping at a step deadline that leaves the evaluation and
+registration their time, assemble, evaluate, register, then gate: the user holdout first, PublicTest as a guard
+(docs/retraining.md). A refused candidate is remembered in the registry (`refused.json`), so the same data and
+recipe from the same current model are not trained again.
 
 Ensembles: every member network is fine-tuned from its own weights for a share of the budget and the members are
 assembled as before. One fine-tuned member alone would be gated against the whole ensemble, which is about two
@@ -22,24 +24,43 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ferbatch.classes import NUM_CLASSES
 from ferbatch.errors import FerbatchError, RegistryError
 from ferbatch.models import ModelRegistry, Promotion, promotion_score
 from ferbatch.models._cards import read_refused
 from ferbatch.training._data import FerData, source_digests
-from ferbatch.training._labelled import LabelledFaces, load_labelled_folder
 from ferbatch.training._recipes import TrainConfig, recipe
+
+if TYPE_CHECKING:
+    from ferbatch.config import FerbatchConfig
 
 log = logging.getLogger(__name__)
 
 REFUSED_FILE = "refused.json"
-FINE_TUNE_EPOCHS = 5  # the fine-tune's schedule; the time budget usually stops it earlier
-FINE_TUNE_LR_FACTOR = 0.01  # of the recipe's peak rate; 0.1 cost the shipped members up to a point in one epoch
-BUDGET_RESERVE = 0.2  # share of train.max_minutes kept for loading, evaluation and registration
-USER_SHARE = 0.05  # the user's faces are repeated to about this share of a training epoch ...
-USER_MAX_REPEAT = 20  # ... but at most this many times
+# The fine-tune: one pass over a sample sized to the budget, in FER2013 Training's class mix, where the user's faces
+# of a class take up to USER_SHARE of that class's places (at most USER_MAX_REPEAT times each) and a FER2013 replay
+# sample the rest. Its rate: the recipe's peak times FINE_TUNE_DOSE / steps, within FINE_TUNE_LR_FACTORS, so a
+# fast machine's long sample and a slow one's short sample move the weights about as far (on one shipped network:
+# a tenth for 20 steps, or 0.03 for 60 to 100, gained 19 to 26 holdout points within half a PublicTest point; a
+# tenth for 60 steps cost 1.7 points, and 0.03 for 20 steps gained 3).
+FINE_TUNE_DOSE = 2.5
+FINE_TUNE_LR_FACTORS = (0.03, 0.1)
+USER_SHARE = 0.5
+USER_MAX_REPEAT = 30
+MIN_STEPS = 10  # a later network that cannot fit this many steps keeps its weights
+MIN_HOLDOUT = 20  # fewer held-out faces than this and PublicTest decides alone
+DEFAULT_PUBLIC_TOLERANCE = 0.015  # train.public_tolerance: PublicTest a better user holdout may cost
+# The budget: measured at run time where it can be, with these allowances (2-core figures in docs/retraining.md).
+SPEED_PROBE_FACES = 512  # PublicTest faces the current model is timed on
+EVALUATION_MARGIN = 1.3  # evaluating the candidate, against the current model's timed speed
+REGISTER_S = 20.0  # assembling, saving and registering the candidate, its pictures, the gate
+TRAIN_PER_PREDICT = 3.5  # a training step costs about this many times reading its faces (first network's plan)
+NETWORK_OVERHEAD_S = 8.0  # building, first step and checkpoint of a network, before one is measured
+NETWORK_TAIL_S = 2.0  # the checkpoint and inference copy after a network's last step
 FORCE_HINT = "`ferbatch nightly --force-retrain` trains it anyway"
 
 
@@ -99,8 +120,7 @@ def plan_nightly(registry: ModelRegistry, data_path: str | Path, labels: str | P
         else:
             return NightlyPlan("skip", f"model {current} was trained on the same data with the same config",
                                base_version=current)
-    settings = recipe(plan.preset_name).to_dict() if plan.action == "retrain" else {
-        "epochs": FINE_TUNE_EPOCHS, "learning_rate_factor": FINE_TUNE_LR_FACTOR}
+    settings = recipe(plan.preset_name).to_dict() if plan.action == "retrain" else fine_tune_settings()
     key = candidate_key(plan.action, sources, settings, plan.base_version)
     plan = NightlyPlan(plan.action, plan.reason if not force else f"forced ({plan.reason})", plan.preset_name,
                        plan.base_version, key)
@@ -138,6 +158,93 @@ def _registered_candidate(registry: ModelRegistry, plan: NightlyPlan, sources: d
                 and card.get("role") != "member":
             return version
     return None
+
+
+def tonight(config: FerbatchConfig, registry: ModelRegistry, force: bool = False) -> tuple[NightlyPlan, Path | None]:
+    """(plan, labelled folder) of tonight's retrain from the configuration: what `ferbatch nightly` asks before
+    Prefect starts and the flow asks again. A labelling folder with nothing sorted into its class folders yet
+    is not training data yet (None)."""
+    from ferbatch.training._labelled import with_labelled_faces
+
+    train = config.train
+    extra_folder = with_labelled_faces(train.extra_folder)
+    if train.data is None:
+        return NightlyPlan("skip", "no train.data configured"), extra_folder
+    return plan_nightly(registry, train.data, train.labels, extra_folder, train.preset, force), extra_folder
+
+
+def _csv_header_problem(path: Path, columns: tuple[str, ...], what: str) -> str | None:
+    """Why `path` is not a readable CSV with these columns in its header line (None: it is)."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+    except (OSError, EOFError) as exc:
+        return f"{path}: not a readable {what} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    missing = [c for c in columns if c not in [name.strip() for name in header.split(",")]]
+    return f"{path}: not a {what} file (no column {', '.join(missing)})" if missing else None
+
+
+def nightly_problems(config: FerbatchConfig) -> list[str]:
+    """Every mistake in the configuration that would stop tonight's run, one line each that names the
+    ferbatch.toml key to set: folders, output, models, training data and the output folder's lock. Reads only:
+    nothing is created or locked, so `ferbatch nightly` asks before it starts Prefect."""
+    from ferbatch.reports import ReportStore
+    from ferbatch.training._data import FERPLUS_COLUMNS, REQUIRED_COLUMNS
+    from ferbatch.training._labelled import class_folders
+
+    problems = []
+    score, train = config.score, config.train
+    if not score.folders:
+        problems.append("score.folders is not set: set it in ferbatch.toml to the photo folders the nightly run "
+                        "scores")
+    problems += [f"score.folders: {folder}: no such folder" for folder in score.folders if not os.path.lexists(folder)]
+    store = ReportStore(score.out)
+    try:
+        store.check_writable()
+        store.check_free()
+    except FerbatchError as exc:
+        busy = "another ferbatch run is writing" in str(exc)
+        problems.append(f"score.out: {score.out}: another ferbatch run is writing into this folder; wait for it to "
+                        "finish or set score.out to another folder" if busy else f"score.out: {exc}")
+    registry = ModelRegistry.at(config.models_dir)
+    try:
+        current = registry.current_version()
+        if current is not None:
+            registry.verify_model(current)
+        elif train.data is None or train.preset is None:
+            problems.append(f"models_dir: {registry.root} has no current model to score with: set models_dir to a "
+                            "registry with one (or train.data and train.preset to train one tonight)")
+    except FerbatchError as exc:
+        problems.append(f"models_dir: {exc}")
+    files = (("train.data", train.data, REQUIRED_COLUMNS, "FER2013 CSV"),
+             ("train.labels", train.labels, ("Usage", *FERPLUS_COLUMNS), "FER+ label CSV"))
+    for key, path, columns, what in files:
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            problems.append(f"{key}: {path}: no such file")
+        elif problem := _csv_header_problem(Path(path), columns, what):
+            problems.append(f"{key}: {problem}")
+    if train.labels is not None and train.data is None:
+        problems.append("train.labels is set but train.data is not: set train.data to the FER2013 CSV they label")
+    if train.extra_folder is not None:
+        try:
+            class_folders(train.extra_folder)
+        except FerbatchError as exc:
+            problems.append(f"train.extra_folder: {exc}")
+    problems += [f"train.real_photos: {folder}: no such folder" for folder in train.real_photos
+                 if not Path(folder).is_dir()]
+    return problems
+
+
+def check_nightly(config: FerbatchConfig) -> None:
+    """Raise one FerbatchError listing every problem nightly_problems finds, a line each."""
+    problems = nightly_problems(config)
+    if problems:
+        raise FerbatchError("\n".join(problems))
 
 
 def refused_candidates(registry: ModelRegistry) -> dict[str, dict]:
@@ -183,17 +290,30 @@ class FineTuneSetup:
     configs: tuple[TrainConfig, ...]  # one per network, already with the fine-tune's settings
     ensemble: dict | None  # the base card's ensemble recipe (members, views), None for one network
     started_at: float  # time.time() when the nightly retrain began: the budget counts from here
-    deadline: float  # no training epoch ends after this
+    deadline: float  # the whole retrain (training, evaluation, registration, gate) ends by then
+    views: int = 1  # network views the served model runs per face (networks x crops x mirrors)
+
+    @property
+    def budget_minutes(self) -> float:
+        return round((self.deadline - self.started_at) / 60, 2)
 
 
 def fine_tune_config(config: TrainConfig) -> TrainConfig:
-    return config.with_overrides(epochs=FINE_TUNE_EPOCHS, learning_rate=config.learning_rate * FINE_TUNE_LR_FACTOR,
-                                 early_stopping_patience=FINE_TUNE_EPOCHS, calibration="none")
+    """One pass over a budget-sized sample (the rate decays to 0 over it with a cosine recipe), no compilation by
+    XLA (no faster a step on 2 cores, and seconds to compile each network), no calibration. The rate is set per
+    network, from its steps (learning_rate_factor)."""
+    return config.with_overrides(epochs=1, early_stopping_patience=1, calibration="none", jit_compile=False)
+
+
+def learning_rate_factor(steps: int) -> float:
+    """The share of the recipe's peak rate a fine-tune of `steps` steps trains at."""
+    low, high = FINE_TUNE_LR_FACTORS
+    return float(np.clip(FINE_TUNE_DOSE / max(steps, 1), low, high))
 
 
 def fine_tune_setup(registry: ModelRegistry, base_version: str, max_minutes: float,
                     started_at: float | None = None) -> FineTuneSetup:
-    """The recipe of each network of `base_version`, turned into a short low-rate fine-tune, and the deadline."""
+    """The recipe of each network of `base_version`, turned into a short fine-tune, and the deadline."""
     card = registry.card(base_version)
     settings = card.get("training_config") or {}
     try:
@@ -205,25 +325,63 @@ def fine_tune_setup(registry: ModelRegistry, base_version: str, max_minutes: flo
     except (FerbatchError, KeyError, TypeError) as exc:
         raise FerbatchError(f"model {base_version}: its card names no recipe to fine-tune ({exc})") from None
     started_at = time.time() if started_at is None else started_at
-    deadline = started_at + max_minutes * 60 * (1 - BUDGET_RESERVE)
+    views = int((card.get("views") or {}).get("count") or len(configs))
     return FineTuneSetup(base_version, tuple(fine_tune_config(c) for c in configs), settings.get("ensemble"),
-                         started_at, deadline)
+                         started_at, started_at + max_minutes * 60, views)
 
 
-def user_faces(extra_folder: str | Path | None) -> LabelledFaces | None:
-    """The user's labelled faces, split into training and holdout (None without an extra folder)."""
-    return load_labelled_folder(extra_folder) if extra_folder is not None else None
+def user_faces_summary(data: FerData) -> dict | None:
+    """The user's labelled faces in `data`: trained on, held out, rejected (None without any)."""
+    training = int((data.source_row[data.split == 0] < 0).sum())
+    holdout = 0 if data.extra_holdout is None else len(data.extra_holdout[1])
+    rejected = {k: v for k, v in data.rejected.items() if k.startswith("extra_folder_")}
+    if not (training or holdout or rejected):
+        return None
+    return {"faces": training + holdout, "training": training, "holdout": holdout, "rejected": rejected}
 
 
-def holdout_accuracy(model, labelled: LabelledFaces | None) -> float | None:
+@dataclass(frozen=True)
+class CurrentFigures:
+    """The current model, measured before training: its user-holdout accuracy and how fast it reads faces."""
+
+    holdout_accuracy: float | None
+    seconds_per_face: float  # the whole served model, through the classifier that evaluation uses
+
+
+def measure_current(model, data: FerData) -> CurrentFigures:
+    """The current model's accuracy on the user holdout, and its speed on PublicTest faces (after a first call
+    that builds the predict function): what evaluating the candidate will cost, and what a training step will."""
+    from ferbatch.scoring import KerasClassifier
+
+    classifier = KerasClassifier(model, version="current")
+    faces, _ = data.subset("PublicTest")
+    probe = faces[:SPEED_PROBE_FACES]
+    classifier.predict(probe[:32])
+    started = time.perf_counter()
+    classifier.predict(probe)
+    seconds_per_face = (time.perf_counter() - started) / max(len(probe), 1)
+    return CurrentFigures(holdout_accuracy(model, data), seconds_per_face)
+
+
+def holdout_accuracy(model, data: FerData) -> float | None:
     """Plain accuracy on the user holdout; None when there is no holdout face."""
     from ferbatch.scoring import KerasClassifier
 
-    if labelled is None or not labelled.holdout.any():
+    if data.extra_holdout is None or not len(data.extra_holdout[1]):
         return None
-    faces, labels = labelled.held_out()
+    faces, labels = data.extra_holdout
     predicted = KerasClassifier(model, version="holdout").predict(faces).argmax(axis=1)
     return float((predicted == labels).mean())
+
+
+def training_deadline(setup: FineTuneSetup, data: FerData, current: CurrentFigures) -> float:
+    """When training must stop so that evaluating (PublicTest, PrivateTest, the holdout) and registering the
+    candidate, at the speed the current model showed, end by the deadline."""
+    from ferbatch.training._evaluation import EVAL_SPLITS
+
+    faces = sum(len(data.subset(split)[1]) for split in EVAL_SPLITS)
+    faces += 0 if data.extra_holdout is None else len(data.extra_holdout[1])
+    return setup.deadline - (faces * current.seconds_per_face * EVALUATION_MARGIN + REGISTER_S)
 
 
 def base_networks(model) -> list:
@@ -234,41 +392,90 @@ def base_networks(model) -> list:
     return inner or [model]
 
 
-def fine_tune_training_set(data: FerData) -> tuple[np.ndarray, np.ndarray, int]:
-    """FER2013 Training plus the user's training faces, these repeated so they are not lost among 28,709."""
+def fine_tune_training_set(data: FerData, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """About `size` training faces in FER2013 Training's class mix: of each class's places, the user's faces of
+    that class take up to USER_SHARE (each repeated at most USER_MAX_REPEAT times) and a replay sample of FER2013
+    faces of the class the rest. So the user's faces teach how their photos look without making their classes
+    more common (half of every batch Neutral or Happy cost a network 8.5 PublicTest points in 20 steps), and the
+    replay keeps what the network knew. The sample depends only on the data, `size` and `seed`; the batches
+    shuffle it, so a run the deadline cuts short saw each part in its share. Returns (faces, labels, the mean
+    number of times a user face appears)."""
     training = data.split == 0
     images, labels = data.images[training], data.labels[training]
-    user = data.source_row[training] == -1
-    n_user = int(user.sum())
-    if not n_user:
-        return images, labels, 1
-    repeat = int(np.clip(round(USER_SHARE * (len(labels) - n_user) / n_user), 1, USER_MAX_REPEAT))
-    extra_images = np.repeat(images[user], repeat - 1, axis=0)
-    extra_labels = np.repeat(labels[user], repeat - 1)
-    return np.concatenate([images, extra_images]), np.concatenate([labels, extra_labels]), repeat
+    user = data.source_row[training] < 0
+    rng = np.random.default_rng([seed, size])
+    fer_labels = labels[~user]
+    prior = np.bincount(fer_labels, minlength=NUM_CLASSES) / max(len(fer_labels), 1)
+    user_part, replay_part = [], []
+    for label in range(NUM_CLASSES):
+        places = round(prior[label] * size)
+        mine = np.flatnonzero(user & (labels == label))
+        theirs = np.flatnonzero(~user & (labels == label))
+        n_mine = min(round(USER_SHARE * places), USER_MAX_REPEAT * len(mine)) if len(mine) else 0
+        user_part.append(np.resize(rng.permutation(mine), n_mine))
+        replay_part.append(rng.choice(theirs, min(places - n_mine, len(theirs)), replace=False))
+    users, replay = np.concatenate(user_part).astype(int), np.concatenate(replay_part).astype(int)
+    rows = np.concatenate([users, replay])
+    return images[rows], labels[rows], round(len(users) / max(int(user.sum()), 1), 2)
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    steps: int  # batches in the network's sample
+    step_deadline: float  # time.time() after which it starts no training step
+    step_s: float  # the speed the plan assumed
+
+
+def plan_network(runs: list[dict], index: int, count: int, train_until: float, setup: FineTuneSetup,
+                 current: CurrentFigures, now: float | None = None) -> NetworkPlan | None:
+    """How many steps network `index` trains, sized to its share of the training time left at the speed the
+    networks before it showed (the first: from the current model's reading speed). None: a later network that
+    cannot fit MIN_STEPS keeps its weights; the first always trains."""
+    now = time.time() if now is None else now
+    done = [run for run in runs if run.get("steps")]
+    if done:
+        step_s = max(run["step_s"] for run in done)
+        overhead_s = max(run["overhead_s"] for run in done)
+    else:
+        batch = setup.configs[index].batch_size
+        step_s = TRAIN_PER_PREDICT * batch * current.seconds_per_face / setup.views  # one view of one network
+        overhead_s = NETWORK_OVERHEAD_S
+    share = (train_until - now) / (count - index)
+    steps = int((share - overhead_s) / max(step_s, 1e-6))
+    if steps < MIN_STEPS:
+        if index > 0:
+            return None
+        steps = max(steps, 1)
+    # The sample's last step ends by the network's share; the deadline cuts it if the steps run slower.
+    return NetworkPlan(steps, now + share - NETWORK_TAIL_S, step_s)
 
 
 def fine_tune_network(config: TrainConfig, data: FerData, workdir: Path, network, index: int, count: int,
-                      deadline: float):
-    """Fine-tune one network from its weights until its share of the time left (at least one epoch)."""
+                      plan: NetworkPlan) -> dict:
+    """Fine-tune one network from its weights on its planned sample until its step deadline. Returns the
+    TrainResult under "result" and what the next network's plan needs (steps, step_s, overhead_s)."""
     from ferbatch.training._loop import train
     from ferbatch.training._pipeline import checkpoint_dir
 
+    started = time.perf_counter()
     network.name = config.architecture  # a member inside a wrapper is named <architecture>__m<i>
-    stop_at = time.time() + max(deadline - time.time(), 0) / (count - index)
-    images, labels, repeat = fine_tune_training_set(data)
-    log.info("fine-tuning network %d of %d (%s, seed %d) on %d faces (user faces x%d) until %s", index + 1, count,
-             config.architecture, config.seed, len(labels), repeat,
-             datetime.fromtimestamp(stop_at, UTC).strftime("%H:%M:%S UTC"))
-    return train(config, images, labels, *data.subset("PublicTest"), checkpoint_dir(workdir), False,
-                 stop_at=stop_at, init_weights=network)
-
-
-def time_for_another(results: list, deadline: float) -> bool:
-    """Whether one more network can train an epoch before the deadline, at the slowest epoch seen so far. The
-    first network always trains; a later one without the time keeps its weights, so the run ends in budget."""
-    epochs = [s for result in results if result is not None for s in result.history.get("epoch_s", [])]
-    return not epochs or time.time() + max(epochs) <= deadline
+    factor = learning_rate_factor(plan.steps)
+    config = config.with_overrides(learning_rate=config.learning_rate * factor)
+    images, labels, repeat = fine_tune_training_set(data, plan.steps * config.batch_size, config.seed)
+    log.info("fine-tuning network %d of %d (%s, seed %d): %d steps of %d faces (user faces x%s, the rest a "
+             "FER2013 replay sample) at %.2g of the peak rate until %s", index + 1, count, config.architecture,
+             config.seed, plan.steps, config.batch_size, repeat, factor,
+             datetime.fromtimestamp(plan.step_deadline, UTC).strftime("%H:%M:%S UTC"))
+    public = data.subset("PublicTest")
+    result = train(config, images, labels, *public, checkpoint_dir(workdir), False, init_weights=network,
+                   step_deadline=plan.step_deadline, validate=False)
+    wall = time.perf_counter() - started
+    steps = int(sum(result.history.get("steps", [0])))
+    step_s = float(result.history.get("step_s", [plan.step_s])[-1]) or plan.step_s
+    return {"result": result, "steps": steps, "planned_steps": plan.steps, "step_s": step_s,
+            "learning_rate_factor": round(factor, 4),
+            "overhead_s": round(max(wall - steps * step_s, 0.0), 2), "user_repeat": repeat,
+            "wall_s": round(wall, 2)}
 
 
 def assemble_fine_tuned(results: list, networks: list, setup: FineTuneSetup, name: str):
@@ -284,40 +491,44 @@ def assemble_fine_tuned(results: list, networks: list, setup: FineTuneSetup, nam
     return serving_model(chosen, crops=setup.ensemble["crops"], flip=setup.ensemble["flip"], name=name)
 
 
-def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: FerData, model, results: list,
+def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: FerData, model, runs: list,
                         metrics: dict, report_dir: Path, data_pictures: list[Path], gate_figures: dict,
                         user_faces: dict | None) -> str:
-    """Register the candidate with the base's recipe and preset, how it was fine-tuned, and the gate's figures."""
+    """Register the candidate with the base's recipe and preset, how it was fine-tuned, and the gate's figures.
+    `runs`: fine_tune_network's record per network, None for a network that kept its weights."""
     from ferbatch.models import INPUT_CONTRACT, build_card
     from ferbatch.training import _plots as plots
     from ferbatch.training._pipeline import _confusion_pictures
 
     base = registry.card(setup.base_version)
-    members = [{"seed": config.seed, "fine_tuned": True, "epochs_run": result.epochs_run,
-                "best_epoch": result.best_epoch, "best_public_accuracy": round(result.best_public_accuracy, 4),
-                "wall_time_s": result.wall_time_s,
-                "public_test_curve": [round(a, 4) for a in result.history.get("val_accuracy", [])],
-                "chunks": result.chunks} if result is not None else
-               {"seed": config.seed, "fine_tuned": False, "why": "no time left for an epoch: base weights kept"}
-               for config, result in zip(setup.configs, results, strict=True)]
-    trained = [result for result in results if result is not None]
-    curves = (plots.training_curves(results[0].history, report_dir / "training_curves.png") if len(results) == 1
+    members = [{"seed": config.seed, "fine_tuned": True, "steps": run["steps"], "planned_steps": run["planned_steps"],
+                "step_s": round(run["step_s"], 3), "cut_short": run["result"].cut_short,
+                "user_repeat": run["user_repeat"], "learning_rate_factor": run["learning_rate_factor"],
+                "wall_time_s": run["wall_s"],
+                "loss": [round(v, 4) for v in run["result"].history.get("loss", [])],
+                "chunks": run["result"].chunks} if run is not None else
+               {"seed": config.seed, "fine_tuned": False, "why": "no time left for its steps: base weights kept"}
+               for config, run in zip(setup.configs, runs, strict=True)]
+    trained = [run["result"] for run in runs if run is not None]
+    curves = (plots.training_curves(trained[0].history, report_dir / "training_curves.png") if len(runs) == 1
               else plots.member_curves(members, report_dir / "training_curves.png"))
     card = build_card(
         architecture=base["architecture"], parameters=int(model.count_params()),
         training_config=base["training_config"], data_summary=data.summary(), metrics=metrics,
-        epochs_run=sum(r.epochs_run for r in trained), best_epoch=results[0].best_epoch if len(results) == 1 else 0,
+        epochs_run=sum(r.epochs_run for r in trained), best_epoch=trained[0].best_epoch if len(runs) == 1 else 0,
         wall_time_s=round(sum(r.wall_time_s for r in trained), 2), stopped_early=False, input_contract=INPUT_CONTRACT,
     )
     card.update(
         version=registry.new_version_name(f"{base['architecture']}-finetuned"),
         preset=base.get("preset"), role=base.get("role", "model"), calibration=None,
-        history=results[0].history if len(results) == 1 else {},
+        history=trained[0].history if len(runs) == 1 else {},
         fine_tune={
             "from": setup.base_version,
-            "settings": {"epochs": FINE_TUNE_EPOCHS, "learning_rate_factor": FINE_TUNE_LR_FACTOR},
-            "budget_minutes": round((setup.deadline - setup.started_at) / 60 / (1 - BUDGET_RESERVE), 2),
-            "stopped_at_deadline": any(not r.finished for r in trained) or len(trained) < len(results),
+            "settings": fine_tune_settings(),
+            "budget_minutes": setup.budget_minutes,
+            # the deadline ended a sample early, kept a network's weights, or left one fewer steps than MIN_STEPS
+            "stopped_at_deadline": any(run is None or run["result"].cut_short or run["planned_steps"] < MIN_STEPS
+                                       for run in runs),
             "networks": members,
             "user_faces": user_faces,
         },
@@ -330,37 +541,74 @@ def register_fine_tuned(registry: ModelRegistry, setup: FineTuneSetup, data: Fer
     return version
 
 
-def gate_figures(registry: ModelRegistry, base_version: str, metrics: dict, labelled: LabelledFaces | None,
+def fine_tune_settings() -> dict:
+    """How the nightly fine-tune trains (on the card, and part of what a refused candidate is remembered by)."""
+    return {"epochs": 1, "learning_rate_factor": f"{FINE_TUNE_DOSE} / steps, within {list(FINE_TUNE_LR_FACTORS)}",
+            "user_share_of_class": USER_SHARE, "user_max_repeat": USER_MAX_REPEAT,
+            "sample": "FER2013 Training's class mix, user faces + FER2013 replay, sized to the budget"}
+
+
+def more_faces_needed(holdout_faces: int) -> int:
+    """About how many more labelled faces bring the holdout to MIN_HOLDOUT (every HOLDOUT_EVERY-th is held out)."""
+    from ferbatch.training._labelled import HOLDOUT_EVERY
+
+    return max(MIN_HOLDOUT - holdout_faces, 0) * HOLDOUT_EVERY
+
+
+def too_few_holdout_note(holdout_faces: int) -> str | None:
+    """The plain words for a holdout too small to decide on, or None when it is large enough."""
+    if holdout_faces >= MIN_HOLDOUT:
+        return None
+    return (f"only {holdout_faces} held-out face{'s' if holdout_faces != 1 else ''} (fewer than {MIN_HOLDOUT}): "
+            f"PublicTest decides alone; label about {more_faces_needed(holdout_faces)} more faces")
+
+
+def gate_figures(registry: ModelRegistry, base_version: str, metrics: dict, holdout_faces: int,
                  holdout_before: float | None, holdout_after: float | None) -> dict:
     """PublicTest and user-holdout accuracy, before (the current model) and after (the candidate)."""
     after_public = float(metrics["PublicTest"]["plain"]["accuracy"])
-    return {
-        "PublicTest": {"before": round(promotion_score(registry.card(base_version)), 4),
-                       "after": round(after_public, 4)},
-        "user_holdout": {"faces": 0 if labelled is None else int(labelled.holdout.sum()),
-                         "before": None if holdout_before is None else round(holdout_before, 4),
-                         "after": None if holdout_after is None else round(holdout_after, 4)},
-    }
+    holdout = {"faces": int(holdout_faces),
+               "before": None if holdout_before is None else round(holdout_before, 4),
+               "after": None if holdout_after is None else round(holdout_after, 4),
+               "enough": holdout_faces >= MIN_HOLDOUT}
+    if not holdout["enough"]:
+        holdout["note"] = too_few_holdout_note(holdout_faces)
+    return {"PublicTest": {"before": round(promotion_score(registry.card(base_version)), 4),
+                           "after": round(after_public, 4)},
+            "user_holdout": holdout}
 
 
-def gate(registry: ModelRegistry, version: str, figures: dict, tolerance: float = 0.0) -> Promotion:
-    """Promote only if neither PublicTest nor the user holdout is worse than the current model's (within
-    `tolerance`). A holdout with no face leaves PublicTest alone to decide."""
-    holdout = figures["user_holdout"]
+def gate(registry: ModelRegistry, version: str, figures: dict, tolerance: float = 0.0,
+         public_tolerance: float = DEFAULT_PUBLIC_TOLERANCE) -> Promotion:
+    """The fine-tune's gate (docs/retraining.md): with at least MIN_HOLDOUT held-out faces, a better user holdout
+    promotes unless PublicTest fell more than `public_tolerance`, and a worse one refuses; an unchanged holdout,
+    or too few faces, leaves PublicTest to decide alone (not below the current, within `tolerance`)."""
+    holdout, public = figures["user_holdout"], figures["PublicTest"]
     current = registry.current_version()
-    if holdout["before"] is not None and holdout["after"] + tolerance < holdout["before"]:
-        decision = Promotion(False, version, current,
-                             f"user holdout accuracy {holdout['after']:.4f} is below the current "
-                             f"{holdout['before']:.4f} ({holdout['faces']} faces, tolerance {tolerance:.4f})")
+    faces = f"{holdout['faces']} faces"
+    if holdout["faces"] >= MIN_HOLDOUT and holdout["before"] is not None:
+        change = f"user holdout accuracy {holdout['before']:.4f} -> {holdout['after']:.4f} ({faces})"
+        drop = public["before"] - public["after"]
+        if holdout["after"] < holdout["before"]:
+            decision = Promotion(False, version, current, f"{change}: worse on your faces")
+        elif holdout["after"] > holdout["before"] and drop > public_tolerance + 1e-9:
+            decision = Promotion(False, version, current,
+                                 f"{change}, but PublicTest accuracy {public['before']:.4f} -> {public['after']:.4f} "
+                                 f"fell {drop * 100:.1f} points, more than train.public_tolerance "
+                                 f"({public_tolerance * 100:.1f})")
+        elif holdout["after"] > holdout["before"]:
+            promoted = registry.promote(version, force=True)
+            decision = Promotion(True, version, promoted.previous,
+                                 f"{change}, PublicTest accuracy {public['before']:.4f} -> {public['after']:.4f} "
+                                 f"(within train.public_tolerance, {public_tolerance * 100:.1f} points)")
+        else:
+            decision = registry.promote(version, tolerance=tolerance)
+            decision = Promotion(decision.promoted, version, decision.previous,
+                                 f"user holdout unchanged ({holdout['after']:.4f}, {faces}): {decision.reason}")
     else:
         decision = registry.promote(version, tolerance=tolerance)
-        if holdout["before"] is not None:
-            decision = Promotion(decision.promoted, version, decision.previous,
-                                 f"{decision.reason}; user holdout accuracy {holdout['after']:.4f}, current "
-                                 f"{holdout['before']:.4f} ({holdout['faces']} faces)")
-        else:
-            decision = Promotion(decision.promoted, version, decision.previous,
-                                 f"{decision.reason}; no user holdout faces")
+        note = too_few_holdout_note(holdout["faces"]) or "no user holdout faces"
+        decision = Promotion(decision.promoted, version, decision.previous, f"{decision.reason}; {note}")
     log.info("%s %s: %s", "promoted" if decision.promoted else "kept the current model, not", version,
              decision.reason)
     return decision
@@ -388,6 +636,9 @@ def nightly_markdown(plan: NightlyPlan, result: dict | None = None) -> str:
                   f"{_figure(figures['PublicTest']['after'])} |",
                   f"| user holdout accuracy ({holdout['faces']} faces) | {_figure(holdout['before'])} | "
                   f"{_figure(holdout['after'])} |"]
+        note = too_few_holdout_note(holdout["faces"])
+        if note:
+            lines += ["", f"**Too few held-out faces**: {note}."]
     if result.get("minutes") is not None:
         lines += ["", f"fine-tune took {result['minutes']:.1f} of {result.get('budget_minutes')} minutes"]
     if not result.get("promoted"):
