@@ -138,6 +138,7 @@ def test_with_a_configured_api_a_run_with_nothing_new_is_recorded_as_usual(tmp_p
         raise AssertionError("a configured API needs no temporary server")
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setattr(ferbatch.prefect_api, "check_api", lambda url: None)  # as if a server answered there
     monkeypatch.setattr(ferbatch.prefect_api, "start_temporary_server", no_server)
     monkeypatch.setattr(ferbatch.scoring.Components, "for_run", classmethod(lambda cls, *a, **k: FakeComponents()))
     monkeypatch.setattr(ferbatch_flows.score, "score", recorded_flow)
