@@ -3,8 +3,9 @@
 An ensemble preset trains its members one after another (a member already registered is reused, an
 unfinished one resumed), then assembles, evaluates, registers and promotes the whole.
 
-The `fine-tune` flow (the nightly retrain): fine-tune the current model's networks from their weights on
-FER2013 Training plus the user's labelled faces within a time budget, then gate on PublicTest and the user holdout.
+The `fine-tune` flow (the nightly retrain): fine-tune the current model's networks from their weights on the
+user's labelled faces plus a FER2013 replay sample, sized to a time budget that covers the evaluation too, then gate
+on the user holdout with PublicTest as a guard.
 """
 
 from __future__ import annotations

@@ -184,6 +184,7 @@ def test_the_fine_tune_sample_keeps_fer2013s_class_mix_with_the_users_faces_in_h
     assert repeat == pytest.approx(10 / 6, abs=0.01)
     replay = [face.tobytes() for face in images[~from_user]]
     assert len(set(replay)) == len(replay) == 130  # FER2013 faces, each once
+    assert all(len(fine_tune_training_set(data, n, seed=1)[1]) >= n for n in (32, 100, 128))  # whole batches
     again = fine_tune_training_set(data, 140, seed=3)
     assert np.array_equal(again[0], images) and np.array_equal(again[1], labels)  # the same run, the same sample
     # a long sample: each user face at most 30 times; the FER2013 faces of each class fill in as far as they go
@@ -205,6 +206,8 @@ def test_each_network_is_planned_to_its_share_of_the_time_at_the_speed_measured(
     assert plan_network(measured, 2, 3, train_until=200.0, setup=setup, current=current, now=196.0) is None
     late_first = plan_network([], 0, 3, train_until=200.0, setup=setup, current=current, now=199.0)
     assert late_first.steps == 1  # the first network always trains
+    traced = [{"steps": 1, "step_s": 30.0, "overhead_s": 0.0}]  # one step, mostly tracing: not a speed
+    assert plan_network(traced, 1, 3, train_until=200.0, setup=setup, current=current, now=100.0).step_s == pytest.approx(0.35)
 
 
 def _gate_registry(root, candidate_public: float) -> ModelRegistry:

@@ -220,6 +220,7 @@ class _Bookkeeping(keras.callbacks.Callback):
         row["epoch_s"] = round(time.perf_counter() - self.state.pop("_epoch_started", time.perf_counter()), 2)
         row["steps"] = len(self._steps)
         row["step_s"] = round(steady_step_seconds(self._steps), 4)
+        row["first_step_s"] = round(self._steps[0], 2) if self._steps else 0.0  # with tracing the step function
         if len(self._steps) < len(self.batches):  # the step deadline cut the epoch short
             self.state["cut_short"] = True
         history = self.state["history"]
@@ -272,8 +273,10 @@ class _Bookkeeping(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._steps.append(time.perf_counter() - self._step_started)
-        # Stop before a step that would end past the deadline, at the speed the steady steps show.
-        if self.step_deadline is not None and time.time() + steady_step_seconds(self._steps) > self.step_deadline:
+        # Stop before a step that would end past the deadline, at the speed the steady steps show (after the first
+        # step alone, only a deadline already past stops it: that step's time is mostly tracing).
+        expected = steady_step_seconds(self._steps) if len(self._steps) > 1 else 0.0
+        if self.step_deadline is not None and time.time() + expected > self.step_deadline:
             self.model.stop_training = True
 
     def _save_checkpoint(self) -> None:

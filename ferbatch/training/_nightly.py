@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -47,7 +48,7 @@ REFUSED_FILE = "refused.json"
 # fast machine's long sample and a slow one's short sample move the weights about as far (on one shipped network:
 # a tenth for 20 steps, or 0.03 for 60 to 100, gained 19 to 26 holdout points within half a PublicTest point; a
 # tenth for 60 steps cost 1.7 points, and 0.03 for 20 steps gained 3).
-FINE_TUNE_DOSE = 2.5
+FINE_TUNE_DOSE = 2.0
 FINE_TUNE_LR_FACTORS = (0.03, 0.1)
 USER_SHARE = 0.5
 USER_MAX_REPEAT = 30
@@ -56,8 +57,8 @@ MIN_HOLDOUT = 20  # fewer held-out faces than this and PublicTest decides alone
 DEFAULT_PUBLIC_TOLERANCE = 0.015  # train.public_tolerance: PublicTest a better user holdout may cost
 # The budget: measured at run time where it can be, with these allowances (2-core figures in docs/retraining.md).
 SPEED_PROBE_FACES = 512  # PublicTest faces the current model is timed on
-EVALUATION_MARGIN = 1.3  # evaluating the candidate, against the current model's timed speed
-REGISTER_S = 20.0  # assembling, saving and registering the candidate, its pictures, the gate
+EVALUATION_MARGIN = 1.2  # evaluating the candidate, against the current model's timed speed
+REGISTER_S = 10.0  # assembling, saving and registering the candidate, its pictures, the gate (1 s measured)
 TRAIN_PER_PREDICT = 3.5  # a training step costs about this many times reading its faces (first network's plan)
 NETWORK_OVERHEAD_S = 8.0  # building, first step and checkpoint of a network, before one is measured
 NETWORK_TAIL_S = 2.0  # the checkpoint and inference copy after a network's last step
@@ -408,7 +409,7 @@ def fine_tune_training_set(data: FerData, size: int, seed: int) -> tuple[np.ndar
     prior = np.bincount(fer_labels, minlength=NUM_CLASSES) / max(len(fer_labels), 1)
     user_part, replay_part = [], []
     for label in range(NUM_CLASSES):
-        places = round(prior[label] * size)
+        places = math.ceil(prior[label] * size - 1e-9)  # rounded up: the sample fills its `size` // batch steps
         mine = np.flatnonzero(user & (labels == label))
         theirs = np.flatnonzero(~user & (labels == label))
         n_mine = min(round(USER_SHARE * places), USER_MAX_REPEAT * len(mine)) if len(mine) else 0
@@ -432,7 +433,7 @@ def plan_network(runs: list[dict], index: int, count: int, train_until: float, s
     networks before it showed (the first: from the current model's reading speed). None: a later network that
     cannot fit MIN_STEPS keeps its weights; the first always trains."""
     now = time.time() if now is None else now
-    done = [run for run in runs if run.get("steps")]
+    done = [run for run in runs if run.get("steps", 0) > 1]  # a lone step's time is mostly tracing
     if done:
         step_s = max(run["step_s"] for run in done)
         overhead_s = max(run["overhead_s"] for run in done)
