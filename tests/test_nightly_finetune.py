@@ -207,7 +207,8 @@ def test_each_network_is_planned_to_its_share_of_the_time_at_the_speed_measured(
     late_first = plan_network([], 0, 3, train_until=200.0, setup=setup, current=current, now=199.0)
     assert late_first.steps == 1  # the first network always trains
     traced = [{"steps": 1, "step_s": 30.0, "overhead_s": 0.0}]  # one step, mostly tracing: not a speed
-    assert plan_network(traced, 1, 3, train_until=200.0, setup=setup, current=current, now=100.0).step_s == pytest.approx(0.35)
+    plan = plan_network(traced, 1, 3, train_until=200.0, setup=setup, current=current, now=100.0)
+    assert plan.step_s == pytest.approx(0.35)
 
 
 def _gate_registry(root, candidate_public: float) -> ModelRegistry:

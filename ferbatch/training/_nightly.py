@@ -45,7 +45,7 @@ REFUSED_FILE = "refused.json"
 # The fine-tune: one pass over a sample sized to the budget, in FER2013 Training's class mix, where the user's faces
 # of a class take up to USER_SHARE of that class's places (at most USER_MAX_REPEAT times each) and a FER2013 replay
 # sample the rest. Its rate: the recipe's peak times FINE_TUNE_DOSE / steps, within FINE_TUNE_LR_FACTORS, so a
-# fast machine's long sample and a slow one's short sample move the weights about as far (on one shipped network:
+# fast machine's long sample and a slow one's short sample move the weights about as far (on shipped networks:
 # a tenth for 20 steps, or 0.03 for 60 to 100, gained 19 to 26 holdout points within half a PublicTest point; a
 # tenth for 60 steps cost 1.7 points, and 0.03 for 20 steps gained 3).
 FINE_TUNE_DOSE = 2.0
