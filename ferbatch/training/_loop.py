@@ -221,8 +221,6 @@ class _Bookkeeping(keras.callbacks.Callback):
         row["steps"] = len(self._steps)
         row["step_s"] = round(steady_step_seconds(self._steps), 4)
         row["first_step_s"] = round(self._steps[0], 2) if self._steps else 0.0  # with tracing the step function
-        if len(self._steps) < len(self.batches):  # the step deadline cut the epoch short
-            self.state["cut_short"] = True
         history = self.state["history"]
         for key, value in row.items():
             history.setdefault(key, []).append(value)
@@ -278,6 +276,8 @@ class _Bookkeeping(keras.callbacks.Callback):
         expected = steady_step_seconds(self._steps) if len(self._steps) > 1 else 0.0
         if self.step_deadline is not None and time.time() + expected > self.step_deadline:
             self.model.stop_training = True
+            if len(self._steps) < len(self.batches):  # batches were left: the deadline cut the epoch short
+                self.state["cut_short"] = True
 
     def _save_checkpoint(self) -> None:
         # Write then rename, so an interruption never leaves a half-written checkpoint behind.
