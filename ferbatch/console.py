@@ -314,6 +314,8 @@ PRESET_NOTES = {
     "crop_cnn_distil_t75": "8 epochs of crop_cnn_distil with 3/4 of the target from the teacher",
     "crop_cnn_wild": "crop_cnn_distil_t75 beside labelled faces in the wild (--extra-folder): each twice an "
                      "epoch, 3/4 of its target its own label",
+    "crop_cnn_wild_consistent": "6 epochs: FER2013 faces wholly the teacher's on every crop, faces in the wild "
+                                "(--extra-folder) half their own label",
     "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
     "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",
