@@ -64,3 +64,25 @@ def test_an_independent_evaluation_of_the_shipped_model_agrees_with_its_card():
     predicted = model.predict(faces, batch_size=256, verbose=0).argmax(axis=1)
     accuracy = float((predicted == private.emotion.to_numpy()).mean())
     assert abs(accuracy - card["metrics"]["PrivateTest"]["plain"]["accuracy"]) <= 0.005
+    assert accuracy >= 0.68  # FER2013 is a floor for the shipped model, real photos decide
+
+
+DEV_SETS = FULL_FER2013.parent
+
+
+@pytest.mark.skipif(not (DEV_SETS / "dev_wild" / "labels.csv").is_file(), reason="needs the labelled dev sets")
+def test_the_shipped_model_meets_the_real_photo_bars_through_the_scoring_path():
+    """Re-measured here as `ferbatch score` scores a folder, with the default settings: what a dashboard reads."""
+    from ferbatch.config import ScoreSettings
+    from ferbatch.models import ModelRegistry, negative_bias
+    from ferbatch.scoring import Components, PipelineSettings
+    from ferbatch.training import evaluate_real_photos
+
+    settings = ScoreSettings()
+    components = Components.for_run(settings, None, ModelRegistry.at().root)
+    results = evaluate_real_photos([DEV_SETS / "dev_wild", DEV_SETS / "dev_posed"], components.detector(),
+                                   components.classifier(), PipelineSettings.from_settings(settings))
+    wild, posed = results["dev_wild"], results["dev_posed"]
+    assert wild["sent3"] >= 0.80 and wild["macro_recall"] >= 0.66 and wild["recall"]["Neutral"] >= 0.55
+    assert abs(negative_bias(wild)) <= 0.08
+    assert posed["acc7"] >= 0.68 and posed["sent3"] >= 0.91 and posed["macro_recall"] >= 0.65
