@@ -8,6 +8,7 @@ are imported on first use.
 from ferbatch._lazy import lazy_exports
 from ferbatch.models._choice import (
     NEGATIVE_BIAS_CAP,
+    NEGATIVE_CLASSES,
     PUBLIC_FLOOR,
     in_the_wild,
     negative_bias,
@@ -35,6 +36,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "CARD_FILE", "CURRENT_FILE", "MODEL_FILE", "ModelRegistry", "Promotion", "build_card", "default_models_dir",
-    "promotion_score", "runtime_versions", "NEGATIVE_BIAS_CAP", "PUBLIC_FLOOR", "in_the_wild", "negative_bias",
-    "real_photo_score", "real_photo_sets", "real_photo_standing", *_LAZY["_architectures"],
+    "promotion_score", "runtime_versions", "NEGATIVE_BIAS_CAP", "NEGATIVE_CLASSES", "PUBLIC_FLOOR", "in_the_wild",
+    "negative_bias", "real_photo_score", "real_photo_sets", "real_photo_standing", *_LAZY["_architectures"],
 ]

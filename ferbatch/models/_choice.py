@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
+from ferbatch.config import DEFAULT_SENTIMENT_MAP
 
 NEGATIVE_BIAS_CAP = 0.08
 PUBLIC_FLOOR = 0.02
 # The emotions the default sentiment map calls negative: the bias is read against it, whatever a site's map says.
-NEGATIVE_CLASSES = ("Angry", "Disgust", "Fear", "Sad")
+NEGATIVE_CLASSES = tuple(name for name in CLASS_NAMES if DEFAULT_SENTIMENT_MAP[name] == "negative")
 
 
 def in_the_wild(set_name: str) -> bool:

@@ -21,9 +21,8 @@ import keras
 import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from ferbatch.config import DEFAULT_SENTIMENT_MAP
 from ferbatch.errors import FerbatchError
-from ferbatch.models import create_model, inference_copy, serving_model, with_augmentation
+from ferbatch.models import NEGATIVE_CLASSES, create_model, inference_copy, serving_model, with_augmentation
 from ferbatch.training._recipes import Augmentation, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -303,7 +302,7 @@ def monitored_figures(classifier: keras.Model, faces: np.ndarray, labels: np.nda
     share) of the training classifier on held-out faces, through the evaluation view PublicTest uses."""
     view = _evaluation_view(faces, config)[..., None].astype("float32")
     predicted = np.argmax(np.asarray(classifier.predict(view, batch_size=256, verbose=0)), axis=1)
-    negative = np.array([DEFAULT_SENTIMENT_MAP[name] == "negative" for name in CLASS_NAMES])
+    negative = np.array([name in NEGATIVE_CLASSES for name in CLASS_NAMES])
     neutral_class = CLASS_NAMES.index("Neutral")
     neutral = labels == neutral_class
     return {
