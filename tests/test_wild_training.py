@@ -82,6 +82,23 @@ def test_a_run_repeats_extra_faces_and_logs_their_holdout(tmp_path, wild_data, m
     assert all(0 <= a <= 1 for a in result.history["holdout_accuracy"])
     # No true negatives among Neutral/Happy faces: the bias is the share read negative, never below 0.
     assert all(0 <= b <= 1 for b in result.history["holdout_negative_bias"])
+    history = result.history
+    scores = [(p + h) / 2 for p, h in zip(history["val_accuracy"], history["holdout_accuracy"], strict=True)]
+    assert result.best_epoch == 1 + int(np.argmax(scores))
+
+
+def test_epochs_are_chosen_on_publictest_and_the_held_out_wild_faces_alike():
+    from ferbatch.training._loop import best_selection_score, selection_score
+
+    assert selection_score({"val_accuracy": 0.68}) == 0.68
+    # A point of PublicTest is worth a point of the held-out wild fifth.
+    assert selection_score({"val_accuracy": 0.67, "holdout_accuracy": 0.80}) > selection_score(
+        {"val_accuracy": 0.68, "holdout_accuracy": 0.78})
+    # A run saved before the score was stored: its kept epoch is scored again from the history.
+    history = {"val_accuracy": [0.6804, 0.6762], "holdout_accuracy": [0.746, 0.77]}
+    assert best_selection_score({"best_epoch": 1, "history": history}) == pytest.approx((0.6804 + 0.746) / 2)
+    assert best_selection_score({"best_epoch": 2, "best_score": 0.5, "history": history}) == 0.5
+    assert best_selection_score({"best_epoch": 0, "history": {}}) == float("-inf")
 
 
 def test_the_wild_recipe_is_checked_and_round_trips():

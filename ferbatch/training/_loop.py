@@ -1,7 +1,8 @@
 """Train a FER classifier from in-memory uint8 arrays, with per-epoch checkpoints and resume.
 
-Model selection (best epoch, LR plateaus, early stopping) looks at PublicTest only; PrivateTest never
-enters this module.
+Model selection (best epoch, LR plateaus, early stopping) looks at PublicTest, and, when the run trains beside
+an extra folder, equally at that folder's held-out fifth (selection_score); PrivateTest never enters this
+module.
 """
 
 from __future__ import annotations
@@ -225,10 +226,11 @@ class _Bookkeeping(keras.callbacks.Callback):
             history.setdefault(key, []).append(value)
         validated = "val_accuracy" in row
         val_acc = row.get("val_accuracy", -math.inf)
+        score = selection_score(row)
         # Without validation there is nothing to choose on: the latest weights are the ones kept.
-        improved = val_acc > self.state["best_val_accuracy"] if validated else True
+        improved = score > best_selection_score(self.state) if validated else True
         if improved:
-            self.state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
+            self.state.update(best_val_accuracy=val_acc, best_score=score, best_epoch=epoch + 1, wait=0)
             _save_best_weights(self.classifier, self.workdir)
         else:
             self.state["wait"] += 1
@@ -327,6 +329,24 @@ class TrainResult:
     run_id: str = ""
     chunks: list[dict] = field(default_factory=list)  # one per resumed stretch: epochs, wall time, machine
     cut_short: bool = False  # the step deadline ended an epoch before its last batch
+
+
+def selection_score(row: dict) -> float:
+    """What an epoch is chosen on: PublicTest accuracy, or with a held-out extra folder (faces in the wild) the
+    mean of the two accuracies, so the kept weights read both FER2013 and the photos the run learnt from."""
+    public = row.get("val_accuracy", -math.inf)
+    return public if "holdout_accuracy" not in row else (public + row["holdout_accuracy"]) / 2
+
+
+def best_selection_score(state: dict) -> float:
+    """The kept epoch's selection score (re-derived from the history for a run saved before it was stored)."""
+    if "best_score" in state:
+        return state["best_score"]
+    epoch = state["best_epoch"]
+    if epoch < 1:
+        return -math.inf
+    return selection_score({key: values[epoch - 1] for key, values in state["history"].items()
+                            if len(values) >= epoch})
 
 
 def _fresh_state(config: TrainConfig) -> dict:
