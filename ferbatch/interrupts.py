@@ -108,9 +108,11 @@ def terminate_children() -> None:
 _cleanups: list[Callable[[], None]] = []
 
 
-def add_cleanup(callback: Callable[[], None]) -> None:
-    """Run `callback` (a work folder removed) when an interruption ends the process at once (`finish`)."""
+def add_cleanup(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run `callback` (a work folder removed) when an interruption ends the process at once (`finish`); returns
+    the call that takes it back."""
     _cleanups.append(callback)
+    return functools.partial(remove_cleanup, callback)
 
 
 def remove_cleanup(callback: Callable[[], None]) -> None:

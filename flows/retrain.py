@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from ferbatch import training
 from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
-from ferbatch.interrupts import keep_deadline
+from ferbatch.interrupts import add_cleanup, keep_deadline
 from ferbatch.models import ModelRegistry, real_photo_sets
 from ferbatch.models._workdirs import nightly_work_dir, release_work_dir
 from ferbatch.training import EnsembleRecipe, recipe
@@ -184,7 +184,7 @@ def fine_tune(
     of the time, and stops at a step deadline."""
     registry = ModelRegistry.at(models_dir)
     setup = training.fine_tune_setup(registry, registry.resolve(base_version), max_minutes, started_at)
-    workdir = nightly_work_dir(registry.root)  # its own: removed at the end, also when interrupted
+    workdir = nightly_work_dir(registry.root, add_cleanup)  # its own: removed at the end, also when interrupted
     report_dir = workdir / "report"
     faces, data_pictures = load_data(data, labels, extra_folder, report_dir)
     user_faces = training.user_faces_summary(faces)

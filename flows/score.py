@@ -16,7 +16,7 @@ from ferbatch import scoring
 from ferbatch.config import ScoreSettings
 from ferbatch.console import ScoringProgress, summary_markdown
 from ferbatch.errors import FerbatchError
-from ferbatch.interrupts import keep_deadline
+from ferbatch.interrupts import deferred, keep_deadline
 
 
 @task(name="score-shard", cache_policy=NO_CACHE)
@@ -90,6 +90,7 @@ def score(
         settings, scoring.Components.for_run(settings, model, models_dir),
         sentiment=scoring.SentimentMap.with_overrides(sentiment), rescore=rescore, annotate=annotate,
         map_shards=shard_mapper(task_runner(settings), progress),
+        defer_signals=deferred,  # a signal during the commit's renames takes effect after them
     )
     summary = committed.to_dict()
     try:  # the reports are committed: losing the Prefect server now must not fail the run

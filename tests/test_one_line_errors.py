@@ -229,10 +229,10 @@ def test_sigterm_inside_tensorflow_ends_at_once_and_removes_the_work_folder(tmp_
         import os, signal, sys, threading
         sys.path.insert(0, {str(tmp_path / "site")!r})
         import tensorflow
-        from ferbatch.interrupts import handled
+        from ferbatch.interrupts import add_cleanup, handled
         from ferbatch.models._workdirs import nightly_work_dir
         with handled():
-            print(nightly_work_dir({str(tmp_path / "models")!r}), flush=True)
+            print(nightly_work_dir({str(tmp_path / "models")!r}, add_cleanup), flush=True)
             threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
             tensorflow.fit()
         """)

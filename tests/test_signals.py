@@ -95,7 +95,7 @@ _EXIT_CODE_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from fakes import FakeComponents
-from ferbatch.interrupts import handled
+from ferbatch.interrupts import deferred, handled
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 import ferbatch.reports._store as store
@@ -110,7 +110,7 @@ def signalled_between_renames(manifest):
 store._roll_forward = signalled_between_renames
 with handled():
     if {commit!r}:
-        run_scoring(ScoreSettings(folders=[{folder!r}], out={out!r}), FakeComponents())
+        run_scoring(ScoreSettings(folders=[{folder!r}], out={out!r}), FakeComponents(), defer_signals=deferred)
         print("not interrupted", flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
     signal.pause()
@@ -133,6 +133,30 @@ def test_the_exit_code_after_a_signal_says_whether_the_run_committed(tmp_path, c
     assert "not interrupted" not in done.stdout  # the signal did end the run, right after the commit
     parts = list((tmp_path / "out").glob("*/run_date=*/*.parquet"))
     assert len(parts) == (3 if commit else 0) and not list((tmp_path / "out").glob(".ferbatch-commit-*"))
+
+
+def test_the_score_flow_gives_the_commit_the_processs_signal_deferral(tmp_path, monkeypatch):
+    """The store knows nothing of signals: the flow hands it `deferred`, which the test above relies on."""
+    import ferbatch_flows.score as flow_module
+    from fakes import FakeComponents
+
+    from ferbatch.interrupts import deferred
+    from ferbatch.scoring import ScoreSettings
+
+    received = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_scoring(settings, components, **kwargs):
+        received.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(flow_module.scoring, "run_scoring", run_scoring)
+    monkeypatch.setattr(flow_module.scoring.Components, "for_run", classmethod(lambda cls, *a, **k: FakeComponents()))
+    with pytest.raises(Stop):
+        flow_module.score.fn(ScoreSettings(folders=[tmp_path], out=tmp_path / "out"))
+    assert received["defer_signals"] is deferred
 
 
 def test_a_run_that_committed_and_then_lost_its_prefect_server_exits_0_with_a_warning(tmp_path, monkeypatch):

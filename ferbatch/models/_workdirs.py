@@ -12,13 +12,13 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-from ferbatch.interrupts import add_cleanup, remove_cleanup
 
 PREFIX = ".work-nightly-"
 _LOCK = ".lock"
-_held: dict[Path, tuple[int, object]] = {}  # work folder -> (its lock's descriptor, its cleanup)
+Cleanup = Callable[[], None]
+_held: dict[Path, tuple[int, Cleanup]] = {}  # work folder -> (its lock's descriptor, what takes its cleanup back)
 
 
 def _remove_stale(root: Path) -> None:
@@ -38,8 +38,16 @@ def _remove_stale(root: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def nightly_work_dir(root: str | Path) -> Path:
-    """A new work folder for one fine-tune, locked by this process until `release_work_dir`."""
+def _nothing(cleanup: Cleanup) -> Cleanup:
+    return lambda: None
+
+
+def nightly_work_dir(root: str | Path, on_interrupt: Callable[[Cleanup], Cleanup] = _nothing) -> Path:
+    """A new work folder for one fine-tune, locked by this process until `release_work_dir`.
+
+    `on_interrupt` registers the folder's removal with whatever ends the process on a signal and returns how to
+    take it back (the flows pass `ferbatch.interrupts.add_cleanup`); by default nothing is registered.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale(root)
@@ -50,18 +58,18 @@ def nightly_work_dir(root: str | Path) -> Path:
     def remove() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
-    add_cleanup(remove)  # an interruption that ends the process at once removes it too
-    _held[folder] = (descriptor, remove)
+    forget = on_interrupt(remove)  # an interruption that ends the process at once removes it too
+    _held[folder] = (descriptor, forget)
     return folder
 
 
 def release_work_dir(folder: str | Path) -> None:
     """Remove a work folder from `nightly_work_dir` and its lock."""
     folder = Path(folder)
-    descriptor, remove = _held.pop(folder, (None, None))
+    descriptor, forget = _held.pop(folder, (None, None))
     shutil.rmtree(folder, ignore_errors=True)
-    if remove is not None:
-        remove_cleanup(remove)
+    if forget is not None:
+        forget()
     if descriptor is not None:
         with contextlib.suppress(OSError):
             os.close(descriptor)

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._folder import STAGING_DIR, _OutDirLock
 from ferbatch.reports._schemas import FACE_IMAGE_COLUMNS, SCHEMAS, TABLES
-from ferbatch.reports._store import STAGING_DIR, _OutDirLock
 
 log = logging.getLogger(__name__)
 

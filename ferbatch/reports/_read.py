@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
+from ferbatch.reports._folder import _dataset
 from ferbatch.reports._migrate import fill_face_columns
 from ferbatch.reports._rows import TOP_LEVEL_FOLDER
-from ferbatch.reports._store import _dataset
 
 ROW_TABLES = ("images", "faces")
 _IMAGE_KEY = ["root", "path"]

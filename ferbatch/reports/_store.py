@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -32,20 +31,20 @@ from ferbatch.reports._current import (
     read_base,
     switch,
 )
+from ferbatch.reports._folder import LOCK_FILE, STAGING_DIR, _dataset, _OutDirLock
+from ferbatch.reports._migrate import add_face_columns
+from ferbatch.reports._read import read_rows
 from ferbatch.reports._rows import FaceRow, ImageRow
 from ferbatch.reports._schemas import SCHEMAS, TABLES
 
 log = logging.getLogger(__name__)
 
 COMMIT_ORDER = ("faces", "aggregates", "images")  # images last: its file marks a run as committed
-LOCK_FILE = ".ferbatch.lock"
 MANIFEST_PREFIX = ".ferbatch-commit-"
 TMP_SUFFIX = ".parquet.tmp"
 DAMAGED_DIR = ".ferbatch-damaged"  # unreadable report files set aside: OUT/.ferbatch-damaged/<table>/run_date=.../
-STAGING_DIR = ".ferbatch-staging"  # OUT/.ferbatch-staging/<table>/run_date=.../part-*.parquet.tmp
 ROW_GROUP = 4096
 _PART_NAME = re.compile(r"^part-(\d{8}T\d{6}Z-[0-9a-f]+)(?:-[a-z0-9]+)?\.parquet$")
-RUN_DATE_PARTITIONING = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")  # run_date=YYYY-MM-DD
 
 
 class ReportWriter:
@@ -365,99 +364,6 @@ def _read_error(out_dir: str | Path, table: str, exc: BaseException) -> Ferbatch
                          f"move it out of the folder (see README, Reports)")
 
 
-def _os_reason(exc: OSError) -> str:
-    """An OSError's reason, naming the path it is about when that is not the one the message names."""
-    reason = exc.strerror or type(exc).__name__
-    return f"{reason}: {exc.filename}" if exc.filename else reason
-
-
-def _busy(out_dir: Path) -> FerbatchError:
-    return FerbatchError(f"{out_dir}: another ferbatch run is writing into this folder; "
-                         "wait for it to finish or use another --out")
-
-
-class _OutDirLock:
-    """An exclusive lock on an output folder for one run, so two runs never write into it at once.
-
-    The operating system releases it when the process ends, however it ends.
-    """
-
-    def __init__(self, out_dir: str | Path) -> None:
-        self.path = Path(out_dir) / LOCK_FILE
-        self._handle = None
-
-    def __enter__(self) -> _OutDirLock:
-        while True:
-            handle = self._open()
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise _busy(self.path.parent) from None
-            # A run that created the folder and found nothing removes it with its lock file (`remove`): a
-            # lock taken on that file meanwhile is on a name that is gone, so take it again on the new one.
-            if self._still_named(handle):
-                break
-            handle.close()
-        self._handle = handle
-        return self
-
-    def _open(self):
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a read-only or forbidden parent, or a file where a folder should be
-            raise FerbatchError(f"{self.path.parent}: cannot create the report folder "
-                                f"({_os_reason(exc)})") from None
-        try:
-            return open(self.path, "a+")
-        except IsADirectoryError:
-            raise FerbatchError(f"{self.path}: is a folder, not ferbatch's lock file; remove it") from None
-        except OSError as exc:
-            raise FerbatchError(f"{self.path}: cannot open the lock file ({exc.strerror or exc})") from None
-
-    def _still_named(self, handle) -> bool:
-        try:
-            named, held = os.stat(self.path), os.fstat(handle.fileno())
-        except FileNotFoundError:
-            return False
-        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
-
-    def remove(self, folder_too: bool) -> None:
-        """Delete the lock file (and its folder, when it is empty then) while still holding the lock."""
-        if self._handle is None:
-            return
-        self.path.unlink(missing_ok=True)
-        if folder_too:
-            with contextlib.suppress(OSError):
-                self.path.parent.rmdir()
-
-    @staticmethod
-    def check_free(out_dir: str | Path) -> None:
-        """Fail now, with the same message as a run would, if another run holds the folder; creates nothing."""
-        try:
-            with open(Path(out_dir) / LOCK_FILE, "rb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
-        except BlockingIOError:
-            raise _busy(Path(out_dir)) from None
-        except OSError:  # no lock file (or none readable): taking the lock later says what is wrong
-            return
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-
-def _dataset(out_dir: str | Path, table: str) -> ds.Dataset | None:
-    folder = Path(out_dir) / table
-    files = sorted(str(p) for p in folder.glob("run_date=*/*.parquet"))
-    if not files:
-        return None
-    return ds.dataset(files, schema=SCHEMAS[table], format="parquet", partitioning=RUN_DATE_PARTITIONING,
-                      partition_base_dir=str(folder))
-
-
 def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
     """The aggregates of the most recent run that scored images (else of the most recent run)."""
     dataset = _dataset(out_dir, "aggregates")
@@ -472,8 +378,6 @@ def _latest_aggregates(out_dir: str | Path) -> pa.Table | None:
 def _upgrade_parts(out_dir: Path) -> None:
     """Give parts written by earlier versions today's columns, so a folder's parts share one schema. A part
     that cannot be upgraded stays as it is (readers fill its columns in), and the run goes on."""
-    from ferbatch.reports._migrate import add_face_columns  # imports this module
-
     try:
         upgraded = add_face_columns(out_dir, locked=True)
     except (FerbatchError, pa.ArrowException, OSError) as exc:
@@ -508,10 +412,16 @@ class ReportStore:
     `open_run()` takes the folder's lock and tidies what killed runs left; inside it a run reads the
     `current_base`, streams each shard through its own `writer` (in any process: a store is just a
     path), then `commit`s every finished file at once, or `abort`s them. Readers see whole runs only.
+
+    `defer_signals` is the process's way to hold a signal back while the commit renames its files (the `score`
+    flow passes `ferbatch.interrupts.deferred`, so a SIGTERM then ends the run with "committed"); the store
+    itself knows nothing of signals, and by default defers nothing.
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path,
+                 defer_signals: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext) -> None:
         self.out_dir = Path(out_dir)
+        self.defer_signals = defer_signals
 
     def __repr__(self) -> str:
         return f"ReportStore({str(self.out_dir)!r})"
@@ -581,8 +491,6 @@ class ReportStore:
                run_date: date | None = None, metadata: dict[str, str] | None = None) -> list[Path]:
         """Make a run's finished files visible together, and with them the current table's next version
         (built from `update` and this run's new parts); returns the history files' final paths."""
-        from ferbatch.interrupts import deferred
-
         version = None
         if update is not None:
             tmp_of = dict((final, tmp) for tmp, final in moves)
@@ -606,7 +514,7 @@ class ReportStore:
         if not moves and version is None:
             return []
         try:
-            with deferred():  # a signal during the renames takes effect after them: the exit code can say "committed"
+            with self.defer_signals():  # a signal during the renames acts after them: the exit code says so
                 finals = _commit_parts(self.out_dir, run_id, moves, version)
                 _COMMITTED.append(run_id)
         except FerbatchError:
@@ -633,8 +541,6 @@ class ReportStore:
     def rows(self, table: str, *, folder: str | None = None, emotion: str | None = None,
              limit: int | None = None) -> pa.Table:
         """The images or faces rows of each image's latest scoring run (see `read_rows`)."""
-        from ferbatch.reports._read import read_rows  # imports this module
-
         try:
             return read_rows(self.out_dir, table, folder=folder, emotion=emotion, limit=limit)
         except (pa.ArrowException, OSError) as exc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -552,18 +554,21 @@ def run_scoring(
     on_image: Callable[[ScoredImage], None] | None = None,
     map_shards: ShardMapper = map_sequential,
     pipeline: PipelineSettings | None = None,
+    defer_signals: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> RunSummary:
     """Score the new images under `settings.folders` into reports under `settings.out`.
 
     The one path through a scoring run: lock the output folder, plan, score the shards through
     `map_shards` (the `score` flow passes one built on its task runner), commit. If any shard fails,
-    no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`.
+    no shard's files remain. `pipeline` replaces the pipeline internals derived from `settings`;
+    `defer_signals` holds signals back during the commit (see `ReportStore`; the `score` flow passes the
+    process's own).
     """
     pipeline = pipeline or PipelineSettings.from_settings(settings)
     _require_inputs(settings)
     if annotate:  # before the lock: a refused folder leaves nothing behind
         check_annotations_folder(annotate, settings.folders, settings.out)
-    with ReportStore(settings.out).open_run() as store:
+    with ReportStore(settings.out, defer_signals).open_run() as store:
         plan = plan_run(settings.folders, store, components.model_version, components.detector().name,
                         sentiment=sentiment, include=settings.include, exclude=settings.exclude, rescore=rescore,
                         skip_dirs=[annotate] if annotate else (), max_bytes=settings.max_bytes,
