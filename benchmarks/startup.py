@@ -68,7 +68,7 @@ def _wall(env: dict[str, str], *args: str) -> float:
 
 
 def main() -> None:
-    from ferbatch.prefect_api import start_temporary_server
+    from ferbatch.runtime.prefect_api import start_temporary_server
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "photos").resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_LOGGING_LEVEL": "WARNING"}

@@ -133,7 +133,7 @@ class Analyzer:
         kept off stderr (as the command does): a script using the API prints only what it prints."""
         if self._loaded:
             return
-        from ferbatch.quiet import native_stderr_filtered
+        from ferbatch.runtime.quiet import native_stderr_filtered
 
         with native_stderr_filtered():
             detector = self.components.detector()

@@ -13,8 +13,8 @@ import click
 
 from ferbatch.config import CLASSIFIER_PRECISIONS, ScoreSettings
 from ferbatch.errors import FerbatchError
-from ferbatch.interrupts import interruptible
-from ferbatch.logs import configure_logging, hand_logging_to_prefect
+from ferbatch.runtime.interrupts import interruptible
+from ferbatch.runtime.logs import configure_logging, hand_logging_to_prefect
 from ferbatch.training import CALIBRATION_OBJECTIVES, CALIBRATIONS
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -192,7 +192,7 @@ def train(ctx: click.Context, data_path: Path | None, preset_name: str | None,
         raise click.UsageError(f"{preset_name} with FER+ vote targets needs the votes: give --labels ferplus FILE")
     if teacher_weight is not None and not getattr(chosen, "teacher", None):
         raise click.UsageError(f"--teacher-weight: {preset_name} has no teacher to distil from")
-    from ferbatch.prefect_api import prefect_api
+    from ferbatch.runtime.prefect_api import prefect_api
 
     with prefect_api(config.prefect.startup_timeout):
         from ferbatch_flows.retrain import retrain
@@ -341,7 +341,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
         from ferbatch.scoring import require_dask_scheduler
 
         require_dask_scheduler(settings.dask_address)
-    from ferbatch.prefect_api import configured_api_url, prefect_api
+    from ferbatch.runtime.prefect_api import configured_api_url, prefect_api
     from ferbatch.scoring import Components, preview_run, skipped_run_summary
 
     # Before Prefect's server starts: a corrupt model, a folder another run holds, or nothing to do at all.
@@ -375,7 +375,7 @@ def score(ctx: click.Context, paths: tuple[Path, ...], out_dir: Path | None, ver
 
 def _print_score_summary(summary: dict, settings: ScoreSettings, fmt: str, as_json: bool, fail_on_error: bool,
                          fail_on_empty: bool) -> None:
-    from ferbatch.console import format_summary, print_summary
+    from ferbatch.present.console import format_summary, print_summary
 
     if as_json or fmt != "table":
         click.echo(format_summary(summary, "json" if as_json else fmt))
@@ -426,7 +426,7 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, mo
         click.echo(json.dumps({"model_version": analyzer.model_version,
                                "images": [image.to_dict() for image in images]}, indent=2))
     else:
-        from ferbatch.console import print_analysis
+        from ferbatch.present.console import print_analysis
 
         print_analysis(images, analyzer.model_version)
     if all(image.status == "error" for image in images):  # nothing analysed: a script must see it failed
@@ -442,13 +442,13 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], version: str | None, mo
 def nightly(ctx: click.Context, force_retrain: bool, as_json: bool) -> None:
     """Run the nightly job once now: fine-tune the current model if its training files changed (new labelled
     faces), then score the configured folders."""
-    from ferbatch.console import print_summary
+    from ferbatch.present.console import print_summary
 
     config = _config(ctx)  # a bad configuration fails here, before Prefect starts
     config_file = ctx.find_root().meta["config"][1]
     result = _quiet_night(config, force_retrain)
     if result is None:
-        from ferbatch.prefect_api import prefect_api
+        from ferbatch.runtime.prefect_api import prefect_api
 
         with prefect_api(config.prefect.startup_timeout):
             from ferbatch_flows.nightly import nightly as nightly_flow
@@ -467,7 +467,7 @@ def _quiet_night(config, force_retrain: bool) -> dict | None:
     """The night's result when it has nothing to train and nothing to score (found in seconds, before Prefect
     starts, as `score` finds it), else None. Every configuration mistake fails here first, a line each."""
     from ferbatch.models import ModelRegistry
-    from ferbatch.prefect_api import configured_api_url
+    from ferbatch.runtime.prefect_api import configured_api_url
     from ferbatch.training import check_nightly, tonight
 
     check_nightly(config)
@@ -524,7 +524,7 @@ def serve(ctx: click.Context) -> None:
     temporary server Prefect starts on its own does not fire schedules.
     """
     from ferbatch.deployments import serve_deployments
-    from ferbatch.prefect_api import prefect_api
+    from ferbatch.runtime.prefect_api import prefect_api
 
     config = _config(ctx)
     config_file = ctx.find_root().meta.get("config", (None, None))[1]
@@ -593,7 +593,7 @@ def report(out_dir: Path, rows: str | None, folder: str | None, emotion: str | N
     elif html_file is not None or run_id is not None:
         raise click.UsageError(f"{'--html' if html_file is not None else '--run'} and --{rows} contradict each other")
     if html_file is not None:
-        from ferbatch.html_report import write_html_report
+        from ferbatch.present.html_report import write_html_report
 
         click.echo(f"wrote {write_html_report(out_dir, html_file, run_id=run_id)}")
         return
@@ -601,11 +601,11 @@ def report(out_dir: Path, rows: str | None, folder: str | None, emotion: str | N
 
     store = ReportStore(out_dir)
     if rows is not None:
-        from ferbatch.console import print_rows
+        from ferbatch.present.console import print_rows
 
         print_rows(store.rows(rows, folder=folder, emotion=emotion, limit=limit).to_pylist(), rows, fmt=fmt)
         return
-    from ferbatch.console import print_aggregates
+    from ferbatch.present.console import print_aggregates
 
     table = store.current_aggregates() if run_id is None else None
     if table is None:  # a folder from before the current table, or --run
@@ -626,7 +626,7 @@ def presets(as_json: bool) -> None:
         click.echo(json.dumps({name: config.to_dict() for name, config in [*PRESETS.items(), *ENSEMBLES.items()]},
                               indent=2))
         return
-    from ferbatch.console import print_presets
+    from ferbatch.present.console import print_presets
 
     print_presets(PRESETS, ENSEMBLES)
 
@@ -713,7 +713,7 @@ def list_models(ctx: click.Context, models_dir: Path | None) -> None:
             continue
         runs.append({"version": version, "epochs_done": card["epochs_done"],
                      "epochs": card["training_config"]["epochs"], "best_public": card["best_public_accuracy"]})
-    from ferbatch.console import print_models
+    from ferbatch.present.console import print_models
 
     print_models(rows, runs)
 
@@ -835,7 +835,7 @@ def _output_failed(exc: OSError) -> None:
 
 
 def main() -> None:
-    from ferbatch.quiet import quiet_environment, silence_native_stderr
+    from ferbatch.runtime.quiet import quiet_environment, silence_native_stderr
 
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)

@@ -38,7 +38,7 @@ def serve_deployments(config: FerbatchConfig, config_file: Path | None = None) -
     """Register the deployments and run their flow runs from this process until interrupted."""
     from prefect import serve
 
-    from ferbatch.prefect_api import configured_api_url, temporary_server_running
+    from ferbatch.runtime.prefect_api import configured_api_url, temporary_server_running
 
     if temporary_server_running() or not configured_api_url():
         import logging

@@ -21,8 +21,8 @@ import numpy as np
 
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import PROBABILITY_COLUMNS
-from ferbatch.safe_files import create_new, os_reason
-from ferbatch.safe_text import csv_cell, printable
+from ferbatch.safe.files import create_new, os_reason
+from ferbatch.safe.text import csv_cell, printable
 
 log = logging.getLogger(__name__)
 

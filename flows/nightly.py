@@ -12,8 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ferbatch.config import load_config, retrain_parameters
-from ferbatch.interrupts import keep_deadline
 from ferbatch.models import ModelRegistry
+from ferbatch.runtime.interrupts import keep_deadline
 from ferbatch.training import check_nightly, nightly_markdown, record_refused, tonight
 
 plan_retrain = task(tonight, name="check-training-data", cache_policy=NO_CACHE)

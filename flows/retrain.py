@@ -21,9 +21,9 @@ from prefect.cache_policies import NO_CACHE
 from ferbatch import training
 from ferbatch.config import ScoreSettings
 from ferbatch.errors import FerbatchError
-from ferbatch.interrupts import add_cleanup, keep_deadline
 from ferbatch.models import ModelRegistry, real_photo_sets
 from ferbatch.models._workdirs import nightly_work_dir, release_work_dir
+from ferbatch.runtime.interrupts import add_cleanup, keep_deadline
 from ferbatch.training import EnsembleRecipe, recipe
 
 # Arrays and Keras models pass between tasks in memory; hashing them for a cache key would cost more

@@ -14,9 +14,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ferbatch import scoring
 from ferbatch.config import ScoreSettings
-from ferbatch.console import ScoringProgress, summary_markdown
 from ferbatch.errors import FerbatchError
-from ferbatch.interrupts import deferred, keep_deadline
+from ferbatch.present.console import ScoringProgress, summary_markdown
+from ferbatch.runtime.interrupts import deferred, keep_deadline
 
 
 @task(name="score-shard", cache_policy=NO_CACHE)

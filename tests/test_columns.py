@@ -14,7 +14,7 @@ from imagefactory import encode, synthetic
 from test_console import ROWS, SUMMARY
 
 from ferbatch.cli import cli
-from ferbatch.console import WRITING_REPORTS, ScoringProgress, print_summary
+from ferbatch.present.console import WRITING_REPORTS, ScoringProgress, print_summary
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from ferbatch.classes import CLASS_NAMES
-from ferbatch.console import AGGREGATE_VIEWS, format_aggregates, print_aggregates, print_summary
+from ferbatch.present.console import AGGREGATE_VIEWS, format_aggregates, print_aggregates, print_summary
 
 
 def _row(group_by: str, group_value: str | None, n: int) -> dict:
@@ -89,7 +89,7 @@ class FakeClock:
 def test_outside_a_terminal_a_plain_line_with_count_rate_and_eta_is_logged_every_interval(caplog):
     import logging
 
-    from ferbatch.console import ScoringProgress
+    from ferbatch.present.console import ScoringProgress
 
     clock = FakeClock()
     with (caplog.at_level(logging.INFO, logger="ferbatch.progress"),
@@ -107,7 +107,7 @@ def test_outside_a_terminal_a_plain_line_with_count_rate_and_eta_is_logged_every
 
 
 def test_on_a_terminal_the_bar_advances_with_each_image_and_shows_the_rate():
-    from ferbatch.console import ScoringProgress
+    from ferbatch.present.console import ScoringProgress
 
     clock = FakeClock()
     with ScoringProgress(4, terminal=True, clock=clock) as progress:
@@ -121,7 +121,7 @@ def test_on_a_terminal_the_bar_advances_with_each_image_and_shows_the_rate():
 
 
 def test_nothing_to_do_draws_and_logs_nothing(caplog):
-    from ferbatch.console import ScoringProgress
+    from ferbatch.present.console import ScoringProgress
 
     with ScoringProgress(0, terminal=True) as progress:
         assert progress._bar is None
@@ -129,7 +129,7 @@ def test_nothing_to_do_draws_and_logs_nothing(caplog):
 
 
 def test_presets_table_fits_100_columns_with_each_recipes_settings_and_purpose():
-    from ferbatch.console import PRESET_NOTES, print_presets
+    from ferbatch.present.console import PRESET_NOTES, print_presets
     from ferbatch.training import ENSEMBLES, PRESETS
 
     text = _render(lambda _, console: print_presets(PRESETS, ENSEMBLES, console), None)
@@ -142,7 +142,7 @@ def test_presets_table_fits_100_columns_with_each_recipes_settings_and_purpose()
 
 
 def test_the_score_summary_formats_parse_back():
-    from ferbatch.console import format_summary
+    from ferbatch.present.console import format_summary
 
     summary = {**SUMMARY, "seconds": 1900.2}
     assert json.loads(format_summary(summary, "json"))["run_id"] == SUMMARY["run_id"]

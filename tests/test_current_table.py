@@ -77,7 +77,7 @@ def test_a_new_model_scores_every_photo_again_and_the_current_table_keeps_one_ro
 
     from rich.console import Console
 
-    from ferbatch.console import print_summary, summary_markdown
+    from ferbatch.present.console import print_summary, summary_markdown
 
     printed = io.StringIO()
     print_summary(second.to_dict(), Console(file=printed, width=80))
@@ -259,7 +259,7 @@ def test_report_reads_the_current_table_by_default_and_one_run_with_run(photos, 
     from click.testing import CliRunner
 
     from ferbatch.cli import cli
-    from ferbatch.html_report import write_html_report
+    from ferbatch.present.html_report import write_html_report
     from ferbatch.reports import ReportStore
 
     out = tmp_path / "out"

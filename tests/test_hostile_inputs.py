@@ -320,7 +320,7 @@ def _aggregates(out: Path) -> list[dict]:
 def test_the_html_report_draws_names_as_text_never_as_mathtext(hostile_out, tmp_path, monkeypatch):
     from matplotlib import mathtext
 
-    from ferbatch.html_report import write_html_report
+    from ferbatch.present.html_report import write_html_report
 
     parsed = []
     monkeypatch.setattr(mathtext.MathTextParser, "parse", lambda self, *a, **k: parsed.append(a) or pytest.fail(
@@ -330,7 +330,7 @@ def test_the_html_report_draws_names_as_text_never_as_mathtext(hostile_out, tmp_
 
 
 def test_the_terminal_report_shows_control_characters_escaped_and_markup_as_written(hostile_out):
-    from ferbatch.console import print_aggregates
+    from ferbatch.present.console import print_aggregates
 
     buffer = io.StringIO()
     print_aggregates(_aggregates(hostile_out), Console(file=buffer, width=200, color_system=None))
@@ -341,7 +341,7 @@ def test_the_terminal_report_shows_control_characters_escaped_and_markup_as_writ
 
 
 def test_the_run_summary_on_a_terminal_escapes_error_reasons(tmp_path):
-    from ferbatch.console import print_summary
+    from ferbatch.present.console import print_summary
 
     summary = {"run_id": "r", "model_version": "m", "images_found": 1, "already_scored": 0, "scored": 1, "ok": 0,
                "no_face": 0, "error": 1, "faces": 0, "images_per_second": 1.0, "share_positive": None,
@@ -354,7 +354,7 @@ def test_the_run_summary_on_a_terminal_escapes_error_reasons(tmp_path):
 
 
 def test_markdown_cells_escape_pipes_and_html(hostile_out):
-    from ferbatch.console import format_aggregates
+    from ferbatch.present.console import format_aggregates
 
     text = format_aggregates(_aggregates(hostile_out), "markdown")
     assert "<script>" not in text and "a\\|b &lt;script&gt;x" in text
@@ -369,7 +369,7 @@ def test_markdown_cells_escape_pipes_and_html(hostile_out):
 
 
 def test_csv_cells_that_would_be_formulas_are_neutralised(hostile_out):
-    from ferbatch.console import format_aggregates
+    from ferbatch.present.console import format_aggregates
 
     rows = list(csv.DictReader(io.StringIO(format_aggregates(_aggregates(hostile_out), "csv"))))
     values = {row["group_value"] for row in rows if row["group_by"] == "folder"}
@@ -381,7 +381,7 @@ def test_csv_cells_that_would_be_formulas_are_neutralised(hostile_out):
 
 
 def test_the_summary_as_csv_and_markdown_escapes_error_reasons():
-    from ferbatch.console import format_summary
+    from ferbatch.present.console import format_summary
 
     summary = {"run_id": "r", "error": 1, "top_errors": {"=HYPERLINK(x)": 1}, "share_positive": -0.5}
     (row,) = csv.DictReader(io.StringIO(format_summary(summary, "csv")))

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ferbatch.cli import cli
 from ferbatch.errors import FerbatchError
-from ferbatch.html_report import latest_run_id, load_run, write_html_report
+from ferbatch.present.html_report import latest_run_id, load_run, write_html_report
 from ferbatch.reports import ReportStore
 from ferbatch.scoring import PipelineSettings, ScoreSettings, run_scoring
 
@@ -161,7 +161,7 @@ def test_a_folder_with_only_a_run_that_scored_nothing(tmp_path):
 
 
 def test_the_module_needs_no_tensorflow():
-    code = "import sys, ferbatch.html_report; print('tensorflow' in sys.modules)"
+    code = "import sys, ferbatch.present.html_report; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
 
 

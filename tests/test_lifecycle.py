@@ -46,7 +46,7 @@ def _bare_environment(tmp_path: Path) -> dict[str, str]:
 _CLI_WITHOUT_SERVER = """
 import atexit, sys
 sys.path.insert(0, {tests!r})
-import ferbatch.prefect_api as api
+import ferbatch.runtime.prefect_api as api
 import ferbatch.scoring
 from fakes import FakeComponents
 
@@ -123,7 +123,7 @@ def test_with_a_configured_api_a_run_with_nothing_new_is_recorded_as_usual(tmp_p
     import ferbatch_flows.score
     from fakes import FakeComponents
 
-    import ferbatch.prefect_api
+    import ferbatch.runtime.prefect_api
     import ferbatch.scoring
 
     folder, out = _photo_folder(tmp_path / "in"), tmp_path / "out"
@@ -138,8 +138,8 @@ def test_with_a_configured_api_a_run_with_nothing_new_is_recorded_as_usual(tmp_p
         raise AssertionError("a configured API needs no temporary server")
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    monkeypatch.setattr(ferbatch.prefect_api, "check_api", lambda url: None)  # as if a server answered there
-    monkeypatch.setattr(ferbatch.prefect_api, "start_temporary_server", no_server)
+    monkeypatch.setattr(ferbatch.runtime.prefect_api, "check_api", lambda url: None)  # as if a server answered there
+    monkeypatch.setattr(ferbatch.runtime.prefect_api, "start_temporary_server", no_server)
     monkeypatch.setattr(ferbatch.scoring.Components, "for_run", classmethod(lambda cls, *a, **k: FakeComponents()))
     monkeypatch.setattr(ferbatch_flows.score, "score", recorded_flow)
     result = CliRunner().invoke(cli, ["score", str(folder), "--out", str(out)])
@@ -267,7 +267,7 @@ def test_report_on_a_folder_without_a_scored_run_is_one_line(tmp_path, contents)
 def test_a_server_that_does_not_start_is_one_error_line_after_a_retry(tmp_path, monkeypatch):
     from fakes import FakeComponents
 
-    import ferbatch.prefect_api as api
+    import ferbatch.runtime.prefect_api as api
     import ferbatch.scoring
 
     launched: list[subprocess.Popen] = []
@@ -291,7 +291,7 @@ def test_a_server_that_does_not_start_is_one_error_line_after_a_retry(tmp_path, 
 
 
 def test_the_wait_for_the_server_ends_when_its_process_does(tmp_path):
-    from ferbatch.prefect_api import TemporaryServer
+    from ferbatch.runtime.prefect_api import TemporaryServer
 
     exited = TemporaryServer(subprocess.Popen([sys.executable, "-c", "pass"]), 9)
     started = time.monotonic()
@@ -302,7 +302,7 @@ def test_the_wait_for_the_server_ends_when_its_process_does(tmp_path):
 # A parent that starts the real server process the way `ferbatch` does and then waits to be killed.
 _PARENT = """
 import sys, time
-from ferbatch.prefect_api import TemporaryServer
+from ferbatch.runtime.prefect_api import TemporaryServer
 server = TemporaryServer.launch()
 print(server.process.pid, flush=True)
 time.sleep(120)
@@ -356,9 +356,9 @@ def _descendants_until(child: subprocess.Popen, ready, timeout: float = 240) -> 
 
 
 def _api_answers(processes: list[psutil.Process]) -> bool:
-    from ferbatch.prefect_api import _healthy
+    from ferbatch.runtime.prefect_api import _healthy
 
-    servers = [p for p in processes if "ferbatch.prefect_api" in " ".join(p.cmdline())]
+    servers = [p for p in processes if "ferbatch.runtime.prefect_api" in " ".join(p.cmdline())]
     return bool(servers) and _healthy(f"http://127.0.0.1:{servers[0].cmdline()[-1]}/api")
 
 
@@ -380,7 +380,7 @@ def test_kill_9_of_a_running_score_leaves_no_process_of_the_run(tmp_path, runner
             processes = _descendants_until(child, lambda found: _api_answers(found) and sum(
                 "spawn_main" in " ".join(p.cmdline()) for p in found) >= 2)
             # every worker reports to the parent's API, none to a Prefect server of its own
-            server = next(p for p in processes if "ferbatch.prefect_api" in " ".join(p.cmdline()))
+            server = next(p for p in processes if "ferbatch.runtime.prefect_api" in " ".join(p.cmdline()))
             api_url = f"http://127.0.0.1:{server.cmdline()[-1]}/api"
             assert {p.environ().get("PREFECT_API_URL") for p in processes if p != server} == {api_url}
             assert not [p.cmdline() for p in processes if "uvicorn" in " ".join(p.cmdline())]

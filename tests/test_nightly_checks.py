@@ -24,7 +24,7 @@ TESTS = Path(__file__).parent
 # which says at exit whether Prefect was imported at all.
 _CLI_WITHOUT_SERVER = """
 import atexit, sys
-import ferbatch.prefect_api as api
+import ferbatch.runtime.prefect_api as api
 
 def no_server(*args, **kwargs):
     print("TEMPORARY SERVER REQUESTED", flush=True)

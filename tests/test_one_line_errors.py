@@ -157,7 +157,7 @@ def test_true_false_nan_or_a_huge_number_in_the_file_is_refused_by_its_key(tmp_p
 
 
 def test_a_dead_prefect_api_url_is_one_line_before_any_flow(monkeypatch):
-    from ferbatch.prefect_api import prefect_api
+    from ferbatch.runtime.prefect_api import prefect_api
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     started = time.monotonic()
@@ -229,7 +229,7 @@ def test_sigterm_inside_tensorflow_ends_at_once_and_removes_the_work_folder(tmp_
         import os, signal, sys, threading
         sys.path.insert(0, {str(tmp_path / "site")!r})
         import tensorflow
-        from ferbatch.interrupts import add_cleanup, handled
+        from ferbatch.runtime.interrupts import add_cleanup, handled
         from ferbatch.models._workdirs import nightly_work_dir
         with handled():
             print(nightly_work_dir({str(tmp_path / "models")!r}, add_cleanup), flush=True)

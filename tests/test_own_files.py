@@ -172,7 +172,7 @@ def test_a_planted_link_at_a_predictable_temporary_name_is_not_written_through(s
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(scored_out, tmp_path, monkeypatch):
-    import ferbatch.safe_files as safe_files
+    import ferbatch.safe.files as safe_files
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

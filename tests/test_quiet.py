@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ferbatch.quiet import QUIET_ENVIRONMENT, is_noise
+from ferbatch.runtime.quiet import QUIET_ENVIRONMENT, is_noise
 
 PHOTOS = Path(__file__).parent / "photos"
-# What a line from TensorFlow, absl, CUDA or OpenCV looks like, independent of ferbatch.quiet's own pattern.
+# What a line from TensorFlow, absl, CUDA or OpenCV looks like, independent of ferbatch.runtime.quiet's own pattern.
 THIRD_PARTY = re.compile(r"absl|oneDNN|cuda|cuInit|setPreferableTarget|\[ ?WARN:|^[IWEF]\d{4} |tensorflow",
                          re.IGNORECASE)
 
@@ -67,9 +67,9 @@ def test_silenced_import_of_tensorflow_prints_nothing(tmp_path):
     code = "import tensorflow"
     plain = subprocess.run([sys.executable, "-c", code], env=_bare_environment(tmp_path), capture_output=True,
                            text=True, timeout=300)
-    quiet = subprocess.run(
-        [sys.executable, "-c", f"from ferbatch.quiet import silence_native_stderr; silence_native_stderr(); {code}"],
-        env=_bare_environment(tmp_path), capture_output=True, text=True, timeout=300)
+    silenced = f"from ferbatch.runtime.quiet import silence_native_stderr; silence_native_stderr(); {code}"
+    quiet = subprocess.run([sys.executable, "-c", silenced], env=_bare_environment(tmp_path), capture_output=True,
+                           text=True, timeout=300)
     assert plain.returncode == quiet.returncode == 0
     if not any(THIRD_PARTY.search(line) for line in plain.stderr.splitlines()):
         pytest.skip("this TensorFlow build prints nothing on import")

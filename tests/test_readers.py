@@ -200,7 +200,7 @@ def test_the_second_run_really_has_another_date(reports):
 
 
 def test_folders_written_with_run_date_inside_the_files_are_migrated_and_stay_incremental(tmp_path):
-    from ferbatch.migrate import main
+    from ferbatch.reports.migrate import main
 
     folder, out = tmp_path / "in", tmp_path / "out"
     _photo(folder / "a.jpg", 150)

@@ -96,7 +96,7 @@ def test_faces_parts_written_before_the_new_columns_are_filled_in_then_upgraded_
 
 
 def test_the_migration_command_adds_the_columns_too(tmp_path):
-    from ferbatch.migrate import main
+    from ferbatch.reports.migrate import main
 
     out = _scored(tmp_path)
     for part in _parts(out, "faces"):

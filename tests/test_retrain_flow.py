@@ -158,7 +158,7 @@ def test_cli_teacher_weight_reaches_the_flow_as_an_override(tmp_path, monkeypatc
 
     import ferbatch_flows.retrain
 
-    import ferbatch.prefect_api
+    import ferbatch.runtime.prefect_api
 
     received = {}
 
@@ -166,7 +166,7 @@ def test_cli_teacher_weight_reaches_the_flow_as_an_override(tmp_path, monkeypatc
         received.update(kwargs)
         return {"unfinished": True, "version": "v", "epochs_done": 0, "epochs": 8, "best_public_accuracy": 0.0}
 
-    monkeypatch.setattr(ferbatch.prefect_api, "prefect_api", lambda timeout: contextlib.nullcontext())
+    monkeypatch.setattr(ferbatch.runtime.prefect_api, "prefect_api", lambda timeout: contextlib.nullcontext())
     monkeypatch.setattr(ferbatch_flows.retrain, "retrain", fake_retrain)
     result = CliRunner().invoke(cli, ["train", "--data", str(SAMPLE_CSV), "--preset", "crop_cnn_distil_t75",
                                       "--labels", "ferplus", str(SAMPLE_FERPLUS), "--teacher-weight", "0.6",

@@ -83,7 +83,7 @@ def test_the_row_markdown_keeps_each_name_in_its_cell(out, rows):
 
 def test_analyze_rows_on_a_terminal_are_escaped(out):
     from ferbatch.analysis import Analyzer
-    from ferbatch.console import print_analysis
+    from ferbatch.present.console import print_analysis
 
     folder = next(p for p in out.parent.iterdir() if p.name.startswith("in"))
     images = list(Analyzer(components=FakeComponents()).images([folder]))
@@ -95,7 +95,7 @@ def test_analyze_rows_on_a_terminal_are_escaped(out):
 
 
 def test_the_html_page_shows_names_escaped(out, tmp_path):
-    from ferbatch.html_report import write_html_report
+    from ferbatch.present.html_report import write_html_report
 
     page = write_html_report(out, tmp_path / "report.html", run_id="latest").read_text()
     assert not any(raw in page for raw in RAW) and "<img src=x" not in page

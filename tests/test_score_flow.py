@@ -181,7 +181,7 @@ def test_the_local_shard_mapper_advances_the_progress_per_image(tmp_path, prefec
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from ferbatch.console import ScoringProgress
+    from ferbatch.present.console import ScoringProgress
     from ferbatch.scoring import ScoreSettings, run_scoring
 
     folder = tmp_path / "in"

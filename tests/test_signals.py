@@ -95,7 +95,7 @@ _EXIT_CODE_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from fakes import FakeComponents
-from ferbatch.interrupts import deferred, handled
+from ferbatch.runtime.interrupts import deferred, handled
 from ferbatch.scoring import ScoreSettings, run_scoring
 
 import ferbatch.reports._store as store
@@ -140,7 +140,7 @@ def test_the_score_flow_gives_the_commit_the_processs_signal_deferral(tmp_path, 
     import ferbatch_flows.score as flow_module
     from fakes import FakeComponents
 
-    from ferbatch.interrupts import deferred
+    from ferbatch.runtime.interrupts import deferred
     from ferbatch.scoring import ScoreSettings
 
     received = {}

@@ -350,7 +350,7 @@ INIT_HEADER = """\
 
 def write_config_template(path: str | Path) -> Path:
     """Write a commented `ferbatch.toml` with every key at its default; never overwrites a file."""
-    from ferbatch.safe_files import check_target, create_new, os_reason
+    from ferbatch.safe.files import check_target, create_new, os_reason
 
     path = Path(path)
     exists = FerbatchError(f"{path}: already exists (not overwritten; `ferbatch config show` prints the effective "

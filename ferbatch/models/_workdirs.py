@@ -46,7 +46,7 @@ def nightly_work_dir(root: str | Path, on_interrupt: Callable[[Cleanup], Cleanup
     """A new work folder for one fine-tune, locked by this process until `release_work_dir`.
 
     `on_interrupt` registers the folder's removal with whatever ends the process on a signal and returns how to
-    take it back (the flows pass `ferbatch.interrupts.add_cleanup`); by default nothing is registered.
+    take it back (the flows pass `ferbatch.runtime.interrupts.add_cleanup`); by default nothing is registered.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

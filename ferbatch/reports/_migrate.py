@@ -1,4 +1,4 @@
-"""Rewrite report parts written by earlier versions to today's schemas (see ferbatch.migrate): run_date left
+"""Rewrite report parts written by earlier versions to today's schemas (see ferbatch.reports.migrate): run_date left
 the files; the faces table gained its image's root, folder and taken_at."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _add_face_columns(out_dir: Path) -> list[Path]:
         if all(column in schema.names for column in FACE_IMAGE_COLUMNS):
             continue
         if "run_date" in schema.names:  # older still: drop_partition_column checks and drops that column first
-            log.warning("%s: still holds run_date; run `python -m ferbatch.migrate %s`", part, out_dir)
+            log.warning("%s: still holds run_date; run `python -m ferbatch.reports.migrate %s`", part, out_dir)
             continue
         sibling = out_dir / "images" / part.parent.name / part.name  # the same run and shard
         if not sibling.is_file():

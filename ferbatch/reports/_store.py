@@ -414,7 +414,7 @@ class ReportStore:
     path), then `commit`s every finished file at once, or `abort`s them. Readers see whole runs only.
 
     `defer_signals` is the process's way to hold a signal back while the commit renames its files (the `score`
-    flow passes `ferbatch.interrupts.deferred`, so a SIGTERM then ends the run with "committed"); the store
+    flow passes `ferbatch.runtime.interrupts.deferred`, so a SIGTERM then ends the run with "committed"); the store
     itself knows nothing of signals, and by default defers nothing.
     """
 

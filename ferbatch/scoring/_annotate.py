@@ -20,8 +20,8 @@ import numpy as np
 
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
-from ferbatch.safe_files import create_new, replace_atomically
-from ferbatch.safe_text import printable
+from ferbatch.safe.files import create_new, replace_atomically
+from ferbatch.safe.text import printable
 from ferbatch.scoring._images import ANNOTATIONS_MARKER, ImageError, as_text, decode, normalise_roots, read_bytes
 from ferbatch.scoring._pipeline import ScoredImage
 from ferbatch.scoring._sentiment import SentimentMap

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ferbatch.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from ferbatch.safe_text import printable
+from ferbatch.safe.text import printable
 
 log = logging.getLogger(__name__)
 

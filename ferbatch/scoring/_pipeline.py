@@ -22,7 +22,7 @@ import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE
 from ferbatch.config import DEFAULT_MAX_BYTES, ScoreSettings
-from ferbatch.safe_text import printable
+from ferbatch.safe.text import printable
 from ferbatch.scoring._classifier import EmotionClassifier
 from ferbatch.scoring._detection import Face, FaceDetector, crop_face
 from ferbatch.scoring._images import ImageError, ImageFile, as_text, decode, image_id, read

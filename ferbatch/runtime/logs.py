@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ferbatch.errors import FerbatchError
-from ferbatch.safe_text import printable
+from ferbatch.safe.text import printable
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):

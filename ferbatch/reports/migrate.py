@@ -1,6 +1,6 @@
 """Rewrite report files written by earlier versions, so every reader opens the folder again.
 
-    python -m ferbatch.migrate OUT
+    python -m ferbatch.reports.migrate OUT
 
 1. `run_date` left the files: until then each Parquet file also held it as a date column, which pandas and
    pyarrow cannot merge with the `run_date=` folder name. It is dropped from every committed part under OUT's

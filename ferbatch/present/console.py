@@ -25,7 +25,7 @@ from rich.text import Text
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.models import NEGATIVE_BIAS_CAP, in_the_wild, negative_bias, real_photo_score
 from ferbatch.reports import TOP_LEVEL_FOLDER
-from ferbatch.safe_text import csv_cell, markdown_cell, printable
+from ferbatch.safe.text import csv_cell, markdown_cell, printable
 
 WRITING_REPORTS = "writing reports"  # the bar's label once every image is counted
 

@@ -9,13 +9,13 @@ server itself, before the first flow, and:
 - it ends when the `ferbatch` process ends, however it ends: on Linux the kernel sends it SIGKILL when
   its parent dies (PR_SET_PDEATHSIG), and elsewhere a watchdog thread in it exits once its parent is gone;
 - it runs in its own session, so Ctrl-C or `timeout` reach `ferbatch` alone, which records the
-  interrupted run and then stops the server (ferbatch.interrupts);
+  interrupted run and then stops the server (ferbatch.runtime.interrupts);
 - PREFECT_API_URL points at it, in this process and in the environment its subprocesses inherit, so
   Dask workers report to it instead of starting servers of their own;
 - the start-up wait is `prefect.startup_timeout` seconds (ferbatch.toml or
   FERBATCH_PREFECT__STARTUP_TIMEOUT), with one retry on a fresh port; then one `Error:` line.
 
-Run as `python -m ferbatch.prefect_api PARENT_PID PORT`, this module is that server.
+Run as `python -m ferbatch.runtime.prefect_api PARENT_PID PORT`, this module is that server.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class TemporaryServer:
         }
         env.pop("PREFECT_API_URL", None)
         process = subprocess.Popen(
-            [sys.executable, "-m", "ferbatch.prefect_api", str(os.getpid()), str(port)],
+            [sys.executable, "-m", "ferbatch.runtime.prefect_api", str(os.getpid()), str(port)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
         )
         return cls(process, port)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.errors import FerbatchError
 from ferbatch.reports import TOP_LEVEL_FOLDER
-from ferbatch.safe_text import printable
+from ferbatch.safe.text import printable
 
 SENTIMENTS = ("negative", "neutral", "positive")  # left to right in the stacked bars
 COLOURS = {"positive": "#2e9e4f", "neutral": "#a3a3a3", "negative": "#d1403c"}
@@ -588,9 +588,9 @@ def write_html_report(out_dir: str | Path, path: str | Path, run_id: str | None 
     that scored images; also the default for a folder from before the current table) to `path`.
 
     Raises FerbatchError when the folder holds no runs (or not `run_id`), or `path` may not be written: only a
-    regular file (or nothing) is replaced, in a folder that exists (see ferbatch.safe_files). Returns the path.
+    regular file (or nothing) is replaced, in a folder that exists (see ferbatch.safe.files). Returns the path.
     """
-    from ferbatch.safe_files import check_target, write_report_file
+    from ferbatch.safe.files import check_target, write_report_file
 
     check_target(path, "HTML report")  # before the charts are drawn: a target that will be refused fails at once
     inside = Path(os.path.realpath(Path(path).parent))

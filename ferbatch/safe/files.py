@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ferbatch.errors import FerbatchError
-from ferbatch.safe_text import printable
+from ferbatch.safe.text import printable
 
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
