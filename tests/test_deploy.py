@@ -34,7 +34,7 @@ def _read_back(name: str):
 
 
 def test_serve_deployments_carry_the_configured_schedule_and_zone(tmp_path):
-    from ferbatch.deployments import build_deployments
+    from ferbatch.cli._serve import build_deployments
 
     path = tmp_path / "ferbatch.toml"
     path.write_text('models_dir = "m"\n[score]\nfolders = ["photos"]\nbatch_size = 64\n'

@@ -140,7 +140,8 @@ def test_the_byte_limit_is_exact_and_a_setting(tmp_path):
 def test_max_bytes_on_the_command_line_takes_units_and_refuses_nonsense():
     from click.testing import CliRunner
 
-    from ferbatch.cli import _BYTE_SIZE, cli
+    from ferbatch.cli import cli
+    from ferbatch.cli._app import _BYTE_SIZE
 
     assert _BYTE_SIZE.convert("512MiB", None, None) == 512 * 2**20
     assert _BYTE_SIZE.convert("1000", None, None) == 1000

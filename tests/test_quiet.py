@@ -91,6 +91,6 @@ def test_user_error_is_one_line(tmp_path):
     (["score", "x", "-v"], False), (["score", "x"], False), ([], False),
 ])
 def test_only_the_group_option_makes_it_verbose(argv, verbose):
-    from ferbatch.cli import _verbose
+    from ferbatch.cli._main import _verbose
 
     assert _verbose(argv) is verbose

@@ -1,9 +1,13 @@
-"""Deployments of the three flows for `ferbatch serve` (deploy/prefect.yaml declares the same for work pools)."""
+"""`ferbatch serve`: deployments of the three flows, served from this process (deploy/prefect.yaml declares the
+same for work pools)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
+from ferbatch.cli._app import _config, cli
 from ferbatch.config import FerbatchConfig, retrain_parameters
 
 TAGS = ["ferbatch"]
@@ -48,3 +52,19 @@ def serve_deployments(config: FerbatchConfig, config_file: Path | None = None) -
             "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     serve(*build_deployments(config, config_file))
+
+
+@cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the nightly (on its cron schedule), score and retrain deployments from this process.
+
+    Needs a Prefect server (`prefect server start`, then PREFECT_API_URL) or Prefect Cloud: the
+    temporary server Prefect starts on its own does not fire schedules.
+    """
+    from ferbatch.runtime.prefect_api import prefect_api
+
+    config = _config(ctx)
+    config_file = ctx.find_root().meta.get("config", (None, None))[1]
+    with prefect_api(config.prefect.startup_timeout):
+        serve_deployments(config, config_file)
