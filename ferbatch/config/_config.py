@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ferbatch.classes import CLASS_NAMES
 from ferbatch.config._score import SENTIMENTS, ScoreSettings, no_bool_for_a_number
 from ferbatch.errors import FerbatchError
-from ferbatch.training import recipe  # the recipes: no Keras
+from ferbatch.training._recipes import recipe  # the recipes: no Keras
 
 CONFIG_ENV = "FERBATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "ferbatch.toml"

@@ -20,7 +20,7 @@ from keras import layers
 from ferbatch.classes import IMAGE_SIZE, NUM_CLASSES
 
 if TYPE_CHECKING:
-    from ferbatch.training import Augmentation
+    from ferbatch.training._recipes import Augmentation
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 INPUT_CONTRACT = {
