@@ -2,13 +2,16 @@
 
     python benchmarks/experiments/weight_average.py --data ../shared/data/fer2013.csv.gz \\
         --mix 20261127-212524-crop_cnn=1,20261130-011927-crop_cnn=1 [--mix ...] \\
+        [--holdout-folder ../shared/data/train_wild/images] \\
         [--real-photos ../shared/data/dev_wild --real-photos ../shared/data/dev_posed]
 
 Each --mix is VERSION=WEIGHT,...: every weight of the networks (batch-norm statistics included) averaged with
 those weights, served as one network at one network's cost. Only networks that share their architecture and
 their start (fine-tuned from one version) average into something sensible. Prints FER2013 PublicTest and
-PrivateTest accuracy (plain argmax, float32) and, with --real-photos, each set's acc7 / sent3 / macro recall
-through the scoring path with the scoring defaults. Nothing is registered.
+PrivateTest accuracy (plain argmax, float32); with --holdout-folder, the held-out fifth of a labelled folder
+the networks trained beside (accuracy, Neutral recall, negative-share bias) and the selection score a training
+run chooses its epoch on (the mean of PublicTest and held-out accuracy); with --real-photos, each set's
+acc7 / sent3 / macro recall through the scoring path with the scoring defaults. Nothing is registered.
 """
 
 from __future__ import annotations
@@ -50,9 +53,14 @@ def main() -> None:
     parser.add_argument("--mix", action="append", required=True, type=parse_mix, metavar="VERSION=WEIGHT,...")
     parser.add_argument("--real-photos", action="append", default=[], metavar="DIR",
                         help="a labelled set (labels.csv), repeatable")
+    parser.add_argument("--holdout-folder", default=None, metavar="DIR",
+                        help="a labelled class-folder set trained beside; its held-out fifth is measured")
     parser.add_argument("--models-dir", default=None)
     args = parser.parse_args()
 
+    import numpy as np
+
+    from ferbatch.classes import CLASS_NAMES
     from ferbatch.config import ScoreSettings
     from ferbatch.models import ModelRegistry
     from ferbatch.scoring import Components, KerasClassifier, PipelineSettings
@@ -62,14 +70,32 @@ def main() -> None:
     registry = ModelRegistry.at(args.models_dir)
     data = load_fer2013(args.data)
     splits = {name: data.subset(name) for name in ("PublicTest", "PrivateTest")}
+    if args.holdout_folder:
+        from ferbatch.training._labelled import load_labelled_folder
+
+        held_out = load_labelled_folder(args.holdout_folder).held_out()
     settings = ScoreSettings()
     detector = Components.for_run(settings, next(iter(args.mix[0])), registry.root).detector()
     for mix in args.mix:
         model = averaged(registry, mix)
         shown = " + ".join(f"{weight:g} x {version}" for version, weight in mix.items())
         exact = KerasClassifier(model, version=shown)
-        figures = [f"{name} {(exact.predict(faces).argmax(1) == labels).mean():.4f}"
-                   for name, (faces, labels) in splits.items()]
+        accuracy = {name: float((exact.predict(faces).argmax(1) == labels).mean())
+                    for name, (faces, labels) in splits.items()}
+        figures = [f"{name} {value:.4f}" for name, value in accuracy.items()]
+        if args.holdout_folder:
+            from ferbatch.models import NEGATIVE_CLASSES
+            from ferbatch.training._loop import selection_score
+
+            faces, labels = held_out
+            predicted = exact.predict(faces).argmax(1)
+            negative = [CLASS_NAMES.index(name) for name in NEGATIVE_CLASSES]
+            bias = np.isin(predicted, negative).mean() - np.isin(labels, negative).mean()
+            neutral = labels == CLASS_NAMES.index("Neutral")
+            held = float((predicted == labels).mean())
+            score = selection_score({"val_accuracy": accuracy["PublicTest"], "holdout_accuracy": held})
+            figures.append(f"held out {held:.4f} (Neutral {(predicted[neutral] == labels[neutral]).mean():.3f},"
+                           f" bias {bias:+.3f}), selection {score:.4f}")
         if args.real_photos:
             served = KerasClassifier(model, version=shown, precision=settings.precision)
             results = evaluate_real_photos(args.real_photos, detector, served, PipelineSettings.from_settings(settings))
