@@ -109,3 +109,13 @@ def test_the_registry_promotes_by_real_photos_when_both_cards_have_them(tmp_path
     # No figures on the candidate: the PublicTest gate, as before.
     assert registry.promote(registry.register(tiny, _card(0.71))).promoted
     assert not registry.promote(registry.register(tiny, _card(0.69))).promoted
+
+
+def test_the_card_says_what_chose_its_checkpoint():
+    from ferbatch.models._registry import selection_note
+
+    plain = selection_note({"sources": {"fer2013.csv.gz": "0" * 64}})
+    beside = selection_note({"sources": {"fer2013.csv.gz": "0" * 64, "images/": "1" * 64}})
+    assert plain.startswith("checkpoint chosen on PublicTest;")
+    assert "held-out fifth" in beside and "held-out fifth" not in plain
+    assert "real photos decide promotion" in plain

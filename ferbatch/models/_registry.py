@@ -368,6 +368,15 @@ def runtime_versions() -> dict[str, str]:
     return versions
 
 
+def selection_note(data_summary: dict) -> str:
+    """What chose the card's checkpoint and what decides its promotion, in words."""
+    beside_extra = any(name.endswith("/") for name in data_summary.get("sources", {}))
+    checkpoint = ("checkpoint chosen on the mean of PublicTest and the extra folder's held-out fifth"
+                  if beside_extra else "checkpoint chosen on PublicTest")
+    return (f"{checkpoint}; LR plateaus, early stopping and calibration use PublicTest; labelled real photos "
+            "decide promotion, PublicTest its floor; PrivateTest is the final test")
+
+
 def build_card(
     *,
     architecture: str,
@@ -398,8 +407,7 @@ def build_card(
         "label_source": data_summary["label_source"],
         "data": data_summary,
         "runtime": runtime_versions(),
-        "selection": "checkpoint, LR plateaus, early stopping, calibration and promotion use PublicTest only; "
-        "PrivateTest is the final test",
+        "selection": selection_note(data_summary),
         "promotion_metric": ".".join(PROMOTION_METRIC) + " (before calibration, if any)",
         "metrics": metrics,
     }
