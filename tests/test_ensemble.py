@@ -61,7 +61,8 @@ def test_an_ensemble_preset_trains_its_members_in_chunks_then_registers_one_mode
     card = registry.card(done["version"])
     assert card["role"] == "ensemble" and card["views"] == {"crops": 5, "flip": True, "count": 20}
     assert [m["seed"] for m in card["members"]] == [11, 22]
-    assert {"training_curves.png", "confusion_PrivateTest_plain.png", "sample_faces.png"} <= set(card["files"])
+    assert {"training_curves.png", "confusion_PrivateTest_plain.png", "class_distribution.png"} <= set(card["files"])
+    assert not list(registry.root.rglob("sample_faces.png"))  # faces of the training data stay out of the registry
     for member in card["members"]:
         assert registry.card(member["version"])["role"] == "member"
         assert member["epochs_run"] == 2 and len(member["public_test_curve"]) == 2

@@ -43,10 +43,14 @@ def prepare_data(
     report_dir: Path,
     targets: str = "labels",
 ) -> tuple[FerData, list[Path]]:
-    """Load and validate the data; write the data report pictures and return them with the data."""
+    """Load and validate the data; write the data report pictures and return those that go on the card.
+
+    The montage of training faces stays in report_dir: a registry is committed, cloned and shipped in the
+    image, and the faces of the training data are not the registry's to hand on."""
     data = load_training_data(data_path, ferplus_labels, extra_folder, targets)
     shutil.rmtree(report_dir, ignore_errors=True)  # pictures of an earlier run must not reach this card
-    pictures = plots.write_data_report(data, report_dir)
+    pictures = [picture for picture in plots.write_data_report(data, report_dir)
+                if picture.name != plots.FACES_PICTURE]
     summary = data.summary()
     log.info("data: %d faces used of %d rows; rejected %s", summary["rows_used"], summary["rows_read"],
              summary["rejected"] or "none")

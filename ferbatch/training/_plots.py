@@ -35,6 +35,9 @@ def class_distribution(data: FerData, path: Path) -> Path:
     return _save(figure, path)
 
 
+FACES_PICTURE = "sample_faces.png"  # faces of the data itself: for the run's own report, never a card
+
+
 def sample_faces(data: FerData, path: Path, per_class: int = 8, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     figure, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 1.1, len(CLASS_NAMES) * 1.2))
@@ -64,7 +67,7 @@ def write_data_report(data: FerData, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [
         class_distribution(data, folder / "class_distribution.png"),
-        sample_faces(data, folder / "sample_faces.png"),
+        sample_faces(data, folder / FACES_PICTURE),
         pixel_histogram(data, folder / "pixel_histogram.png"),
     ]
 
