@@ -48,6 +48,13 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory) -> Path:
+    """One PREFECT_HOME for the tests whose `ferbatch` starts Prefect's temporary server (no API configured): its
+    database is set up once, by the first of them (tens of seconds on a busy 2-core machine), not by each."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
 def run_ferbatch(prefect_harness):
     """Run the real `ferbatch` command in a subprocess, talking to the test harness's Prefect server."""
     from prefect.settings import get_current_settings

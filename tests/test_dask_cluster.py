@@ -7,6 +7,7 @@ either way a re-run leaves every image exactly once in the reports. Fakes keep t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,6 +63,8 @@ def cluster(tmp_path):
             client.wait_for_workers(2, timeout=60)
             pids = client.run(os.getpid)  # worker address -> pid
             yield address, client, pids
+            with contextlib.suppress(Exception):
+                client.shutdown()  # the scheduler and the workers left end now (SIGTERM alone took them 10 s)
     finally:
         for process in processes:
             if process.poll() is None:

@@ -3,6 +3,7 @@ score only what arrived between runs. And the Dask runner gives the same rows as
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -53,7 +54,18 @@ def test_nightly_retrains_once_then_skips_and_scores_only_new_files(tmp_path, ru
                        "group by path order by path").fetchall()
     assert paths == [("fr_biden.jpg", 1), ("fr_obama.jpg", 1), ("fr_two_people.jpg", 1)]
 
+    # A training file with other bytes: tonight's plan (what `ferbatch nightly` asks first, the flow again) is
+    # to fine-tune the model. The whole night that follows: test_a_changed_training_file_makes_the_nightly_run_retrain.
+    from ferbatch.config import load_config
+    from ferbatch.training import tonight
 
+    rows = gzip.decompress(data.read_bytes()).decode().splitlines()
+    data.write_bytes(gzip.compress("\n".join(rows[:-1]).encode()))  # one row fewer
+    plan, _ = tonight(load_config(config)[0], ModelRegistry(tmp_path / "models"))
+    assert plan.action == "fine_tune" and "training data differs" in plan.reason
+
+
+@pytest.mark.slow  # the whole night after a changed file; its plan is checked in the test above, by default
 def test_a_changed_training_file_makes_the_nightly_run_retrain(tmp_path, run_ferbatch):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -64,8 +76,6 @@ def test_a_changed_training_file_makes_the_nightly_run_retrain(tmp_path, run_fer
     config.write_text(f'models_dir = "models"\n[train]\ndata = "{data}"\npreset = "smoke"\n'
                       '[score]\nfolders = ["photos"]\nout = "reports"\n')
     assert _nightly(run_ferbatch, config)["retrain"]["ran"] is True
-    import gzip
-
     rows = gzip.decompress(data.read_bytes()).decode().splitlines()
     data.write_bytes(gzip.compress("\n".join(rows[:-1]).encode()))  # one row fewer
     third = _nightly(run_ferbatch, config)
@@ -80,11 +90,14 @@ def _faces(out):
 
 
 def test_dask_runner_on_a_two_worker_local_cluster_gives_the_same_rows_as_local(tmp_path, models_dir, run_ferbatch):
-    common = ["--models-dir", models_dir, "--shard-size", "3", "--json"]
-    local = run_ferbatch("score", PHOTOS, "--out", tmp_path / "local", *common)
-    assert local.returncode == 0, local.stderr[-3000:]
+    from ferbatch.scoring import Components, ScoreSettings, run_scoring
+
+    # The local rows from the one run_scoring in this process (the command around it is tested elsewhere), the
+    # Dask rows through the real command, its LocalCluster and its workers' own TensorFlow.
+    local = ScoreSettings(folders=[PHOTOS], out=tmp_path / "local", shard_size=3)
+    run_scoring(local, Components.for_run(local, None, models_dir))
     dask = run_ferbatch("score", PHOTOS, "--out", tmp_path / "dask", "--runner", "dask", "--dask-workers", "2",
-                        *common)
+                        "--models-dir", models_dir, "--shard-size", "3", "--json")
     assert dask.returncode == 0, dask.stderr[-3000:]
     assert len(json.loads(dask.stdout)["files"]["images"]) == 3  # 7 photos in shards of 3
     assert "scored 7/7 image(s)" in dask.stderr  # progress counted per finished shard

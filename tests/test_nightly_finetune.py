@@ -67,22 +67,30 @@ def test_no_current_model_and_no_preset_skips_with_what_to_do(tmp_path):
 # ---- the fine-tune itself, on the tiny network ----
 
 
-@pytest.fixture
-def tiny_current(tmp_path):
-    """A registry whose current model is a tiny network of the `smoke` recipe, trained on the sample."""
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory):
+    """A registry whose current model is a tiny network of the `smoke` recipe, trained on the sample once for the
+    module (each test gets a copy: `tiny_current`)."""
     from ferbatch.models import build_card
     from ferbatch.training import evaluate_splits, load_training_data, preset, train
 
+    folder = tmp_path_factory.mktemp("tiny")
     data = load_training_data(SAMPLE_CSV)
     config = preset("smoke").with_overrides(epochs=1)
-    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), tmp_path / "work")
+    result = train(config, *data.subset("Training"), *data.subset("PublicTest"), folder / "work")
     card = build_card(architecture="tiny", parameters=1, training_config=config.to_dict(), data_summary=data.summary(),
                       metrics=evaluate_splits(result.classifier, data), epochs_run=1, best_epoch=1, wall_time_s=0.0,
                       stopped_early=False, input_contract={})
     card.update(preset="smoke", role="model")
-    registry = ModelRegistry(tmp_path / "models")
+    registry = ModelRegistry(folder / "models")
     registry.promote(registry.register(result.classifier, card))
-    return registry
+    return registry.root
+
+
+@pytest.fixture
+def tiny_current(tmp_path, tiny_registry):
+    """This test's own copy of the module's tiny registry, at tmp_path/models."""
+    return ModelRegistry(shutil.copytree(tiny_registry, tmp_path / "models"))
 
 
 def _label_faces(folder, n: int = 50) -> None:
@@ -292,25 +300,32 @@ def test_ferbatch_nightly_twice_with_nothing_changed_trains_neither_night(tmp_pa
     assert not (tiny_current.root / ".work").exists()  # no training started
 
 
-@pytest.fixture
-def tiny_ensemble(tmp_path):
-    """A registry whose current model is two tiny networks served as one model, as the shipped ensemble is."""
+@pytest.fixture(scope="module")
+def tiny_ensemble_registry(tmp_path_factory):
+    """A registry whose current model is two tiny networks served as one model, as the shipped ensemble is; trained
+    once for the module (each test gets a copy: `tiny_ensemble`)."""
     from ferbatch.models import build_card, serving_model
     from ferbatch.training import evaluate_splits, load_training_data, preset, train
 
+    folder = tmp_path_factory.mktemp("tiny-ensemble")
     data = load_training_data(SAMPLE_CSV)
     member = preset("smoke").with_overrides(epochs=1)
     networks = [train(member.with_overrides(seed=seed), *data.subset("Training"), *data.subset("PublicTest"),
-                      tmp_path / f"work{seed}").classifier for seed in (1, 2)]
+                      folder / f"work{seed}").classifier for seed in (1, 2)]
     model = serving_model(networks, crops=1, flip=False, name="2xtiny")
     recipe = {"ensemble": {"member": "smoke", "seeds": [1, 2], "crops": 1, "flip": False}, "member": member.to_dict()}
     card = build_card(architecture="2xtiny", parameters=1, training_config=recipe, data_summary=data.summary(),
                       metrics=evaluate_splits(model, data), epochs_run=2, best_epoch=0, wall_time_s=0.0,
                       stopped_early=False, input_contract={})
     card.update(preset="tiny_x2", role="ensemble", views={"crops": 1, "flip": False, "count": 2})
-    registry = ModelRegistry(tmp_path / "models")
+    registry = ModelRegistry(folder / "models")
     registry.promote(registry.register(model, card))
-    return registry
+    return registry.root
+
+
+@pytest.fixture
+def tiny_ensemble(tmp_path, tiny_ensemble_registry):
+    return ModelRegistry(shutil.copytree(tiny_ensemble_registry, tmp_path / "models"))
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -18,16 +18,16 @@ THIRD_PARTY = re.compile(r"absl|oneDNN|cuda|cuInit|setPreferableTarget|\[ ?WARN:
                          re.IGNORECASE)
 
 
-def _bare_environment(tmp_path: Path) -> dict[str, str]:
+def _bare_environment(prefect_home: Path) -> dict[str, str]:
     """The environment of a user who set none of the quieting variables (unlike tests/conftest.py)."""
     drop = {*QUIET_ENVIRONMENT, "TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "PREFECT_API_URL", "PREFECT_HOME"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # its own temporary server's database
+    env["PREFECT_HOME"] = str(prefect_home)  # the temporary server's database
     return env
 
 
-def _ferbatch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ferbatch", *args], env=_bare_environment(tmp_path),
+def _ferbatch(tmp_path: Path, prefect_home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferbatch", *args], env=_bare_environment(prefect_home),
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
@@ -54,9 +54,9 @@ def test_other_lines_pass(line):
     assert not is_noise(line)
 
 
-def test_readme_first_command_prints_no_third_party_chatter(tmp_path):
+def test_readme_first_command_prints_no_third_party_chatter(tmp_path, prefect_home):
     """`ferbatch score tests/photos --out OUT` loads TensorFlow, the model and YuNet, with a temporary server."""
-    done = _ferbatch(tmp_path, "score", str(PHOTOS), "--out", str(tmp_path / "out"))
+    done = _ferbatch(tmp_path, prefect_home, "score", str(PHOTOS), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     noisy = [line for line in (done.stdout + done.stderr).splitlines() if THIRD_PARTY.search(line)]
     assert noisy == []
@@ -77,8 +77,8 @@ def test_silenced_import_of_tensorflow_prints_nothing(tmp_path):
 
 
 def test_user_error_is_one_line(tmp_path):
-    done = _ferbatch(tmp_path, "score", str(PHOTOS), "--out", str(tmp_path / "out"), "--sentiment-map",
-                     "Surprise=happy")
+    done = _ferbatch(tmp_path, tmp_path / "prefect", "score", str(PHOTOS), "--out", str(tmp_path / "out"),
+                     "--sentiment-map", "Surprise=happy")
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.splitlines() == [

@@ -43,51 +43,55 @@ def _read(out, table):
     return duckdb.sql(f"select * from read_parquet('{out}/{table}/*/*.parquet', hive_partitioning=true)")
 
 
-def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_nothing(
-    tmp_path, models_dir, run_ferbatch
-):
-    args = ["score", PHOTOS, "--out", tmp_path / "out", "--models-dir", models_dir, "--json"]
-    first = run_ferbatch(*args)
+@pytest.fixture(scope="module")
+def scored_photos(tmp_path_factory, models_dir, run_ferbatch):
+    """tests/photos scored once by the real command with the session's model: (report folder, JSON summary)."""
+    out = tmp_path_factory.mktemp("scored") / "out"
+    first = run_ferbatch("score", PHOTOS, "--out", out, "--models-dir", models_dir, "--json")
     assert first.returncode == 0, first.stderr
-    summary = json.loads(first.stdout)
+    return out, json.loads(first.stdout)
+
+
+def test_score_finds_the_listed_faces_writes_three_datasets_and_a_rerun_scores_nothing(
+    scored_photos, models_dir, run_ferbatch
+):
+    out, summary = scored_photos
     assert summary["scored"] == 7 and summary["faces"] == sum(PHOTO_FACES.values())
-    counts = dict(_read(tmp_path / "out", "images").select("path, n_faces").fetchall())
+    counts = dict(_read(out, "images").select("path, n_faces").fetchall())
     assert counts == PHOTO_FACES
-    assert _read(tmp_path / "out", "faces").count("*").fetchall()[0][0] == sum(PHOTO_FACES.values())
+    assert _read(out, "faces").count("*").fetchall()[0][0] == sum(PHOTO_FACES.values())
     metadata = pq.read_schema(summary["files"]["images"][0]).metadata
     assert json.loads(metadata[b"ferbatch.detector_settings"]) == {
         "input_long_side": 960, "score_threshold": 0.8, "nms_threshold": 0.3, "min_face": 20, "tile_aspect": 2.0,
         "reach": 20, "tile_above_pixels": 16_000_000}
 
-    files = sorted((tmp_path / "out").rglob("*.parquet"))
-    second = run_ferbatch(*args)
+    files = sorted(out.rglob("*.parquet"))
+    second = run_ferbatch("score", PHOTOS, "--out", out, "--models-dir", models_dir, "--json")
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert again["scored"] == 0 and again["already_scored"] == 7
-    assert again["files"] == {} and sorted((tmp_path / "out").rglob("*.parquet")) == files  # a no-op run
-    assert _read(tmp_path / "out", "images").count("*").fetchall()[0][0] == 7
+    assert again["files"] == {} and sorted(out.rglob("*.parquet")) == files  # a no-op run
+    assert _read(out, "images").count("*").fetchall()[0][0] == 7
 
-    report = CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--json"])
+    report = CliRunner().invoke(cli, ["report", str(out), "--json"])
     assert report.exit_code == 0, report.output
     rows = json.loads(report.stdout)
     everything = next(r for r in rows if r["group_by"] == "all")
     assert everything["n_images"] == 7 and everything["n_no_face"] == 1 and everything["run_id"] == "current"
-    latest = json.loads(CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--json", "--run", "latest"]).stdout)
+    latest = json.loads(CliRunner().invoke(cli, ["report", str(out), "--json", "--run", "latest"]).stdout)
     assert next(r for r in latest if r["group_by"] == "all")["run_id"] == summary["run_id"]
-    current = duckdb.sql(f"select count(*) from read_parquet('{tmp_path / 'out'}/current/images/*/*.parquet')")
+    current = duckdb.sql(f"select count(*) from read_parquet('{out}/current/images/*/*.parquet')")
     assert current.fetchall()[0][0] == 7
 
 
-def test_duckdb_reads_every_dataset_with_the_documented_columns_and_types(tmp_path, models_dir, run_ferbatch):
-    result = run_ferbatch("score", PHOTOS, "--out", tmp_path, "--models-dir", models_dir)
-    assert result.returncode == 0, result.stderr
-    assert "ferbatch run" in result.stdout  # the summary table
+def test_duckdb_reads_every_dataset_with_the_documented_columns_and_types(scored_photos):
+    out, _ = scored_photos
     for table, expected in EXPECTED_TYPES.items():
-        relation = _read(tmp_path, table)
+        relation = _read(out, table)
         types = dict(zip(relation.columns, map(str, relation.types), strict=True))
         for column, type_name in expected.items():
             assert types.get(column) == type_name, (table, column, types.get(column))
-    probabilities = _read(tmp_path, "images").filter("status = 'ok'").select(
+    probabilities = _read(out, "images").filter("status = 'ok'").select(
         "p_angry + p_disgust + p_fear + p_happy + p_sad + p_surprise + p_neutral").fetchall()
     assert all(abs(total - 1) < 1e-4 for (total,) in probabilities)
 
@@ -242,16 +246,20 @@ def test_a_corrupt_model_is_a_one_line_error_before_the_scan_even_when_nothing_i
     assert done.stdout.split() == ["RegistryError", "False"], done.stderr
 
 
-def test_a_stray_damaged_parquet_file_is_set_aside_with_one_warning_line_and_the_run_goes_on(tmp_path, run_ferbatch):
+def test_a_stray_damaged_parquet_file_is_set_aside_with_one_warning_line_and_the_run_goes_on(
+    tmp_path, models_dir, run_ferbatch
+):
     """Issue 12, case 2 through the CLI (was: ArrowInvalid, a traceback three times, every later run failing)."""
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(PHOTOS / "fr_two_people.jpg", folder / "a.jpg")
     out = tmp_path / "out"
-    assert run_ferbatch("score", folder, "--out", out).returncode == 0
+    first = run_ferbatch("score", folder, "--out", out, "--models-dir", models_dir)
+    assert first.returncode == 0, first.stderr
+    assert "ferbatch run" in first.stdout  # the summary table
     junk = next((out / "images").glob("run_date=*")) / "junk.parquet"
     junk.write_bytes(bytes(range(256)) * 20)
-    again = run_ferbatch("score", folder, "--out", out, "--json")
+    again = run_ferbatch("score", folder, "--out", out, "--models-dir", models_dir, "--json")
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr
     warnings = [line for line in again.stderr.splitlines() if str(junk) in line]

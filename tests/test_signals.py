@@ -41,12 +41,6 @@ def _lines(stream, into: queue.Queue) -> None:
     into.put(None)
 
 
-@pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory) -> Path:
-    """One Prefect home for the temporary servers of this module's runs: its database is set up once."""
-    return tmp_path_factory.mktemp("prefect-home")
-
-
 @pytest.mark.parametrize("how", ["SIGTERM to the process", "SIGINT to the process group"])
 def test_a_signal_ends_the_run_within_10_seconds_with_no_process_left_and_nothing_committed(
     tmp_path, prefect_home, how
