@@ -106,6 +106,12 @@ def test_a_night_with_nothing_to_train_and_nothing_to_score_ends_without_prefect
     assert result["retrain"]["action"] == "skip" and "same data with the same config" in result["retrain"]["reason"]
     assert result["score"]["images_found"] == 0 and not (tmp_path / "reports").exists()
     assert seconds < 30  # about 3 s on an idle 2-core machine; the bound leaves room for a busy one
+    printed, _ = _nightly_without_server(tmp_path)  # the same night as a person reads it, wrapped to 80 columns
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    words = " ".join(printed.stdout.split())
+    assert words.startswith("retrain: skipped (model ") and "same data with the same config" in words
+    assert "no images found: no data files written" in words
+    assert max(map(len, printed.stdout.split("ferbatch run")[0].splitlines())) <= 80  # the retrain's lines
 
     (photos / "new.jpg").write_bytes(encode(synthetic(150, 120, seed=1), "JPEG"))  # a new photo: Prefect starts
     done, _ = _nightly_without_server(tmp_path)

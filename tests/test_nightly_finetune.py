@@ -284,6 +284,8 @@ def test_a_refused_candidate_is_not_trained_again_the_next_night(tmp_path, tiny_
     assert "| PublicTest accuracy | 1.0000 |" in markdown and "user holdout accuracy" in markdown
 
 
+@pytest.mark.slow  # by default: test_nightly (a skipped retrain, then scoring) and test_nightly_checks (a night with
+# nothing to do, printed and as JSON, without Prefect)
 def test_ferbatch_nightly_twice_with_nothing_changed_trains_neither_night(tmp_path, tiny_current, run_ferbatch):
     (tmp_path / "photos").mkdir()
     shutil.copy(PHOTOS / "fr_obama.jpg", tmp_path / "photos")

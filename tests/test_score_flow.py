@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from imagefactory import PHOTO_FACES, PHOTOS, exif_rotated_jpeg
 
 from ferbatch.cli import cli
+from ferbatch.scoring import Components, ScoreSettings, run_scoring
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -134,7 +135,7 @@ def test_an_empty_folder_warns_writes_nothing_and_fails_only_when_asked(tmp_path
     warned = run_ferbatch("score", folder, "--out", tmp_path / "out")
     assert warned.returncode == 0, warned.stderr
     assert f"no images found under {folder}; looked for: .bmp, .gif, .jpeg, .jpg, .png" in warned.stderr
-    assert "no data files written" in warned.stdout
+    assert "ferbatch run" in warned.stdout and "no data files written" in warned.stdout  # the summary table
     assert not list((tmp_path / "out").rglob("*.parquet"))
     strict = run_ferbatch("score", folder, "--out", tmp_path / "out", "--fail-on-empty")
     assert strict.returncode == 4
@@ -254,9 +255,8 @@ def test_a_stray_damaged_parquet_file_is_set_aside_with_one_warning_line_and_the
     folder.mkdir()
     shutil.copy(PHOTOS / "fr_two_people.jpg", folder / "a.jpg")
     out = tmp_path / "out"
-    first = run_ferbatch("score", folder, "--out", out, "--models-dir", models_dir)
-    assert first.returncode == 0, first.stderr
-    assert "ferbatch run" in first.stdout  # the summary table
+    settings = ScoreSettings(folders=[folder], out=out)
+    run_scoring(settings, Components.for_run(settings, None, models_dir))  # the first run, in this process
     junk = next((out / "images").glob("run_date=*")) / "junk.parquet"
     junk.write_bytes(bytes(range(256)) * 20)
     again = run_ferbatch("score", folder, "--out", out, "--models-dir", models_dir, "--json")
