@@ -28,12 +28,27 @@ def _weights(model) -> list[np.ndarray]:
     return [np.asarray(w) for w in model.get_weights()]
 
 
-def test_a_run_stopped_registered_and_resumed_elsewhere_ends_with_the_uninterrupted_weights(sample_data, tmp_path):
+@pytest.fixture(scope="module")
+def stopped_run(sample_data, tmp_path_factory):
+    """A TWO_EPOCHS run that a deadline already past stopped after its first epoch: (result, work folder), trained
+    once for the module; each test takes a copy of the folder (`_copy`)."""
+    workdir = tmp_path_factory.mktemp("stopped")
+    return _train(sample_data, workdir / "checkpoints", TWO_EPOCHS, stop_at=time.time()), workdir
+
+
+def _copy(stopped_run, to):
+    result, workdir = stopped_run
+    return result, shutil.copytree(workdir, to)
+
+
+def test_a_run_stopped_registered_and_resumed_elsewhere_ends_with_the_uninterrupted_weights(
+    sample_data, tmp_path, stopped_run
+):
     whole = _train(sample_data, tmp_path / "whole", TWO_EPOCHS)
     assert whole.finished and whole.epochs_run == 2
 
     # A deadline already past: the first epoch runs, then the run stops and leaves its checkpoint.
-    first = _train(sample_data, tmp_path / "here" / "checkpoints", TWO_EPOCHS, stop_at=time.time())
+    first, _ = _copy(stopped_run, tmp_path / "here")
     assert not first.finished and first.epochs_run == 1
     registry = ModelRegistry(tmp_path / "models")
     version = register_unfinished(registry, TWO_EPOCHS, first, tmp_path / "here", "smoke")
@@ -66,9 +81,9 @@ def test_registering_again_supersedes_the_older_unfinished_version_of_the_same_r
     assert registry.unfinished_card(newer)["epochs_done"] == 2
 
 
-def test_an_unfinished_version_is_never_a_model(sample_data, tmp_path):
+def test_an_unfinished_version_is_never_a_model(tmp_path, stopped_run):
     registry = ModelRegistry(tmp_path / "models")
-    result = _train(sample_data, tmp_path / "w" / "checkpoints", TWO_EPOCHS, stop_at=time.time())
+    result, _ = _copy(stopped_run, tmp_path / "w")
     version = register_unfinished(registry, TWO_EPOCHS, result, tmp_path / "w")
     with pytest.raises(RegistryError, match=r"unfinished training run.*--resume-from"):
         registry.resolve(version)
@@ -115,8 +130,8 @@ def stopped_run_id(result: dict) -> str:
     return ModelRegistry(result["models_dir"]).card(ModelRegistry(result["models_dir"]).versions()[-1])["run_id"]
 
 
-def test_a_checkpoint_from_before_run_ids_gets_one_that_its_resumed_chunks_keep(sample_data, tmp_path):
-    result = _train(sample_data, tmp_path / "w" / "checkpoints", TWO_EPOCHS, stop_at=time.time())
+def test_a_checkpoint_from_before_run_ids_gets_one_that_its_resumed_chunks_keep(sample_data, tmp_path, stopped_run):
+    result, _ = _copy(stopped_run, tmp_path / "w")
     state_file = tmp_path / "w" / "checkpoints" / "state.json"
     state = json.loads(state_file.read_text())
     del state["run_id"], state["chunks"]
