@@ -114,8 +114,27 @@ def test_exif_rotated_copy_and_bad_files_in_one_run_with_annotations(tmp_path, m
     assert sorted(p.name for p in (tmp_path / "seen").glob("*.jpg")) == ["rotated.jpg", "upright.jpg"]
     assert (tmp_path / "seen" / ".ferbatch-annotations").is_file()  # so no later run scans the copies
 
-    strict = run_ferbatch(*args, "--rescore", "--fail-on-error")
-    assert strict.returncode == 3
+
+def test_error_rows_fail_a_run_only_with_fail_on_error(tmp_path, monkeypatch):
+    """The exit code, in this process with the fakes' model (the real command and model are in the test above)."""
+    import ferbatch_flows.score
+    from fakes import FakeComponents
+    from imagefactory import encode, synthetic
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(encode(synthetic(150, 120), "JPEG"))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+    def score_with_fakes(settings, sentiment, **kwargs):
+        return run_scoring(settings, FakeComponents()).to_dict()
+
+    monkeypatch.setattr(Components, "for_run", classmethod(lambda cls, *args, **kwargs: FakeComponents()))
+    monkeypatch.setattr(ferbatch_flows.score, "score", score_with_fakes)
+    lenient = CliRunner().invoke(cli, ["score", str(folder), "--out", str(tmp_path / "out")])
+    assert lenient.exit_code == 0, lenient.output  # error rows alone do not fail a run
+    strict = CliRunner().invoke(cli, ["score", str(folder), "--out", str(tmp_path / "strict"), "--fail-on-error"])
+    assert strict.exit_code == 3, strict.output
 
 
 def test_score_errors_are_one_line(tmp_path, run_ferbatch):

@@ -6,9 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow  # by default: every bad kind as one error row (test_scoring), recovery from a run killed mid-commit
+# (test_scoring, test_current_table), a signal mid-run (test_signals); this is all of them on the real model at once
 def test_torture_run_scores_every_good_file_once_records_every_bad_one_and_survives_sigkill(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:
