@@ -149,20 +149,20 @@ def test_a_retrain_measures_the_new_and_the_current_model_on_labelled_real_photo
 
     from ferbatch_flows.retrain import retrain
 
-    photos = tmp_path / "labelled"
+    photos = tmp_path / "retrain_photos"  # a set name no other test puts on the session model's card
     (photos / "images").mkdir(parents=True)
     shutil.copy(Path(__file__).parent / "photos" / "fr_obama.jpg", photos / "images" / "obama.jpg")
     (photos / "labels.csv").write_text("file,label\nobama.jpg,happy\n")
     registry = ModelRegistry(shutil.copytree(models_dir, tmp_path / "models"))  # a smoke model is current
     current = registry.current_version()
-    assert "real_photos" not in registry.card(current)
+    assert "retrain_photos" not in (registry.card(current).get("real_photos") or {}).get("sets", {})
     result = retrain(data=str(SAMPLE_CSV), models_dir=str(tmp_path / "models"), preset_name="smoke",
                      overrides={"epochs": 1, "seed": 7}, real_photos=[str(photos)])
-    measured = registry.card(result["version"])["real_photos"]["sets"]["labelled"]
+    measured = registry.card(result["version"])["real_photos"]["sets"]["retrain_photos"]
     assert measured["n"] == 1 and measured["found"] == 1.0 and measured["support"] == {"Happy": 1}
     # The current model was measured on the same photos, so the real-photo rule decided (its score, or its
     # PublicTest floor: two tiny networks trained for one epoch may be far apart there).
-    assert "labelled" in registry.card(current)["real_photos"]["sets"]
+    assert "retrain_photos" in registry.card(current)["real_photos"]["sets"]
     assert "real-photo score" in result["reason"] or "points below the current" in result["reason"]
 
 
