@@ -58,9 +58,6 @@ def main() -> None:
     parser.add_argument("--models-dir", default=None)
     args = parser.parse_args()
 
-    import numpy as np
-
-    from ferbatch.classes import CLASS_NAMES
     from ferbatch.config import ScoreSettings
     from ferbatch.models import ModelRegistry
     from ferbatch.scoring import Components, KerasClassifier, PipelineSettings
@@ -71,7 +68,9 @@ def main() -> None:
     data = load_fer2013(args.data)
     splits = {name: data.subset(name) for name in ("PublicTest", "PrivateTest")}
     if args.holdout_folder:
+        from ferbatch.training import TrainConfig
         from ferbatch.training._labelled import load_labelled_folder
+        from ferbatch.training._loop import monitored_figures, selection_score
 
         held_out = load_labelled_folder(args.holdout_folder).held_out()
     settings = ScoreSettings()
@@ -84,18 +83,10 @@ def main() -> None:
                     for name, (faces, labels) in splits.items()}
         figures = [f"{name} {value:.4f}" for name, value in accuracy.items()]
         if args.holdout_folder:
-            from ferbatch.models import NEGATIVE_CLASSES
-            from ferbatch.training._loop import selection_score
-
-            faces, labels = held_out
-            predicted = exact.predict(faces).argmax(1)
-            negative = [CLASS_NAMES.index(name) for name in NEGATIVE_CLASSES]
-            bias = np.isin(predicted, negative).mean() - np.isin(labels, negative).mean()
-            neutral = labels == CLASS_NAMES.index("Neutral")
-            held = float((predicted == labels).mean())
-            score = selection_score({"val_accuracy": accuracy["PublicTest"], "holdout_accuracy": held})
-            figures.append(f"held out {held:.4f} (Neutral {(predicted[neutral] == labels[neutral]).mean():.3f},"
-                           f" bias {bias:+.3f}), selection {score:.4f}")
+            held = monitored_figures(model, *held_out, TrainConfig())  # the serving model takes the whole face
+            score = selection_score({"val_accuracy": accuracy["PublicTest"], **held})
+            figures.append(f"held out {held['holdout_accuracy']:.4f} (Neutral {held['holdout_neutral_recall']:.3f}"
+                           f", bias {held['holdout_negative_bias']:+.3f}), selection {score:.4f}")
         if args.real_photos:
             served = KerasClassifier(model, version=shown, precision=settings.precision)
             results = evaluate_real_photos(args.real_photos, detector, served, PipelineSettings.from_settings(settings))

@@ -226,11 +226,10 @@ class _Bookkeeping(keras.callbacks.Callback):
             history.setdefault(key, []).append(value)
         validated = "val_accuracy" in row
         val_acc = row.get("val_accuracy", -math.inf)
-        score = selection_score(row)
         # Without validation there is nothing to choose on: the latest weights are the ones kept.
-        improved = score > best_selection_score(self.state) if validated else True
+        improved = selection_score(row) > best_selection_score(self.state) if validated else True
         if improved:
-            self.state.update(best_val_accuracy=val_acc, best_score=score, best_epoch=epoch + 1, wait=0)
+            self.state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
             _save_best_weights(self.classifier, self.workdir)
         else:
             self.state["wait"] += 1
@@ -339,9 +338,7 @@ def selection_score(row: dict) -> float:
 
 
 def best_selection_score(state: dict) -> float:
-    """The kept epoch's selection score (re-derived from the history for a run saved before it was stored)."""
-    if "best_score" in state:
-        return state["best_score"]
+    """The kept epoch's selection score, from the history (so a run saved before the score existed resumes)."""
     epoch = state["best_epoch"]
     if epoch < 1:
         return -math.inf
