@@ -316,6 +316,8 @@ PRESET_NOTES = {
                      "epoch, 3/4 of its target its own label",
     "crop_cnn_wild_consistent": "6 epochs: FER2013 faces wholly the teacher's on every crop, faces in the wild "
                                 "(--extra-folder) half their own label",
+    "crop_cnn_wild_polish": "4 more epochs of crop_cnn_wild_consistent at a third of its rate (--init-from "
+                            "a finished run)",
     "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
     "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",
