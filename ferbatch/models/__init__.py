@@ -30,7 +30,8 @@ from ferbatch.models._registry import (
 
 _LAZY = {
     "_architectures": ("INPUT_CONTRACT", "INPUT_SHAPE", "create_model", "crop_offsets", "inference_copy",
-                       "list_architectures", "register_architecture", "serving_model", "with_augmentation"),
+                       "list_architectures", "register_architecture", "serving_model", "widen_into",
+                       "with_augmentation"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 

@@ -77,6 +77,17 @@ def _fer_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Dropout(0.4)(x)
 
 
+def _crop_trunk(x: keras.KerasTensor, last_stage: int) -> keras.KerasTensor:
+    for filters in (32, 64, 128):
+        x = _conv_block(x, filters, 2, 0.0)
+    for _ in range(2):  # the last stage keeps its 5x5 map for the global pooling
+        x = layers.Conv2D(last_stage, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dropout(0.4)(x)
+
+
 @register_architecture("crop_cnn")
 def _crop_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     """Four stages of two conv3x3-BN-ReLU, 32-64-128-256, on 40x40 crops: 1.18M parameters, 82M multiply-adds.
@@ -84,14 +95,18 @@ def _crop_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     The shape of the published 72-73% FER2013 recipes (random crops, several at test) at a width that
     trains on 2 CPU cores: about 2 minutes an epoch.
     """
-    for filters in (32, 64, 128):
-        x = _conv_block(x, filters, 2, 0.0)
-    for _ in range(2):  # the last stage keeps its 5x5 map for the global pooling
-        x = layers.Conv2D(256, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.Activation("relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    return layers.Dropout(0.4)(x)
+    return _crop_trunk(x, 256)
+
+
+@register_architecture("crop_cnn_wide")
+def _crop_cnn_wide(x: keras.KerasTensor) -> keras.KerasTensor:
+    """crop_cnn with a 384-filter last stage: 2.07M parameters, 104M multiply-adds.
+
+    The room is added where it is cheap on a CPU: the 5x5 stage runs as dense matrix products, while the
+    40x40 stage, where crop_cnn spends most of its time, is unchanged. `widen_into` starts it from a
+    trained crop_cnn with the same outputs.
+    """
+    return _crop_trunk(x, 384)
 
 
 @register_architecture("crop_cnn_slim")
@@ -187,6 +202,48 @@ def with_augmentation(classifier: keras.Model, augmentation: Augmentation, seed:
     for step in steps:
         x = step(x)
     return keras.Model(inputs, classifier(x), name=f"{classifier.name}_train")
+
+
+def widen_into(source: keras.Model, target: keras.Model, seed: int, noise: float = 0.0) -> None:
+    """Give `target` the function of `source`, a network of the same layers with fewer channels (Net2WiderNet,
+    Chen et al. 2016).
+
+    Each added channel copies a random existing one (its convolution filter and batch-norm statistics); the
+    next layer divides the weights it reads from every copied channel by the number of copies, so the
+    outputs are unchanged. `noise` (relative to each kernel's spread) lets the copies part when training.
+    """
+    kinds = (layers.Conv2D, layers.BatchNormalization, layers.Dense)
+    pairs = list(zip(_weighted_layers(source, kinds), _weighted_layers(target, kinds), strict=False))
+    if len(_weighted_layers(source, kinds)) != len(_weighted_layers(target, kinds)) or any(
+            type(a) is not type(b) for a, b in pairs):
+        raise ValueError(f"cannot widen {source.name} into {target.name}: their layers differ")
+    for name in ("scale_0_1", "normalise"):
+        target.get_layer(name).set_weights(source.get_layer(name).get_weights())
+    rng = np.random.default_rng(seed)
+    channel_of = np.arange(1)  # which source channel each target input channel copies; grey in
+    for old, new in pairs:
+        weights = old.get_weights()
+        if isinstance(old, layers.BatchNormalization):  # per channel: follows the channels as they are
+            new.set_weights([w[channel_of] for w in weights])
+            continue
+        kernel, wanted = weights[0], new.get_weights()[0].shape
+        if kernel.shape[-2] != channel_of.max() + 1 or wanted[-2] != channel_of.size or wanted[-1] < kernel.shape[-1]:
+            raise ValueError(f"cannot widen {source.name} into {target.name}: {new.name} {wanted} does not "
+                             f"extend {old.name} {kernel.shape}")
+        copies = np.bincount(channel_of, minlength=kernel.shape[-2])
+        kernel = kernel[..., channel_of, :] / copies[channel_of][:, None]
+        outputs_wanted, outputs_there = wanted[-1], kernel.shape[-1]
+        mapping = np.concatenate([np.arange(outputs_there),
+                                  rng.integers(0, outputs_there, outputs_wanted - outputs_there)])
+        kernel = kernel[..., mapping]
+        if noise:
+            kernel = kernel + rng.normal(0.0, noise * kernel.std(), kernel.shape).astype(kernel.dtype)
+        new.set_weights([kernel, *(w[mapping] for w in weights[1:])])
+        channel_of = mapping
+
+
+def _weighted_layers(model: keras.Model, kinds: tuple[type, ...]) -> list[layers.Layer]:
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
 def inference_copy(classifier: keras.Model, architecture: str) -> keras.Model:

@@ -318,6 +318,8 @@ PRESET_NOTES = {
                                 "(--extra-folder) half their own label",
     "crop_cnn_wild_polish": "4 more epochs of crop_cnn_wild_consistent at a third of its rate (--init-from "
                             "a finished run)",
+    "crop_cnn_wide_wild": "crop_cnn_wild_consistent on a 384-filter last stage, widened from a finished "
+                          "run (--init-from it)",
     "crop_cnn_distil_t75_cw": "crop_cnn_distil_t75 with inverse-frequency class weights",
     "crop_cnn_slim_distil": "0.65M-parameter crop_cnn_slim from scratch towards 3/4 ensemble + 1/4 votes",
     "crop_cnn_consistent": "crop_cnn_distil_t75, 16 epochs, the teacher scoring each augmented crop",

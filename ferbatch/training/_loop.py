@@ -23,7 +23,14 @@ import numpy as np
 
 from ferbatch.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from ferbatch.errors import FerbatchError
-from ferbatch.models import NEGATIVE_CLASSES, create_model, inference_copy, serving_model, with_augmentation
+from ferbatch.models import (
+    NEGATIVE_CLASSES,
+    create_model,
+    inference_copy,
+    serving_model,
+    widen_into,
+    with_augmentation,
+)
 from ferbatch.training._recipes import Augmentation, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -502,15 +509,20 @@ def train(
     else:
         mean = float(train_images.mean() / 255.0)
         variance = float(train_images.var() / 255.0**2)
-        if init_weights is not None:  # the weights were trained behind the starting network's input scaling
-            mean, variance = input_scaling(same_architecture(init_weights, config.architecture))
+        start = starting_network(init_weights, config.architecture) if init_weights is not None else None
+        if start is not None:  # the weights were trained behind the starting network's input scaling
+            mean, variance = input_scaling(start)
         classifier = create_model(
             config.architecture, input_side=config.crop or IMAGE_SIZE, pixel_mean=mean, pixel_variance=variance,
             dtype_policy=config.precision,
         )
-        if init_weights is not None:
-            classifier.set_weights(same_architecture(init_weights, config.architecture).get_weights())
+        if start is not None and start.name.split("__")[0] == config.architecture:
+            classifier.set_weights(start.get_weights())
             log.info("starting from the weights of %s", init_weights.name)
+        elif start is not None:
+            widen_into(start, classifier, config.seed, noise=WIDENING_NOISE)
+            log.info("starting from the weights of %s (%s), widened to %s", init_weights.name, start.name,
+                     config.architecture)
         trainer = classifier if config.crop else with_augmentation(classifier, config.augmentation, config.seed)
         _compile(trainer, config, len(batches))
 
@@ -567,6 +579,28 @@ def _add_run_identity(state: dict) -> None:
         done = state["epochs_done"]
         state["chunks"] = [{"first_epoch": 1, "last_epoch": done, "host": "unrecorded",
                             "wall_time_s": round(sum(state["history"].get("epoch_s", [])), 2)}] if done else []
+
+
+# Added channels start as copies of existing ones; a little noise lets them learn something else.
+WIDENING_NOISE = 0.01
+
+
+def starting_network(model: keras.Model, architecture: str) -> keras.Model:
+    """The network a run of `architecture` starts from: one of that architecture, or a narrower one of the
+    same layers (`widen_into` extends it), alone or inside a serving wrapper."""
+    try:
+        return same_architecture(model, architecture)
+    except FerbatchError:
+        inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        network = inner[0] if len(inner) == 1 else model
+        if network is model and inner:
+            raise
+        probe = create_model(architecture, input_side=int(network.input_shape[1]))
+        try:
+            widen_into(network, probe, seed=0)
+        except ValueError as error:
+            raise FerbatchError(f"cannot start a {architecture} run from model {model.name!r}: {error}") from None
+        return network
 
 
 def same_architecture(model: keras.Model, architecture: str) -> keras.Model:
