@@ -6,8 +6,17 @@ import keras
 import numpy as np
 import pytest
 
-from ferbatch.models import INPUT_SHAPE, create_model, inference_copy, list_architectures, with_augmentation
-from ferbatch.training import Augmentation
+from ferbatch.errors import FerbatchError
+from ferbatch.models import (
+    INPUT_SHAPE,
+    create_model,
+    inference_copy,
+    list_architectures,
+    serving_model,
+    widen_into,
+    with_augmentation,
+)
+from ferbatch.training import Augmentation, starting_network
 
 
 @pytest.fixture(scope="module", params=list_architectures())
@@ -67,3 +76,47 @@ def test_augmentation_is_active_only_in_training(random_faces):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(inference), classifier.predict(x, verbose=0), atol=1e-6)
     augmented = keras.ops.convert_to_numpy(trainer(x, training=True))
     assert not np.allclose(augmented, keras.ops.convert_to_numpy(inference), atol=1e-4)
+
+
+def _with_random_statistics(network: keras.Model, seed: int) -> keras.Model:
+    """Fresh batch norms are the identity; give them statistics so that copying them is checked too."""
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+    return network
+
+
+def test_a_wider_network_starts_with_the_narrower_ones_outputs(random_faces):
+    narrow = _with_random_statistics(create_model("crop_cnn", input_side=40, pixel_mean=0.4, pixel_variance=0.05), 1)
+    with pytest.raises(ValueError, match="the same input scaling"):
+        widen_into(narrow, create_model("crop_cnn_wide", input_side=40), seed=3)
+    wide = create_model("crop_cnn_wide", input_side=40, pixel_mean=0.4, pixel_variance=0.05)
+    widen_into(narrow, wide, seed=3)
+    assert wide.count_params() > 1.5 * narrow.count_params()
+    x = random_faces[:, 4:44, 4:44, None].astype("float32")
+    np.testing.assert_allclose(wide.predict(x, verbose=0), narrow.predict(x, verbose=0), atol=1e-5)
+    # The added filters are copies of existing ones, which the noise then parts.
+    kernel = wide.get_layer(index=-6).get_weights()[0]
+    assert kernel.shape[-1] == 384
+    noisy = create_model("crop_cnn_wide", input_side=40, pixel_mean=0.4, pixel_variance=0.05)
+    widen_into(narrow, noisy, seed=3, noise=0.01)
+    assert not np.array_equal(noisy.get_layer(index=-6).get_weights()[0], kernel)
+    np.testing.assert_allclose(noisy.predict(x, verbose=0), narrow.predict(x, verbose=0), atol=0.02)
+
+
+@pytest.mark.parametrize(("source", "target"), [("crop_cnn_wide", "crop_cnn"), ("fer_cnn", "crop_cnn_wide")])
+def test_widening_refuses_a_narrower_or_different_network(source, target):
+    with pytest.raises(ValueError, match=f"cannot widen {source} into {target}"):
+        widen_into(create_model(source, input_side=40), create_model(target, input_side=40), seed=0)
+
+
+def test_a_run_starts_from_the_network_inside_a_registered_model():
+    network = create_model("crop_cnn", input_side=40, pixel_mean=0.45, pixel_variance=0.06)
+    registered = serving_model([network])
+    assert starting_network(registered, "crop_cnn") is network
+    assert starting_network(registered, "crop_cnn_wide") is network  # widened by the run
+    with pytest.raises(FerbatchError, match="cannot start a crop_cnn_wide run from model 'fer_cnn'"):
+        starting_network(create_model("fer_cnn"), "crop_cnn_wide")

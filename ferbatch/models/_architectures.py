@@ -211,14 +211,17 @@ def widen_into(source: keras.Model, target: keras.Model, seed: int, noise: float
     Each added channel copies a random existing one (its convolution filter and batch-norm statistics); the
     next layer divides the weights it reads from every copied channel by the number of copies, so the
     outputs are unchanged. `noise` (relative to each kernel's spread) lets the copies part when training.
+    `target` is built with the input scaling of `source` (create_model's pixel_mean and pixel_variance).
     """
     kinds = (layers.Conv2D, layers.BatchNormalization, layers.Dense)
     pairs = list(zip(_weighted_layers(source, kinds), _weighted_layers(target, kinds), strict=False))
     if len(_weighted_layers(source, kinds)) != len(_weighted_layers(target, kinds)) or any(
             type(a) is not type(b) for a, b in pairs):
         raise ValueError(f"cannot widen {source.name} into {target.name}: their layers differ")
-    for name in ("scale_0_1", "normalise"):
-        target.get_layer(name).set_weights(source.get_layer(name).get_weights())
+    scaling = [[np.ravel(keras.ops.convert_to_numpy(getattr(model.get_layer("normalise"), statistic)))
+                for statistic in ("mean", "variance")] for model in (source, target)]
+    if not all(np.allclose(a, b) for a, b in zip(*scaling, strict=True)):
+        raise ValueError(f"cannot widen {source.name} into {target.name}: build it with the same input scaling")
     rng = np.random.default_rng(seed)
     channel_of = np.arange(1)  # which source channel each target input channel copies; grey in
     for old, new in pairs:

@@ -33,7 +33,7 @@ _LAZY = {
                  "record_refused", "refused_candidates", "register_fine_tuned", "tonight", "too_few_holdout_note",
                  "training_deadline", "user_faces_summary"),
     "_loop": ("FaceBatches", "TrainResult", "augmented_crops", "augmented_views", "balanced_class_weights",
-              "centre_crops", "same_architecture", "teacher_probabilities", "train"),
+              "centre_crops", "same_architecture", "starting_network", "teacher_probabilities", "train"),
     "_evaluation": ("EVAL_SPLITS", "classification_metrics", "confusion_matrix", "evaluate", "evaluate_splits"),
     "_real_photos": ("LabelledPhotos", "evaluate_real_photos", "load_labelled_photos", "predict_photos",
                      "real_photo_metrics", "real_photos_markdown", "real_photos_on_card"),

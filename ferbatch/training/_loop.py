@@ -595,7 +595,9 @@ def starting_network(model: keras.Model, architecture: str) -> keras.Model:
         network = inner[0] if len(inner) == 1 else model
         if network is model and inner:
             raise
-        probe = create_model(architecture, input_side=int(network.input_shape[1]))
+        mean, variance = input_scaling(network)
+        probe = create_model(architecture, input_side=int(network.input_shape[1]), pixel_mean=mean,
+                             pixel_variance=variance)
         try:
             widen_into(network, probe, seed=0)
         except ValueError as error:
