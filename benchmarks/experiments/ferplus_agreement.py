@@ -3,7 +3,7 @@
     python benchmarks/experiments/ferplus_agreement.py --data ../shared/data/fer2013.csv.gz \
         --labels ../shared/data/ferplus_fer2013new.csv
 
-Issue 4 judges accuracy against the original FER2013 labels. A model that learned the FER+ majority
+FER2013 accuracy is judged against the original labels. A model that learned the FER+ majority
 perfectly would score about this agreement against them, so it bounds what FER+ targets alone can give.
 Rows FER+ drops (not a face, majority unknown or contempt) count as disagreements in "of all rows".
 """
