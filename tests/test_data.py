@@ -152,3 +152,24 @@ def test_extra_folder_with_an_unknown_class_folder_is_refused(tmp_path, sample_d
     (tmp_path / "Joyful").mkdir()
     with pytest.raises(DataError, match="Joyful"):
         add_extra_folder(sample_data, tmp_path)
+
+
+@pytest.mark.parametrize("split", ["PublicTest", "PrivateTest"])
+def test_a_splits_faces_line_up_with_their_fer_plus_majority(split):
+    """benchmarks/experiments/split_disagreement.py compares models face by face against both label sets."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "experiments"))
+    try:
+        from split_disagreement import split_faces
+    finally:
+        sys.path.pop(0)
+    original = load_fer2013(SAMPLE_CSV)
+    relabelled = apply_ferplus_labels(original, SAMPLE_FERPLUS)
+    images, labels, crowd = split_faces(SAMPLE_CSV, SAMPLE_FERPLUS, split)
+    rows = original.split == SPLITS.index(split)
+    assert np.array_equal(images, original.images[rows]) and np.array_equal(labels, original.labels[rows])
+    majority = dict(zip(relabelled.source_row.tolist(), relabelled.labels.tolist(), strict=True))
+    expected = [majority.get(row, -1) for row in original.source_row[rows].tolist()]
+    assert crowd.tolist() == expected and (crowd >= 0).any()
