@@ -16,7 +16,7 @@ from ferbatch.models import (
     widen_into,
     with_augmentation,
 )
-from ferbatch.training import Augmentation, starting_network
+from ferbatch.training import Augmentation, start_from, starting_network
 
 
 @pytest.fixture(scope="module", params=list_architectures())
@@ -113,10 +113,17 @@ def test_widening_refuses_a_narrower_or_different_network(source, target):
         widen_into(create_model(source, input_side=40), create_model(target, input_side=40), seed=0)
 
 
-def test_a_run_starts_from_the_network_inside_a_registered_model():
+def test_a_run_starts_from_the_network_inside_a_registered_model(random_faces):
     network = create_model("crop_cnn", input_side=40, pixel_mean=0.45, pixel_variance=0.06)
     registered = serving_model([network])
     assert starting_network(registered, "crop_cnn") is network
     assert starting_network(registered, "crop_cnn_wide") is network  # widened by the run
+    x = random_faces[:, 4:44, 4:44, None].astype("float32")
+    same = create_model("crop_cnn", input_side=40, pixel_mean=0.45, pixel_variance=0.06)
+    start_from(same, network, seed=0)
+    np.testing.assert_array_equal(same.predict(x, verbose=0), network.predict(x, verbose=0))
+    wide = create_model("crop_cnn_wide", input_side=40, pixel_mean=0.45, pixel_variance=0.06)
+    start_from(wide, network, seed=0)
+    np.testing.assert_allclose(wide.predict(x, verbose=0), network.predict(x, verbose=0), atol=0.02)
     with pytest.raises(FerbatchError, match="cannot start a crop_cnn_wide run from model 'fer_cnn'"):
-        starting_network(create_model("fer_cnn"), "crop_cnn_wide")
+        start_from(create_model("crop_cnn_wide"), create_model("fer_cnn"), seed=0)

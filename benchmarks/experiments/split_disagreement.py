@@ -64,5 +64,6 @@ def main() -> None:
         print(f"  the crowd reads {int(sided.sum())} as {names[wrong]} does; {names[wrong]} reads "
               f"{int((parted & (reads[wrong] == neutral)).sum())} Neutral")
 
+
 if __name__ == "__main__":
     main()

@@ -214,9 +214,8 @@ def widen_into(source: keras.Model, target: keras.Model, seed: int, noise: float
     `target` is built with the input scaling of `source` (create_model's pixel_mean and pixel_variance).
     """
     kinds = (layers.Conv2D, layers.BatchNormalization, layers.Dense)
-    pairs = list(zip(_weighted_layers(source, kinds), _weighted_layers(target, kinds), strict=False))
-    if len(_weighted_layers(source, kinds)) != len(_weighted_layers(target, kinds)) or any(
-            type(a) is not type(b) for a, b in pairs):
+    olds, news = ([layer for layer in model.layers if isinstance(layer, kinds)] for model in (source, target))
+    if [type(layer) for layer in olds] != [type(layer) for layer in news]:
         raise ValueError(f"cannot widen {source.name} into {target.name}: their layers differ")
     scaling = [[np.ravel(keras.ops.convert_to_numpy(getattr(model.get_layer("normalise"), statistic)))
                 for statistic in ("mean", "variance")] for model in (source, target)]
@@ -224,7 +223,7 @@ def widen_into(source: keras.Model, target: keras.Model, seed: int, noise: float
         raise ValueError(f"cannot widen {source.name} into {target.name}: build it with the same input scaling")
     rng = np.random.default_rng(seed)
     channel_of = np.arange(1)  # which source channel each target input channel copies; grey in
-    for old, new in pairs:
+    for old, new in zip(olds, news, strict=True):
         weights = old.get_weights()
         if isinstance(old, layers.BatchNormalization):  # per channel: follows the channels as they are
             new.set_weights([w[channel_of] for w in weights])
@@ -243,10 +242,6 @@ def widen_into(source: keras.Model, target: keras.Model, seed: int, noise: float
             kernel = kernel + rng.normal(0.0, noise * kernel.std(), kernel.shape).astype(kernel.dtype)
         new.set_weights([kernel, *(w[mapping] for w in weights[1:])])
         channel_of = mapping
-
-
-def _weighted_layers(model: keras.Model, kinds: tuple[type, ...]) -> list[layers.Layer]:
-    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
 def inference_copy(classifier: keras.Model, architecture: str) -> keras.Model:

@@ -516,13 +516,9 @@ def train(
             config.architecture, input_side=config.crop or IMAGE_SIZE, pixel_mean=mean, pixel_variance=variance,
             dtype_policy=config.precision,
         )
-        if start is not None and start.name.split("__")[0] == config.architecture:
-            classifier.set_weights(start.get_weights())
-            log.info("starting from the weights of %s", init_weights.name)
-        elif start is not None:
-            widen_into(start, classifier, config.seed, noise=WIDENING_NOISE)
-            log.info("starting from the weights of %s (%s), widened to %s", init_weights.name, start.name,
-                     config.architecture)
+        if start is not None:
+            start_from(classifier, start, config.seed)
+            log.info("starting from the weights of %s (%s)", init_weights.name, start.name)
         trainer = classifier if config.crop else with_augmentation(classifier, config.augmentation, config.seed)
         _compile(trainer, config, len(batches))
 
@@ -586,23 +582,27 @@ WIDENING_NOISE = 0.01
 
 
 def starting_network(model: keras.Model, architecture: str) -> keras.Model:
-    """The network a run of `architecture` starts from: one of that architecture, or a narrower one of the
-    same layers (`widen_into` extends it), alone or inside a serving wrapper."""
+    """The network a run of `architecture` starts from: one of that architecture, or else the one network of
+    another (which `start_from` widens), alone or inside a serving wrapper."""
     try:
         return same_architecture(model, architecture)
     except FerbatchError:
         inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-        network = inner[0] if len(inner) == 1 else model
-        if network is model and inner:
+        if len(inner) > 1:
             raise
-        mean, variance = input_scaling(network)
-        probe = create_model(architecture, input_side=int(network.input_shape[1]), pixel_mean=mean,
-                             pixel_variance=variance)
-        try:
-            widen_into(network, probe, seed=0)
-        except ValueError as error:
-            raise FerbatchError(f"cannot start a {architecture} run from model {model.name!r}: {error}") from None
-        return network
+        return inner[0] if inner else model
+
+
+def start_from(classifier: keras.Model, start: keras.Model, seed: int) -> None:
+    """Give a new classifier the weights of `start`: as they are for the same architecture, widened (outputs
+    unchanged) for a narrower network of the same layers."""
+    if start.name.split("__")[0] == classifier.name:
+        classifier.set_weights(start.get_weights())
+        return
+    try:
+        widen_into(start, classifier, seed, noise=WIDENING_NOISE)
+    except ValueError as error:
+        raise FerbatchError(f"cannot start a {classifier.name} run from model {start.name!r}: {error}") from None
 
 
 def same_architecture(model: keras.Model, architecture: str) -> keras.Model:
